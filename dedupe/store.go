@@ -1,0 +1,83 @@
+// Package dedupe is the replay store: it remembers which webhook events were
+// delivered so that a replayed or duplicate delivery is dropped, and which are
+// in flight so that concurrent copies of one event reach the upstream once.
+//
+// The guarantee (see the README): within the replay window, and while the
+// store is below capacity, exactly one copy of an event reaches the upstream
+// with a 2xx answer; and no event is marked delivered unless the upstream
+// answered 2xx.
+package dedupe
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// State is what a Claim found.
+type State int
+
+const (
+	// Fresh: the key was free and is now claimed by the caller, for the lease.
+	Fresh State = iota
+	// InFlight: another delivery of the event holds the key.
+	InFlight
+	// Delivered: the event was delivered within the replay window.
+	Delivered
+)
+
+func (s State) String() string {
+	switch s {
+	case Fresh:
+		return "fresh"
+	case InFlight:
+		return "in_flight"
+	case Delivered:
+		return "delivered"
+	}
+	return "state(" + strconv.Itoa(int(s)) + ")"
+}
+
+// Claim is the result of Store.Claim. A Fresh claim must be ended with
+// exactly one Commit or Release.
+type Claim struct {
+	// Key is the store key of the event.
+	Key string
+	// State is what the store found.
+	State State
+	// Token identifies the holder of a Fresh claim, so that Release never
+	// frees a claim that has since passed to someone else.
+	Token string
+}
+
+// Store is a replay store. Implementations are safe for concurrent use.
+type Store interface {
+	// Claim atomically takes the key if it is free: of two concurrent claims
+	// of one key exactly one is Fresh. A Fresh claim is a lease that expires
+	// after lease, so a crashed holder does not block the key forever.
+	Claim(ctx context.Context, key string, lease time.Duration) (Claim, error)
+	// Commit marks the claimed event delivered for window, after the
+	// upstream answered 2xx.
+	Commit(ctx context.Context, c Claim, window time.Duration) error
+	// Release frees the key after a failed delivery, if c still holds it.
+	Release(ctx context.Context, c Claim) error
+}
+
+// ErrUnavailable wraps errors of a store that cannot be reached; the guard
+// answers 503 and the provider retries.
+var ErrUnavailable = errors.New("replay store unavailable")
+
+// Key builds the store key of an event. Each part is length-prefixed, so no
+// two (scope, provider, id) tuples share a key.
+func Key(scope, provider, eventID string) string {
+	var b strings.Builder
+	b.Grow(len(scope) + len(provider) + len(eventID) + 12)
+	for _, p := range [...]string{scope, provider, eventID} {
+		b.WriteString(strconv.Itoa(len(p)))
+		b.WriteByte(':')
+		b.WriteString(p)
+	}
+	return b.String()
+}

@@ -1,0 +1,173 @@
+package verify
+
+import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"hash"
+	"strconv"
+	"time"
+)
+
+// BodyDigestID is the event id of a delivery whose scheme carries none: the
+// SHA-256 of the body, so identical deliveries are recognised as duplicates.
+func BodyDigestID(body []byte) string {
+	sum := sha256.Sum256(body)
+	return "sha256:" + hex.EncodeToString(sum[:])
+}
+
+// bodyFields are the JSON fields most providers put at the top of an event.
+type bodyFields struct {
+	ID   json.RawMessage `json:"id"`
+	Type string          `json:"type"`
+}
+
+// jsonIDAndType reads the top-level "id" and "type" of a JSON body. A
+// numeric id is kept as written; a body that is not JSON yields "", "".
+func jsonIDAndType(body []byte) (id, typ string) {
+	var f bodyFields
+	if json.Unmarshal(body, &f) != nil {
+		return "", ""
+	}
+	return rawScalar(f.ID), f.Type
+}
+
+// rawScalar turns a JSON string or number into its text; anything else is "".
+func rawScalar(raw json.RawMessage) string {
+	if len(raw) == 0 {
+		return ""
+	}
+	if raw[0] == '"' {
+		var s string
+		if json.Unmarshal(raw, &s) == nil {
+			return s
+		}
+		return ""
+	}
+	if raw[0] == '-' || (raw[0] >= '0' && raw[0] <= '9') {
+		return string(raw)
+	}
+	return ""
+}
+
+// orDigest returns id, or the body's digest when id is empty.
+func orDigest(id string, body []byte) string {
+	if id == "" {
+		return BodyDigestID(body)
+	}
+	return id
+}
+
+// requireSecrets reports a missing or empty secret as a configuration error.
+func requireSecrets(option string, values []string) error {
+	if len(values) == 0 {
+		return &ConfigError{Option: option, Msg: "at least one is required"}
+	}
+	for i, v := range values {
+		if v == "" {
+			return &ConfigError{Option: option, Msg: fmt.Sprintf("value #%d is empty", i+1)}
+		}
+	}
+	return nil
+}
+
+// macKeys holds the keys of an HMAC scheme, one per configured secret.
+type macKeys struct {
+	newHash func() hash.Hash
+	keys    [][]byte
+}
+
+// sum computes the MAC of the concatenated parts under key i.
+func (m macKeys) sum(i int, parts ...[]byte) []byte {
+	mac := hmac.New(m.newHash, m.keys[i])
+	for _, p := range parts {
+		mac.Write(p)
+	}
+	return mac.Sum(nil)
+}
+
+// match reports whether any of the candidate signatures equals the MAC of
+// parts under any key, in constant time per comparison. Every key is tried
+// against every candidate.
+func (m macKeys) match(candidates [][]byte, parts ...[]byte) bool {
+	ok := 0
+	for i := range m.keys {
+		want := m.sum(i, parts...)
+		for _, c := range candidates {
+			ok |= subtle.ConstantTimeCompare(want, c)
+		}
+	}
+	return ok == 1
+}
+
+// stringKeys turns secrets into HMAC keys as their raw bytes.
+func stringKeys(secrets []string) [][]byte {
+	keys := make([][]byte, len(secrets))
+	for i, s := range secrets {
+		keys[i] = []byte(s)
+	}
+	return keys
+}
+
+// secretCount says how many secrets a mismatch was checked against.
+func secretCount(n int) string {
+	if n == 1 {
+		return "1 secret"
+	}
+	return strconv.Itoa(n) + " secrets"
+}
+
+// checkTimestamp parses a unix-seconds timestamp and checks it is within
+// tolerance of now, either way.
+func checkTimestamp(raw string, now time.Time, tolerance time.Duration) (time.Time, error) {
+	if raw == "" {
+		return time.Time{}, Invalid("timestamp header missing")
+	}
+	secs, err := strconv.ParseInt(raw, 10, 64)
+	if err != nil || len(raw) > 12 {
+		return time.Time{}, Invalid("timestamp is not a unix time in seconds")
+	}
+	ts := time.Unix(secs, 0)
+	if d := now.Sub(ts); d > tolerance {
+		return ts, &Error{Reason: ReasonTimestamp, Detail: fmt.Sprintf("timestamp %s in the past, tolerance %s", d.Truncate(time.Second), shortDuration(tolerance))}
+	} else if -d > tolerance {
+		return ts, &Error{Reason: ReasonTimestamp, Detail: fmt.Sprintf("timestamp %s in the future, tolerance %s", (-d).Truncate(time.Second), shortDuration(tolerance))}
+	}
+	return ts, nil
+}
+
+// shortDuration prints 5m rather than 5m0s.
+func shortDuration(d time.Duration) string {
+	s := d.String()
+	if len(s) > 4 && s[len(s)-4:] == "m0s" && d%time.Minute == 0 {
+		s = s[:len(s)-2]
+	}
+	if len(s) > 4 && s[len(s)-4:] == "h0m" {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
+// tolerance returns the configured tolerance or the default.
+func (c Config) tolerance() time.Duration {
+	if c.Tolerance > 0 {
+		return c.Tolerance
+	}
+	return DefaultTolerance
+}
+
+// unixOrNow returns ts, or now when ts is zero.
+func unixOrNow(ts time.Time) time.Time {
+	if ts.IsZero() {
+		return time.Now()
+	}
+	return ts
+}
+
+// sha256Keys builds SHA-256 HMAC keys from secrets used as raw bytes.
+func sha256Keys(secrets []string) macKeys {
+	return macKeys{newHash: sha256.New, keys: stringKeys(secrets)}
+}
