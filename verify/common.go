@@ -4,11 +4,13 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"hash"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -113,11 +115,51 @@ func stringKeys(secrets []string) [][]byte {
 }
 
 // secretCount says how many secrets a mismatch was checked against.
-func secretCount(n int) string {
+func secretCount(n int) string { return countOf(n, "secret") }
+
+// countOf writes "1 secret", "2 secrets": n and the noun, plural when needed.
+func countOf(n int, noun string) string {
 	if n == 1 {
-		return "1 secret"
+		return "1 " + noun
 	}
-	return strconv.Itoa(n) + " secrets"
+	return strconv.Itoa(n) + " " + noun + "s"
+}
+
+// macEncoding is how a scheme writes a MAC into a header.
+type macEncoding int
+
+const (
+	// hexMAC is hexadecimal, either case.
+	hexMAC macEncoding = iota
+	// base64MAC is base64, standard or URL alphabet, padded or not.
+	base64MAC
+)
+
+// decodeMAC strips prefix from a signature header value ("sha256=", "v0=",
+// or "" for none) and decodes the rest as a MAC of size bytes. ok is false
+// when the prefix is missing, the rest is not in the encoding or its length
+// is not size.
+func decodeMAC(value, prefix string, enc macEncoding, size int) (mac []byte, ok bool) {
+	rest, found := strings.CutPrefix(value, prefix)
+	if !found {
+		return nil, false
+	}
+	var err error
+	switch enc {
+	case base64MAC:
+		rest = strings.TrimRight(rest, "=")
+		b64 := base64.RawStdEncoding
+		if strings.ContainsAny(rest, "-_") {
+			b64 = base64.RawURLEncoding
+		}
+		mac, err = b64.DecodeString(rest)
+	default:
+		mac, err = hex.DecodeString(rest)
+	}
+	if err != nil || len(mac) != size {
+		return nil, false
+	}
+	return mac, true
 }
 
 // checkTimestamp parses a unix-seconds timestamp and checks it is within

@@ -1,6 +1,8 @@
 package verify
 
 import (
+	"bytes"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
 	"net/http"
@@ -10,14 +12,23 @@ import (
 )
 
 // Standard Webhooks (and Svix, which uses the same scheme under svix-*
-// header names) sign "{id}.{timestamp}.{body}" with HMAC-SHA256 keyed by the
-// base64-decoded secret (after an optional whsec_ prefix). webhook-signature
-// is a space-separated list of "v1,<base64>" entries; any valid one passes.
-// The event id is webhook-id, the type the body's "type".
+// header names) sign "{id}.{timestamp}.{body}". webhook-signature is a
+// space-separated list of version-tagged entries; any valid one passes:
+//
+//   - "v1,<base64>": HMAC-SHA256 keyed by the base64-decoded secret (after an
+//     optional whsec_ prefix);
+//   - "v1a,<base64>": Ed25519, verified with the public keys (whpk_<base64>,
+//     32 bytes) and with the public half of any whsk_ signing key among the
+//     secrets.
+//
+// A header may mix both. The event id is webhook-id, the type the body's
+// "type".
 const (
-	standardPrefix = "webhook-"
-	svixPrefix     = "svix-"
-	secretPrefix   = "whsec_"
+	standardPrefix   = "webhook-"
+	svixPrefix       = "svix-"
+	secretPrefix     = "whsec_"
+	publicKeyPrefix  = "whpk_"
+	signingKeyPrefix = "whsk_"
 )
 
 func init() {
@@ -25,23 +36,97 @@ func init() {
 }
 
 type standard struct {
-	keys      macKeys
-	tolerance time.Duration
+	keys       macKeys             // v1 HMAC keys, from whsec_ secrets
+	publicKeys []ed25519.PublicKey // v1a keys, from public_key and whsk_ secrets
+	signingKey ed25519.PrivateKey  // set when the first secret is whsk_: Sign emits v1a
+	tolerance  time.Duration
+	versions   string // the versions accepted, for messages: "v1", "v1a" or "v1 or v1a"
+	keyCount   string // "1 secret", "1 secret or 2 public keys", for messages
+}
+
+// standardVerifier is a standard verifier built from public keys only: it
+// verifies but has nothing to sign with, so it does not implement Signer.
+type standardVerifier struct{ v *standard }
+
+func (s standardVerifier) Verify(h http.Header, body []byte, now time.Time) (Event, error) {
+	return s.v.Verify(h, body, now)
 }
 
 func newStandard(c Config) (Verifier, error) {
-	if err := requireSecrets("secret", c.Secrets); err != nil {
-		return nil, err
+	if len(c.Secrets) == 0 && len(c.PublicKeys) == 0 {
+		return nil, &ConfigError{Option: "secret", Msg: "secret or public_key required"}
+	}
+	if len(c.Secrets) > 0 {
+		if err := requireSecrets("secret", c.Secrets); err != nil {
+			return nil, err
+		}
+	}
+	if len(c.PublicKeys) > 0 {
+		if err := requireSecrets("public_key", c.PublicKeys); err != nil {
+			return nil, err
+		}
 	}
 	v := &standard{keys: macKeys{newHash: sha256.New}, tolerance: c.tolerance()}
 	for i, s := range c.Secrets {
+		nth := "value #" + strconv.Itoa(i+1)
+		if rest, ok := strings.CutPrefix(s, signingKeyPrefix); ok {
+			priv, ok := parseSigningKey(rest)
+			if !ok {
+				return nil, &ConfigError{Option: "secret", Msg: nth + " is not a whsk_<base64> Ed25519 signing key"}
+			}
+			if i == 0 {
+				v.signingKey = priv
+			}
+			v.publicKeys = append(v.publicKeys, priv.Public().(ed25519.PublicKey))
+			continue
+		}
+		if strings.HasPrefix(s, publicKeyPrefix) {
+			return nil, &ConfigError{Option: "secret", Msg: nth + " is a whpk_ public key: give it as public_key"}
+		}
 		key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(s, secretPrefix))
 		if err != nil || len(key) == 0 {
-			return nil, &ConfigError{Option: "secret", Msg: "value #" + strconv.Itoa(i+1) + " is not a whsec_<base64> Standard Webhooks secret"}
+			return nil, &ConfigError{Option: "secret", Msg: nth + " is not a whsec_<base64> Standard Webhooks secret"}
 		}
 		v.keys.keys = append(v.keys.keys, key)
 	}
+	for i, s := range c.PublicKeys {
+		key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(s, publicKeyPrefix))
+		if err != nil || len(key) != ed25519.PublicKeySize {
+			return nil, &ConfigError{Option: "public_key", Msg: "value #" + strconv.Itoa(i+1) + " is not a whpk_<base64> Ed25519 public key"}
+		}
+		v.publicKeys = append(v.publicKeys, ed25519.PublicKey(key))
+	}
+	switch {
+	case len(v.keys.keys) == 0:
+		v.versions, v.keyCount = "v1a", countOf(len(v.publicKeys), "public key")
+	case len(v.publicKeys) == 0:
+		v.versions, v.keyCount = "v1", secretCount(len(v.keys.keys))
+	default:
+		v.versions = "v1 or v1a"
+		v.keyCount = secretCount(len(v.keys.keys)) + " or " + countOf(len(v.publicKeys), "public key")
+	}
+	if len(c.Secrets) == 0 {
+		return standardVerifier{v}, nil
+	}
 	return v, nil
+}
+
+// parseSigningKey decodes the base64 of an Ed25519 private key: 64 bytes
+// (seed and public key, as Svix issues them) or a 32-byte seed. A 64-byte
+// key whose public half does not belong to its seed is refused.
+func parseSigningKey(b64 string) (ed25519.PrivateKey, bool) {
+	raw, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return nil, false
+	}
+	switch len(raw) {
+	case ed25519.SeedSize:
+		return ed25519.NewKeyFromSeed(raw), true
+	case ed25519.PrivateKeySize:
+		priv := ed25519.NewKeyFromSeed(raw[:ed25519.SeedSize])
+		return priv, bytes.Equal(priv, raw)
+	}
+	return nil, false
 }
 
 // standardHeaders returns the id, timestamp and signature headers, from the
@@ -55,11 +140,12 @@ func standardHeaders(h http.Header) (id, ts, sigs string) {
 }
 
 // ParseStandardSignatures splits a webhook-signature header into its
-// version-tagged entries and decodes those of the given version (e.g. "v1").
-// Malformed entries and other versions are skipped; it never fails.
+// version-tagged entries and decodes those of the given version ("v1" for
+// HMAC, "v1a" for Ed25519). Malformed entries and other versions are
+// skipped; it never fails.
 func ParseStandardSignatures(header, version string) [][]byte {
 	var out [][]byte
-	for _, entry := range strings.Fields(header) {
+	for entry := range strings.FieldsSeq(header) {
 		v, sig, ok := strings.Cut(entry, ",")
 		if !ok || v != version {
 			continue
@@ -85,26 +171,68 @@ func (v *standard) Verify(h http.Header, body []byte, now time.Time) (Event, err
 	if err != nil {
 		return Event{}, err
 	}
-	candidates := ParseStandardSignatures(sigs, "v1")
-	if len(candidates) == 0 {
-		return Event{}, Invalid("webhook-signature has no well-formed v1 signature")
+	var macs, eds [][]byte
+	if len(v.keys.keys) > 0 {
+		macs = ParseStandardSignatures(sigs, "v1")
 	}
-	if !v.keys.match(candidates, []byte(id), []byte{'.'}, []byte(ts), []byte{'.'}, body) {
-		return Event{}, Invalid("signature does not match any of %s", secretCount(len(v.keys.keys)))
+	if len(v.publicKeys) > 0 {
+		eds = ParseStandardSignatures(sigs, "v1a")
+	}
+	if len(macs) == 0 && len(eds) == 0 {
+		return Event{}, Invalid("webhook-signature has no well-formed %s signature", v.versions)
+	}
+	ok := len(macs) > 0 && v.keys.match(macs, []byte(id), []byte{'.'}, []byte(ts), []byte{'.'}, body)
+	if !ok && len(eds) > 0 {
+		ok = v.verifyEd25519(eds, standardMessage(id, ts, body))
+	}
+	if !ok {
+		return Event{}, Invalid("signature does not match any of %s", v.keyCount)
 	}
 	_, typ := jsonIDAndType(body)
 	return Event{ID: id, Type: typ, Timestamp: when}, nil
 }
 
+// verifyEd25519 reports whether any signature verifies under any public key.
+// Public-key verification leaks nothing secret, so it may stop at the first
+// success.
+func (v *standard) verifyEd25519(sigs [][]byte, msg []byte) bool {
+	for _, pub := range v.publicKeys {
+		for _, sig := range sigs {
+			if ed25519.Verify(pub, msg, sig) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// standardMessage is the signed content "{id}.{timestamp}.{body}" in one
+// buffer, as Ed25519 needs it.
+func standardMessage(id, ts string, body []byte) []byte {
+	msg := make([]byte, 0, len(id)+len(ts)+2+len(body))
+	msg = append(msg, id...)
+	msg = append(msg, '.')
+	msg = append(msg, ts...)
+	msg = append(msg, '.')
+	return append(msg, body...)
+}
+
+// Sign signs with the first secret: a v1a Ed25519 signature when it is a
+// whsk_ signing key, else a v1 HMAC. An empty id is derived from the body.
 func (v *standard) Sign(body []byte, id string, ts time.Time) (http.Header, error) {
 	if id == "" {
 		id = "msg_" + BodyDigestID(body)[7:31]
 	}
 	t := strconv.FormatInt(unixOrNow(ts).Unix(), 10)
-	mac := v.keys.sum(0, []byte(id), []byte{'.'}, []byte(t), []byte{'.'}, body)
+	var sig string
+	if v.signingKey != nil {
+		sig = "v1a," + base64.StdEncoding.EncodeToString(ed25519.Sign(v.signingKey, standardMessage(id, t, body)))
+	} else {
+		sig = "v1," + base64.StdEncoding.EncodeToString(v.keys.sum(0, []byte(id), []byte{'.'}, []byte(t), []byte{'.'}, body))
+	}
 	h := http.Header{}
 	h.Set("webhook-id", id)
 	h.Set("webhook-timestamp", t)
-	h.Set("webhook-signature", "v1,"+base64.StdEncoding.EncodeToString(mac))
+	h.Set("webhook-signature", sig)
 	return h, nil
 }

@@ -7,6 +7,9 @@ import (
 
 	// The standard Caddy modules.
 	_ "github.com/caddyserver/caddy/v2/modules/standard"
+
+	// The webhook_guard handler and its `caddy webhook-guard` command.
+	_ "github.com/hookguard/caddy-webhook-guard"
 )
 
 func main() {

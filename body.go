@@ -1,0 +1,56 @@
+package webhookguard
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/hookguard/caddy-webhook-guard/verify"
+)
+
+// readBody reads the whole body, at most max bytes: an announced
+// Content-Length over max is refused before reading, and the read itself is
+// bounded by http.MaxBytesReader.
+func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, error) {
+	if r.ContentLength > max {
+		return nil, &http.MaxBytesError{Limit: max}
+	}
+	size := int64(bytes.MinRead)
+	if r.ContentLength > 0 {
+		size += r.ContentLength
+	}
+	buf := bytes.NewBuffer(make([]byte, 0, size))
+	_, err := buf.ReadFrom(http.MaxBytesReader(w, r.Body, max))
+	return buf.Bytes(), err
+}
+
+// restoreBody puts the exact bytes back for the next handler, with their
+// Content-Length (a chunked request is forwarded with a length).
+func restoreBody(r *http.Request, body []byte) {
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	r.TransferEncoding = nil
+	r.Header.Set("Content-Length", itoa(len(body)))
+}
+
+// setPlaceholders makes the verified event usable in header_up and log
+// formats: {http.webhook.provider}, {http.webhook.event_id},
+// {http.webhook.event_type}.
+func setPlaceholders(r *http.Request, provider string, ev verify.Event) {
+	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if !ok {
+		return
+	}
+	repl.Set("http.webhook.provider", provider)
+	repl.Set("http.webhook.event_id", ev.ID)
+	repl.Set("http.webhook.event_type", ev.Type)
+}
+
+// clientIP is Caddy's client IP, which honours the server's trusted_proxies.
+func clientIP(r *http.Request) string {
+	ip, _ := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string)
+	return ip
+}

@@ -1,0 +1,304 @@
+package webhookguard
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/dustin/go-humanize"
+
+	"github.com/hookguard/caddy-webhook-guard/verify"
+)
+
+func init() {
+	httpcaddyfile.RegisterHandlerDirective("webhook_guard", parseCaddyfile)
+	// The auth slot: after request_body, before handle/route/reverse_proxy,
+	// so requests inside handle and route blocks are guarded too.
+	httpcaddyfile.RegisterDirectiveOrder("webhook_guard", httpcaddyfile.Before, "basic_auth")
+}
+
+func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	g := new(Handler)
+	err := g.UnmarshalCaddyfile(h.Dispenser)
+	return g, err
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens:
+//
+//	webhook_guard [<matcher>] <provider> {
+//	    secret           <value>               # repeatable (rotation)
+//	    api_key          <value>               # repeatable; ivpay
+//	    public_key       <whpk_...>            # repeatable; standard v1a
+//	    allow_ips        <ip|cidr|ivy|any>...  # repeatable
+//	    max_body         <size>
+//	    tolerance        <duration>
+//	    replay_window    <duration>
+//	    dedupe           off
+//	    events           <type>...
+//	    store            memory [{ max_events <n>; lease <d> }]
+//	    store            redis <url> [{ prefix <text>; lease <d> }]
+//	    # hmac only:
+//	    header <name>; algorithm sha1|sha256|sha512; encoding hex|base64
+//	    prefix <text>; timestamp_header <name>; signed <template>
+//	    event_id header:<Name>|json:<path>
+//	}
+//
+// Every mistake that can be seen here (including a secret that resolves to
+// nothing) is reported with the Caddyfile line of the option at fault.
+func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // the directive name
+	directive := d.Token()
+	if !d.NextArg() {
+		return d.Errf("webhook_guard: a provider is required (one of %v)", verify.Names())
+	}
+	h.Provider = d.Val()
+	if _, ok := verify.Lookup(h.Provider); !ok {
+		return d.Errf("webhook_guard: unknown provider '%s' (one of %v)", h.Provider, verify.Names())
+	}
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	at := map[string]caddyfile.Token{}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		option := d.Val()
+		if _, seen := at[option]; !seen {
+			at[option] = d.Token()
+		}
+		if err := h.unmarshalOption(d, option); err != nil {
+			return err
+		}
+	}
+	return h.checkCaddyfile(directive, at)
+}
+
+// unmarshalOption parses one subdirective.
+func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, option string) error {
+	hmacOpt := func() *verify.HMACOptions {
+		if h.HMAC == nil {
+			h.HMAC = new(verify.HMACOptions)
+		}
+		return h.HMAC
+	}
+	switch option {
+	case "secret":
+		return oneArgInto(d, &h.Secrets)
+	case "api_key":
+		return oneArgInto(d, &h.APIKeys)
+	case "public_key":
+		return oneArgInto(d, &h.PublicKeys)
+	case "allow_ips":
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return d.ArgErr()
+		}
+		if _, err := parseAllowList(args, nil); err != nil {
+			return d.Errf("%v", err)
+		}
+		h.AllowIPs = append(h.AllowIPs, args...)
+	case "max_body":
+		v, err := oneArg(d)
+		if err != nil {
+			return err
+		}
+		size, err := humanize.ParseBytes(v)
+		if err != nil || size == 0 || size > 1<<40 {
+			return d.Errf("max_body: invalid size '%s' (e.g. 64KiB, 1MiB)", v)
+		}
+		h.MaxBody = int64(size)
+	case "tolerance":
+		return durationArg(d, option, &h.Tolerance)
+	case "replay_window":
+		return durationArg(d, option, &h.ReplayWindow)
+	case "dedupe":
+		v, err := oneArg(d)
+		if err != nil {
+			return err
+		}
+		if v != "off" {
+			return d.Errf("dedupe: the only value is 'off', got '%s'", v)
+		}
+		h.DedupeOff = true
+	case "events":
+		args := d.RemainingArgs()
+		if len(args) == 0 {
+			return d.ArgErr()
+		}
+		h.Events = append(h.Events, args...)
+	case "store":
+		return h.unmarshalStore(d)
+	case "header":
+		return oneArgInto1(d, &hmacOpt().Header)
+	case "algorithm":
+		return oneArgInto1(d, &hmacOpt().Algorithm)
+	case "encoding":
+		return oneArgInto1(d, &hmacOpt().Encoding)
+	case "prefix":
+		return oneArgInto1(d, &hmacOpt().Prefix)
+	case "timestamp_header":
+		return oneArgInto1(d, &hmacOpt().TimestampHeader)
+	case "signed":
+		return oneArgInto1(d, &hmacOpt().Signed)
+	case "event_id":
+		return oneArgInto1(d, &hmacOpt().EventID)
+	default:
+		return d.Errf("unrecognized subdirective '%s'", option)
+	}
+	return nil
+}
+
+// unmarshalStore parses `store memory [{...}]` and `store redis <url> [{...}]`.
+func (h *Handler) unmarshalStore(d *caddyfile.Dispenser) error {
+	if h.Store != nil {
+		return d.Err("store: given twice")
+	}
+	if !d.NextArg() {
+		return d.ArgErr()
+	}
+	sc := &StoreConfig{Type: d.Val()}
+	switch sc.Type {
+	case "memory":
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	case "redis":
+		if !d.NextArg() {
+			return d.Err("store redis: a URL is required (redis://host:port/db)")
+		}
+		sc.URL = d.Val()
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+	default:
+		return d.Errf("store: unknown type '%s' (memory or redis)", sc.Type)
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch opt := d.Val(); {
+		case opt == "lease":
+			if err := durationArg(d, "lease", &sc.Lease); err != nil {
+				return err
+			}
+		case opt == "max_events" && sc.Type == "memory":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil || n <= 0 {
+				return d.Errf("max_events: want a positive number, got '%s'", v)
+			}
+			sc.MaxEvents = n
+		case opt == "prefix" && sc.Type == "redis":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			sc.Prefix = v
+		default:
+			return d.Errf("unrecognized store %s subdirective '%s'", sc.Type, opt)
+		}
+	}
+	h.Store = sc
+	return nil
+}
+
+// checkCaddyfile builds the verifier once, as Provision will, so that a
+// missing or empty secret, a bad key or a bad hmac option fails at adapt
+// time with the line of the option at fault (or of the directive).
+func (h *Handler) checkCaddyfile(directive caddyfile.Token, at map[string]caddyfile.Token) error {
+	errAt := func(option string, err error) error {
+		tok, ok := at[option]
+		if !ok {
+			tok = directive
+		}
+		return fmt.Errorf("webhook_guard %s: %w, at %s:%d", h.Provider, err, tok.File, tok.Line)
+	}
+	scheme, _ := verify.Lookup(h.Provider)
+	cfg, err := h.schemeConfig()
+	if err != nil {
+		return errAt(optionOf(err), err)
+	}
+	if _, err := scheme.New(cfg); err != nil {
+		var ce *verify.ConfigError
+		if errors.As(err, &ce) {
+			return errAt(ce.Option, h.scrub(err))
+		}
+		return errAt("", h.scrub(err))
+	}
+	if h.HMAC != nil && h.Provider != "hmac" {
+		for _, o := range []string{"header", "algorithm", "encoding", "prefix", "timestamp_header", "signed", "event_id"} {
+			if _, ok := at[o]; ok {
+				return errAt(o, fmt.Errorf("%s is an option of the hmac provider only", o))
+			}
+		}
+	}
+	if h.DedupeOff && h.Store != nil {
+		return errAt("store", errors.New("store given with dedupe off"))
+	}
+	return nil
+}
+
+// optionOf extracts the option name that starts an error message
+// ("secret #2 is empty" → "secret").
+func optionOf(err error) string {
+	msg := err.Error()
+	for i, c := range msg {
+		if c == ' ' || c == ':' {
+			return msg[:i]
+		}
+	}
+	return msg
+}
+
+func oneArg(d *caddyfile.Dispenser) (string, error) {
+	var v string
+	if !d.AllArgs(&v) {
+		return "", d.ArgErr()
+	}
+	return v, nil
+}
+
+// oneArgInto appends the option's single argument to list.
+func oneArgInto(d *caddyfile.Dispenser, list *[]string) error {
+	v, err := oneArg(d)
+	if err != nil {
+		return err
+	}
+	*list = append(*list, v)
+	return nil
+}
+
+// oneArgInto1 sets a single-valued option, refusing it twice.
+func oneArgInto1(d *caddyfile.Dispenser, field *string) error {
+	option := d.Val()
+	if *field != "" {
+		return d.Errf("%s: given twice", option)
+	}
+	v, err := oneArg(d)
+	if err != nil {
+		return err
+	}
+	*field = v
+	return nil
+}
+
+// durationArg parses a duration option with Caddy's parser (which also
+// knows days: 1d).
+func durationArg(d *caddyfile.Dispenser, option string, field *caddy.Duration) error {
+	v, err := oneArg(d)
+	if err != nil {
+		return err
+	}
+	dur, err := caddy.ParseDuration(v)
+	if err != nil || dur <= 0 {
+		return d.Errf("%s: invalid duration '%s' (e.g. 5m, 24h)", option, v)
+	}
+	*field = caddy.Duration(dur)
+	return nil
+}
+
+// Interface guard
+var _ caddyfile.Unmarshaler = (*Handler)(nil)

@@ -1,0 +1,316 @@
+// Package testkit starts the real services that integration tests need.
+package testkit
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// SkipRedisEnv is the environment variable that skips, rather than fails,
+// the tests that need redis-server when it is set to 1.
+const SkipRedisEnv = "WEBHOOK_GUARD_SKIP_REDIS"
+
+// redisReadyTimeout bounds how long a starting redis-server may take to
+// answer PING.
+const redisReadyTimeout = 10 * time.Second
+
+// redisStopTimeout bounds how long a stopping redis-server may take to exit
+// after SIGTERM before it is killed.
+const redisStopTimeout = 5 * time.Second
+
+// RedisOptions configures a test redis-server.
+type RedisOptions struct {
+	// Password, when set, is required of clients (requirepass) and appears
+	// in URL.
+	Password string
+	// Args are extra redis-server arguments, such as "--maxmemory", "1mb".
+	Args []string
+}
+
+// RedisServer is a redis-server process started for one test: bound to
+// 127.0.0.1 on a free port, with persistence off and its own data
+// directory. It is killed when the test ends.
+type RedisServer struct {
+	// Addr is the server's host:port.
+	Addr string
+	// Password is the requirepass password, empty when none.
+	Password string
+
+	t    testing.TB
+	bin  string
+	dir  string
+	args []string
+
+	mu   sync.Mutex
+	cmd  *exec.Cmd
+	done chan struct{} // closed when cmd has exited
+	log  *lockedBuffer
+}
+
+// StartRedis starts a redis-server for t and waits until it answers PING.
+// See StartRedisWith.
+func StartRedis(t testing.TB) *RedisServer {
+	t.Helper()
+	return StartRedisWith(t, RedisOptions{})
+}
+
+// StartRedisWith starts a redis-server for t with o and waits until it
+// answers PING; t.Cleanup stops it. If redis-server is not installed the test
+// fails, saying how to install it; if the environment variable
+// WEBHOOK_GUARD_SKIP_REDIS is 1 the test is skipped instead (whether or not
+// redis-server is installed).
+func StartRedisWith(t testing.TB, o RedisOptions) *RedisServer {
+	t.Helper()
+	if os.Getenv(SkipRedisEnv) == "1" {
+		t.Skipf("%s=1: skipping a test that needs redis-server", SkipRedisEnv)
+	}
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server is not installed (%v): run `apt-get install -y redis-server` "+
+			"(CI installs it), or set %s=1 to skip the Redis tests", err, SkipRedisEnv)
+	}
+	s := &RedisServer{Password: o.Password, t: t, bin: bin, dir: t.TempDir()}
+	s.args = append(s.args, o.Args...)
+	t.Cleanup(s.cleanup)
+
+	// The port comes from the kernel and is released before redis-server
+	// binds it, so another process may take it in between: try again then.
+	var lastErr error
+	for range 3 {
+		port, err := freePort()
+		if err != nil {
+			t.Fatalf("testkit: no free port for redis-server: %v", err)
+		}
+		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		if lastErr = s.start(); lastErr == nil {
+			return s
+		}
+	}
+	t.Fatalf("testkit: %v", lastErr)
+	return nil
+}
+
+// URL is the redis:// URL of the server, database 0, with the password
+// when there is one.
+func (s *RedisServer) URL() string {
+	u := url.URL{Scheme: "redis", Host: s.Addr, Path: "/0"}
+	if s.Password != "" {
+		u.User = url.UserPassword("", s.Password)
+	}
+	return u.String()
+}
+
+// Stop stops the server (SIGTERM, then SIGKILL if it has not exited in
+// time) and waits for it to exit. Clients then see it as down. Stopping a
+// stopped server does nothing. Call it from the test goroutine.
+func (s *RedisServer) Stop() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.stopLocked(); err != nil {
+		s.t.Fatalf("testkit: %v", err)
+	}
+}
+
+// Start starts a stopped server again on the same port with the same data
+// directory, and waits until it answers PING. Persistence is off, so it
+// starts empty. Call it from the test goroutine.
+func (s *RedisServer) Start() {
+	s.t.Helper()
+	if err := s.start(); err != nil {
+		s.t.Fatalf("testkit: %v", err)
+	}
+}
+
+// start launches redis-server and waits for it to answer PING.
+func (s *RedisServer) start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		return fmt.Errorf("redis-server on %s is already running", s.Addr)
+	}
+	_, port, _ := net.SplitHostPort(s.Addr)
+	args := []string{
+		"--port", port,
+		"--bind", "127.0.0.1",
+		"--save", "",
+		"--appendonly", "no",
+		"--dir", s.dir,
+		"--daemonize", "no",
+	}
+	if s.Password != "" {
+		args = append(args, "--requirepass", s.Password)
+	}
+	args = append(args, s.args...)
+	cmd := exec.Command(s.bin, args...)
+	cmd.Dir = s.dir
+	s.log = &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = s.log, s.log
+	setParentDeathSignal(cmd)
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting redis-server: %w", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	s.cmd, s.done = cmd, done
+
+	if err := waitRedisReady(s.Addr, s.Password, done); err != nil {
+		_ = s.stopLocked()
+		return fmt.Errorf("redis-server on %s did not become ready: %w\n%s", s.Addr, err, s.log.tail(2048))
+	}
+	return nil
+}
+
+// stopLocked stops the process; s.mu is held.
+func (s *RedisServer) stopLocked() error {
+	if s.cmd == nil {
+		return nil
+	}
+	cmd, done := s.cmd, s.done
+	s.cmd, s.done = nil, nil
+	_ = cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-done:
+		return nil
+	case <-time.After(redisStopTimeout):
+	}
+	_ = cmd.Process.Kill()
+	select {
+	case <-done:
+		return nil
+	case <-time.After(redisStopTimeout):
+		return fmt.Errorf("redis-server on %s (pid %d) did not exit", s.Addr, cmd.Process.Pid)
+	}
+}
+
+// cleanup stops the server when the test ends, and shows its log if the
+// test failed.
+func (s *RedisServer) cleanup() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.t.Failed() && s.log != nil {
+		s.t.Logf("redis-server %s log (tail):\n%s", s.Addr, s.log.tail(4096))
+	}
+	if err := s.stopLocked(); err != nil {
+		s.t.Errorf("testkit: %v", err)
+	}
+}
+
+// freePort asks the kernel for a free loopback TCP port.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	return port, l.Close()
+}
+
+// waitRedisReady polls the server with PING (after AUTH when password is
+// set) until it answers PONG, the process exits, or redisReadyTimeout
+// passes.
+func waitRedisReady(addr, password string, exited <-chan struct{}) error {
+	deadline := time.Now().Add(redisReadyTimeout)
+	pause := 2 * time.Millisecond
+	var lastErr error
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			return errors.New("redis-server exited")
+		default:
+		}
+		if lastErr = pingRedis(addr, password); lastErr == nil {
+			return nil
+		}
+		select {
+		case <-exited:
+			return errors.New("redis-server exited")
+		case <-time.After(pause):
+		}
+		pause = min(2*pause, 100*time.Millisecond)
+	}
+	return fmt.Errorf("no PONG within %v: %v", redisReadyTimeout, lastErr)
+}
+
+// pingRedis sends AUTH (when password is set) and PING over a new connection
+// and expects +PONG.
+func pingRedis(addr, password string) error {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.SetDeadline(time.Now().Add(time.Second)); err != nil {
+		return err
+	}
+	var req bytes.Buffer
+	if password != "" {
+		writeRESP(&req, "AUTH", password)
+	}
+	writeRESP(&req, "PING")
+	if _, err := c.Write(req.Bytes()); err != nil {
+		return err
+	}
+	r := bufio.NewReader(c)
+	if password != "" {
+		if line, err := r.ReadString('\n'); err != nil {
+			return err
+		} else if !strings.HasPrefix(line, "+OK") {
+			return fmt.Errorf("AUTH: %s", strings.TrimSpace(line))
+		}
+	}
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if !strings.HasPrefix(line, "+PONG") {
+		return fmt.Errorf("PING: %s", strings.TrimSpace(line))
+	}
+	return nil
+}
+
+// writeRESP appends a command as a RESP array of bulk strings.
+func writeRESP(b *bytes.Buffer, args ...string) {
+	fmt.Fprintf(b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(b, "$%d\r\n%s\r\n", len(a), a)
+	}
+}
+
+// lockedBuffer collects a process's output; it is written by the exec
+// package's copying goroutines and read by the test.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// tail returns the last n bytes written.
+func (l *lockedBuffer) tail(n int) string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.b.Bytes()
+	if len(b) > n {
+		b = b[len(b)-n:]
+	}
+	return string(b)
+}

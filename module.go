@@ -1,0 +1,291 @@
+// Package webhookguard is a Caddy HTTP handler that stands in front of the
+// endpoints receiving payment providers' webhooks. It verifies each event's
+// signature or API key, refuses sources outside the provider's IP
+// allow-list, drops replays and duplicate deliveries, and passes only
+// authenticated, first-seen events to the next handler (normally
+// reverse_proxy), remembering an event as delivered only once the upstream
+// answered 2xx.
+package webhookguard
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+
+	"github.com/hookguard/caddy-webhook-guard/dedupe"
+	"github.com/hookguard/caddy-webhook-guard/verify"
+)
+
+func init() {
+	caddy.RegisterModule(Handler{})
+}
+
+// Defaults of the handler's options.
+const (
+	DefaultMaxBody      = 1 << 20
+	DefaultReplayWindow = 24 * time.Hour
+	DefaultLease        = 30 * time.Second
+	// clockSkew is added to the tolerance when deciding how long a
+	// timestamped event must be remembered.
+	clockSkew = time.Minute
+	// storeTimeout bounds Commit and Release, which run after the upstream
+	// answered and so outside the request's own deadline.
+	storeTimeout = 3 * time.Second
+	// retryAfter is the Retry-After (seconds) of 409 and 503 answers.
+	retryAfter = "5"
+)
+
+// Handler guards a webhook endpoint: `webhook_guard <provider> { ... }`.
+type Handler struct {
+	// Provider is the signing scheme: ivy, ivpay, standard, stripe, github,
+	// shopify, slack or hmac.
+	Provider string `json:"provider"`
+	// Secrets are the signing secrets, all tried (rotation). Placeholders
+	// {env.NAME} and {file./path} are resolved once at provisioning.
+	Secrets []string `json:"secrets,omitempty"`
+	// APIKeys are the accepted static API keys (ivpay); placeholders as for
+	// Secrets.
+	APIKeys []string `json:"api_keys,omitempty"`
+	// PublicKeys are Ed25519 public keys (whpk_<base64>) for Standard
+	// Webhooks v1a signatures.
+	PublicKeys []string `json:"public_keys,omitempty"`
+	// AllowIPs are the accepted client addresses: IPs, CIDRs, the preset
+	// "ivy" (Ivy's published addresses), or "any" to turn the check off. When
+	// empty, the provider's published list applies (ivy), else any source.
+	// The client IP is Caddy's, so the server's trusted_proxies applies.
+	AllowIPs []string `json:"allow_ips,omitempty"`
+	// MaxBody is the largest accepted body in bytes; default 1 MiB.
+	MaxBody int64 `json:"max_body,omitempty"`
+	// Tolerance bounds the age (or future skew) of a signed timestamp;
+	// default 5m.
+	Tolerance caddy.Duration `json:"tolerance,omitempty"`
+	// ReplayWindow is how long a delivered event id is remembered; default
+	// 24h. Events with a signed timestamp are remembered only as long as
+	// their timestamp stays within tolerance (plus a minute of skew).
+	ReplayWindow caddy.Duration `json:"replay_window,omitempty"`
+	// DedupeOff turns replay and duplicate dropping off.
+	DedupeOff bool `json:"dedupe_off,omitempty"`
+	// Events, when set, lists the event types forwarded; other types are
+	// answered 200 and not forwarded.
+	Events []string `json:"events,omitempty"`
+	// HMAC configures the generic hmac provider.
+	HMAC *verify.HMACOptions `json:"hmac,omitempty"`
+	// Store selects the replay store; default an in-memory store.
+	Store *StoreConfig `json:"store,omitempty"`
+
+	verifier  verify.Verifier
+	scheme    verify.Scheme
+	allow     allowList
+	store     dedupe.Store
+	storeKey  string
+	lease     time.Duration
+	window    time.Duration
+	tolerance time.Duration
+	events    map[string]struct{}
+	logger    *zap.Logger
+	metrics   *handlerMetrics
+	secrets   []string // resolved secrets and keys, to keep out of errors
+}
+
+// CaddyModule returns the Caddy module information.
+func (Handler) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.webhook_guard",
+		New: func() caddy.Module { return new(Handler) },
+	}
+}
+
+// Provision resolves secrets, builds the verifier and the allow-list, and
+// opens (or reuses across reloads) the replay store.
+func (h *Handler) Provision(ctx caddy.Context) error {
+	h.logger = ctx.Logger()
+	h.metrics = registerMetrics(ctx.GetMetricsRegistry(), h.logger)
+
+	scheme, ok := verify.Lookup(h.Provider)
+	if !ok {
+		return fmt.Errorf("provider: unknown provider %q (known: %v)", h.Provider, verify.Names())
+	}
+	h.scheme = scheme
+
+	cfg, err := h.schemeConfig()
+	if err != nil {
+		return err
+	}
+	if h.verifier, err = scheme.New(cfg); err != nil {
+		return h.scrub(err)
+	}
+	h.tolerance = cfg.Tolerance
+
+	if h.allow, err = parseAllowList(h.AllowIPs, scheme.DefaultAllowIPs); err != nil {
+		return err
+	}
+	if h.MaxBody == 0 {
+		h.MaxBody = DefaultMaxBody
+	}
+	if h.MaxBody < 0 {
+		return fmt.Errorf("max_body: must be positive")
+	}
+	h.window = time.Duration(h.ReplayWindow)
+	if h.window == 0 {
+		h.window = DefaultReplayWindow
+	}
+	if len(h.Events) > 0 {
+		h.events = make(map[string]struct{}, len(h.Events))
+		for _, e := range h.Events {
+			h.events[e] = struct{}{}
+		}
+	}
+	if !h.DedupeOff {
+		if err := h.openStore(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// schemeConfig resolves the secrets and builds the scheme's configuration.
+func (h *Handler) schemeConfig() (verify.Config, error) {
+	repl := caddy.NewReplacer()
+	var err error
+	cfg := verify.Config{Tolerance: time.Duration(h.Tolerance)}
+	if cfg.Tolerance < 0 {
+		return cfg, fmt.Errorf("tolerance: must be positive")
+	}
+	if cfg.Tolerance == 0 {
+		cfg.Tolerance = verify.DefaultTolerance
+	}
+	if cfg.Secrets, err = resolveSecrets(repl, "secret", h.Secrets); err != nil {
+		return cfg, err
+	}
+	if cfg.APIKeys, err = resolveSecrets(repl, "api_key", h.APIKeys); err != nil {
+		return cfg, err
+	}
+	if cfg.PublicKeys, err = resolveSecrets(repl, "public_key", h.PublicKeys); err != nil {
+		return cfg, err
+	}
+	if h.HMAC != nil {
+		cfg.HMAC = *h.HMAC
+	}
+	h.secrets = slices.Concat(cfg.Secrets, cfg.APIKeys)
+	return cfg, nil
+}
+
+// Validate checks the provisioned handler.
+func (h *Handler) Validate() error {
+	if h.verifier == nil {
+		return errors.New("provider: not provisioned")
+	}
+	return nil
+}
+
+// Cleanup releases this handler's hold on the replay store; the store itself
+// lives on while a newer config (after a reload) uses it.
+func (h *Handler) Cleanup() error {
+	if h.storeKey != "" {
+		_, err := stores.Delete(h.storeKey)
+		h.storeKey = ""
+		return err
+	}
+	return nil
+}
+
+// ServeHTTP runs the pipeline: cheapest refusal first, nothing forwarded
+// unverified.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	d := delivery{h: h, r: r, clientIP: clientIP(r)}
+
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		return d.refuse(outcomeBadMethod, http.StatusMethodNotAllowed, "method %s, webhooks are POSTs", r.Method)
+	}
+	if r.TLS != nil && !r.TLS.HandshakeComplete {
+		return d.refuse(outcomeBadRequest, http.StatusTooEarly, "TLS early data: client IP cannot be verified yet")
+	}
+	if !h.allow.allows(d.clientIP) {
+		return d.refuse(outcomeIPDenied, http.StatusForbidden, "client IP %s is not in allow_ips", d.clientIP)
+	}
+
+	body, err := readBody(w, r, h.MaxBody)
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return d.refuse(outcomeTooLarge, http.StatusRequestEntityTooLarge, "body over max_body (%d bytes)", h.MaxBody)
+		}
+		return d.refuse(outcomeBadRequest, http.StatusBadRequest, "reading body: %v", err)
+	}
+
+	start := time.Now()
+	ev, err := h.verifier.Verify(r.Header, body, now())
+	h.metrics.observeVerify(h.Provider, time.Since(start))
+	if err != nil {
+		return d.refuse(verify.ReasonOf(err), http.StatusUnauthorized, "%s", err.Error())
+	}
+	d.event = ev
+	setPlaceholders(r, h.Provider, ev)
+
+	if h.events != nil {
+		if _, wanted := h.events[ev.Type]; !wanted {
+			d.drop(outcomeIgnoredType, "event type %q is not in events", ev.Type)
+			w.WriteHeader(http.StatusOK)
+			return nil
+		}
+	}
+
+	restoreBody(r, body)
+	if h.DedupeOff {
+		return d.forward(w, next, nil)
+	}
+
+	claim, err := h.store.Claim(r.Context(), dedupe.Key("", h.Provider, ev.ID), h.lease)
+	if err != nil {
+		w.Header().Set("Retry-After", retryAfter)
+		return d.refuse(outcomeStoreUnavailable, http.StatusServiceUnavailable, "replay store: %v", err)
+	}
+	switch claim.State {
+	case dedupe.Delivered:
+		d.drop(outcomeDuplicate, "event already delivered")
+		w.WriteHeader(http.StatusOK)
+		return nil
+	case dedupe.InFlight:
+		w.Header().Set("Retry-After", retryAfter)
+		return d.refuse(outcomeInFlight, http.StatusConflict, "another delivery of this event is in flight")
+	}
+	return d.forward(w, next, &claim)
+}
+
+// rememberFor is how long a delivered event must be remembered: the replay
+// window, or, for an event with a signed timestamp, only until that
+// timestamp falls out of tolerance (plus skew), after which the timestamp
+// check refuses it anyway.
+func (h *Handler) rememberFor(ev verify.Event) time.Duration {
+	if ev.Timestamp.IsZero() {
+		return h.window
+	}
+	d := ev.Timestamp.Add(h.tolerance + clockSkew).Sub(now())
+	return min(max(d, clockSkew), h.window)
+}
+
+// now is swapped in tests.
+var now = time.Now
+
+// storeContext is the context of Commit and Release: not cancelled with the
+// request (the client may be gone while the upstream already took the
+// event), but bounded.
+func storeContext(r *http.Request) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.WithoutCancel(r.Context()), storeTimeout)
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*Handler)(nil)
+	_ caddy.Validator             = (*Handler)(nil)
+	_ caddy.CleanerUpper          = (*Handler)(nil)
+	_ caddyhttp.MiddlewareHandler = (*Handler)(nil)
+)

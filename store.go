@@ -1,0 +1,119 @@
+package webhookguard
+
+import (
+	"fmt"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+
+	"github.com/hookguard/caddy-webhook-guard/dedupe"
+)
+
+// StoreConfig selects and configures the replay store.
+type StoreConfig struct {
+	// Type is "memory" (default) or "redis".
+	Type string `json:"type,omitempty"`
+	// MaxEvents bounds the memory store; default 1,000,000 events.
+	MaxEvents int64 `json:"max_events,omitempty"`
+	// URL is the Redis URL, redis://[user:pass@]host:port/db or rediss://
+	// for TLS; {env.NAME} is resolved at provisioning.
+	URL string `json:"url,omitempty"`
+	// Prefix is prepended to every Redis key; default "webhook_guard:".
+	Prefix string `json:"prefix,omitempty"`
+	// Lease is how long an in-flight claim holds an event before it expires
+	// (a crashed instance must not block it forever); default 30s. It should
+	// exceed the upstream's response time.
+	Lease caddy.Duration `json:"lease,omitempty"`
+}
+
+// stores keeps replay stores across config reloads: a reload provisions the
+// new handlers (which find the store by its key) before it cleans up the old
+// ones, so the history of delivered events survives `caddy reload`.
+var stores = caddy.NewUsagePool()
+
+// pooledStore is a store kept in the usage pool.
+type pooledStore struct {
+	dedupe.Store
+	close func() error
+}
+
+// Destruct closes the store when its last user is cleaned up.
+func (p *pooledStore) Destruct() error { return p.close() }
+
+// openStore finds or opens the configured store.
+func (h *Handler) openStore(ctx caddy.Context) error {
+	sc := StoreConfig{}
+	if h.Store != nil {
+		sc = *h.Store
+	}
+	h.lease = time.Duration(sc.Lease)
+	if h.lease < 0 {
+		return fmt.Errorf("store: lease must be positive")
+	}
+	if h.lease == 0 {
+		h.lease = DefaultLease
+	}
+	var key string
+	var open func() (caddy.Destructor, error)
+	switch sc.Type {
+	case "", "memory":
+		if sc.URL != "" || sc.Prefix != "" {
+			return fmt.Errorf("store: url and prefix are options of the redis store")
+		}
+		if sc.MaxEvents < 0 {
+			return fmt.Errorf("store: max_events must be positive")
+		}
+		key = "memory/" + strconv.FormatInt(sc.MaxEvents, 10)
+		open = func() (caddy.Destructor, error) { return h.openMemory(sc.MaxEvents) }
+	case "redis":
+		url, err := resolveSecrets(caddy.NewReplacer(), "store redis URL", []string{sc.URL})
+		if err != nil {
+			return err
+		}
+		key = "redis/" + url[0] + "/" + sc.Prefix
+		open = func() (caddy.Destructor, error) {
+			r, err := dedupe.NewRedis(dedupe.RedisConfig{URL: url[0], Prefix: sc.Prefix})
+			if err != nil {
+				return nil, fmt.Errorf("store redis: %v", err)
+			}
+			return &pooledStore{Store: r, close: r.Close}, nil
+		}
+	default:
+		return fmt.Errorf("store: unknown type %q (want memory or redis)", sc.Type)
+	}
+	val, _, err := stores.LoadOrNew(key, open)
+	if err != nil {
+		return err
+	}
+	h.store = val.(*pooledStore).Store
+	h.storeKey = key
+	return nil
+}
+
+// openMemory opens a memory store whose capacity losses are counted in the
+// evictions metric and logged at most once a minute.
+func (h *Handler) openMemory(maxEvents int64) (caddy.Destructor, error) {
+	logger := h.logger
+	var lost atomic.Int64
+	var lastReport atomic.Int64
+	m, err := dedupe.NewMemory(dedupe.MemoryConfig{
+		MaxEvents: maxEvents,
+		OnPressure: func(p dedupe.Pressure) {
+			storeEvictions.WithLabelValues("memory").Inc()
+			n := lost.Add(1)
+			t := time.Now().Unix()
+			last := lastReport.Load()
+			if t-last >= 60 && lastReport.CompareAndSwap(last, t) {
+				logger.Warn("replay store at capacity: delivered events forgotten before their window ended; raise max_events or use the redis store",
+					zap.Int64("forgotten_total", n), zap.String("last_cause", string(p)))
+			}
+		},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store memory: %v", err)
+	}
+	return &pooledStore{Store: m, close: m.Close}, nil
+}
