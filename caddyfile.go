@@ -62,12 +62,10 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	at := map[string]caddyfile.Token{}
+	at := map[string][]caddyfile.Token{}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		option := d.Val()
-		if _, seen := at[option]; !seen {
-			at[option] = d.Token()
-		}
+		at[option] = append(at[option], d.Token())
 		if err := h.unmarshalOption(d, option); err != nil {
 			return err
 		}
@@ -208,18 +206,23 @@ func (h *Handler) unmarshalStore(d *caddyfile.Dispenser) error {
 // checkCaddyfile builds the verifier once, as Provision will, so that a
 // missing or empty secret, a bad key or a bad hmac option fails at adapt
 // time with the line of the option at fault (or of the directive).
-func (h *Handler) checkCaddyfile(directive caddyfile.Token, at map[string]caddyfile.Token) error {
-	errAt := func(option string, err error) error {
-		tok, ok := at[option]
-		if !ok {
-			tok = directive
+func (h *Handler) checkCaddyfile(directive caddyfile.Token, at map[string][]caddyfile.Token) error {
+	errAtEntry := func(option string, index int, err error) error {
+		tok := directive
+		if toks := at[option]; index < len(toks) {
+			tok = toks[index]
 		}
 		return fmt.Errorf("webhook_guard %s: %w, at %s:%d", h.Provider, err, tok.File, tok.Line)
 	}
+	errAt := func(option string, err error) error { return errAtEntry(option, 0, err) }
 	scheme, _ := verify.Lookup(h.Provider)
 	cfg, err := h.schemeConfig()
 	if err != nil {
-		return errAt(optionOf(err), err)
+		var ee *entryError
+		if errors.As(err, &ee) {
+			return errAtEntry(ee.Option, ee.Index, err)
+		}
+		return errAt("", err)
 	}
 	if _, err := scheme.New(cfg); err != nil {
 		var ce *verify.ConfigError
@@ -235,22 +238,13 @@ func (h *Handler) checkCaddyfile(directive caddyfile.Token, at map[string]caddyf
 			}
 		}
 	}
+	if _, err := parseAllowList(h.AllowIPs, nil); err != nil {
+		return errAt("allow_ips", err)
+	}
 	if h.DedupeOff && h.Store != nil {
 		return errAt("store", errors.New("store given with dedupe off"))
 	}
 	return nil
-}
-
-// optionOf extracts the option name that starts an error message
-// ("secret #2 is empty" → "secret").
-func optionOf(err error) string {
-	msg := err.Error()
-	for i, c := range msg {
-		if c == ' ' || c == ':' {
-			return msg[:i]
-		}
-	}
-	return msg
 }
 
 func oneArg(d *caddyfile.Dispenser) (string, error) {

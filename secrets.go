@@ -21,7 +21,7 @@ func resolveSecrets(repl *caddy.Replacer, option string, values []string) ([]str
 			if v != "" && strings.Contains(v, "{") {
 				what = fmt.Sprintf("%s resolved to an empty value (unset variable or unreadable file?)", placeholderName(v))
 			}
-			return nil, fmt.Errorf("%s #%d %s", option, i+1, what)
+			return nil, &entryError{Option: option, Index: i, Msg: fmt.Sprintf("%s #%d %s", option, i+1, what)}
 		}
 		out = append(out, resolved)
 	}
@@ -58,3 +58,12 @@ func (h *Handler) scrub(err error) error {
 
 // itoa formats a length.
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// entryError is a mistake in one entry of a repeatable option.
+type entryError struct {
+	Option string
+	Index  int // 0-based
+	Msg    string
+}
+
+func (e *entryError) Error() string { return e.Msg }

@@ -184,10 +184,10 @@ func checkTimestamp(raw string, now time.Time, tolerance time.Duration) (time.Ti
 // shortDuration prints 5m rather than 5m0s.
 func shortDuration(d time.Duration) string {
 	s := d.String()
-	if len(s) > 4 && s[len(s)-4:] == "m0s" && d%time.Minute == 0 {
+	if strings.HasSuffix(s, "m0s") {
 		s = s[:len(s)-2]
 	}
-	if len(s) > 4 && s[len(s)-4:] == "h0m" {
+	if strings.HasSuffix(s, "h0m") {
 		s = s[:len(s)-2]
 	}
 	return s

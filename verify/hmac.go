@@ -16,14 +16,6 @@ import (
 	"time"
 )
 
-// The generic hmac scheme covers the providers that sign a message built
-// from the body (and optionally a timestamp and other headers) with a plain
-// HMAC, configured by HMACOptions: Coinbase Commerce, Coinify and the like.
-// The signature header holds one MAC or, as HTTP lists allow, several
-// separated by commas or repeated header lines; each must carry the
-// configured prefix, and every one is tried with every secret (the key is
-// the secret string's bytes). The event id is where EventID says, else the
-// body's digest; the type is the body's top-level "type", if any.
 func init() {
 	// Scheme.Timestamped is one value for the scheme, but hmac checks a
 	// timestamp only when timestamp_header is configured. It is false, so
@@ -111,6 +103,14 @@ func isToken(s string) bool {
 	return true
 }
 
+// hmacScheme is the generic hmac scheme. It covers the providers that sign a message built
+// from the body (and optionally a timestamp and other headers) with a plain
+// HMAC, configured by HMACOptions: Coinbase Commerce, Coinify and the like.
+// The signature header holds one MAC or, as HTTP lists allow, several
+// separated by commas or repeated header lines; each must carry the
+// configured prefix, and every one is tried with every secret (the key is
+// the secret string's bytes). The event id is where EventID says, else the
+// body's digest; the type is the body's top-level "type", if any.
 type hmacScheme struct {
 	header    string // canonical signature header name
 	prefix    string

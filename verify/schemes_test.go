@@ -18,8 +18,9 @@ const (
 )
 
 // everySchemeConfig is one configuration every registered scheme accepts,
-// with a timestamp, a signed header and a JSON event id for hmac, so that
-// fuzzing and benchmarks reach each scheme's whole verification path.
+// with a timestamp and a signed header for hmac, so that fuzzing and
+// benchmarks reach each scheme's whole verification path. The signed header
+// is the event id header, so hmac can sign given an id.
 func everySchemeConfig() Config {
 	return Config{
 		Secrets:    []string{"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"},
@@ -30,7 +31,7 @@ func everySchemeConfig() Config {
 			Prefix:          "sha256=",
 			TimestampHeader: "X-Timestamp",
 			Signed:          "{timestamp}.{header.X-Request-Id}.{body}",
-			EventID:         "json:data.id",
+			EventID:         "header:X-Request-Id",
 		},
 	}
 }
@@ -145,14 +146,14 @@ func TestEverySchemeSigns(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			c := everySchemeConfig()
 			if name == "hmac" {
-				// {header.X-Request-Id} is signed but not the signer's to know.
+				// {header.X-Request-Id} is signed: without an id, the signer
+				// cannot know its value.
 				s, err := NewSigner(name, c)
 				if err != nil {
 					t.Fatal(err)
 				}
-				_, err = s.Sign(body, "evt_1", testNow)
+				_, err = s.Sign(body, "", testNow)
 				wantConfigError(t, err, "signed")
-				c.HMAC.Signed = "{timestamp}.{body}"
 			}
 			signer, err := NewSigner(name, c)
 			if err != nil {
@@ -170,4 +171,22 @@ func TestEverySchemeSigns(t *testing.T) {
 func TestNewSignerUnknownProvider(t *testing.T) {
 	_, err := NewSigner("nope", Config{})
 	wantConfigError(t, err, "provider")
+}
+
+func TestShortDuration(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		5 * time.Minute:              "5m",
+		10 * time.Minute:             "10m",
+		90 * time.Second:             "1m30s",
+		time.Hour:                    "1h",
+		time.Hour + time.Minute:      "1h1m",
+		30 * time.Second:             "30s",
+		1500 * time.Millisecond:      "1.5s",
+		2*time.Hour + 30*time.Second: "2h0m30s",
+		10 * time.Millisecond:        "10ms",
+	} {
+		if got := shortDuration(d); got != want {
+			t.Errorf("shortDuration(%v) = %q, want %q", d, got, want)
+		}
+	}
 }

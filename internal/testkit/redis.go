@@ -1,4 +1,3 @@
-// Package testkit starts the real services that integration tests need.
 package testkit
 
 import (
@@ -55,7 +54,7 @@ type RedisServer struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{} // closed when cmd has exited
-	log  *lockedBuffer
+	log  *redisLog
 }
 
 // StartRedis starts a redis-server for t and waits until it answers PING.
@@ -88,7 +87,7 @@ func StartRedisWith(t testing.TB, o RedisOptions) *RedisServer {
 	// binds it, so another process may take it in between: try again then.
 	var lastErr error
 	for range 3 {
-		port, err := freePort()
+		port, err := redisFreePort()
 		if err != nil {
 			t.Fatalf("testkit: no free port for redis-server: %v", err)
 		}
@@ -155,7 +154,7 @@ func (s *RedisServer) start() error {
 	args = append(args, s.args...)
 	cmd := exec.Command(s.bin, args...)
 	cmd.Dir = s.dir
-	s.log = &lockedBuffer{}
+	s.log = &redisLog{}
 	cmd.Stdout, cmd.Stderr = s.log, s.log
 	setParentDeathSignal(cmd)
 	if err := cmd.Start(); err != nil {
@@ -168,7 +167,7 @@ func (s *RedisServer) start() error {
 	}()
 	s.cmd, s.done = cmd, done
 
-	if err := waitRedisReady(s.Addr, s.Password, done); err != nil {
+	if err := redisWaitReady(s.Addr, s.Password, done); err != nil {
 		_ = s.stopLocked()
 		return fmt.Errorf("redis-server on %s did not become ready: %w\n%s", s.Addr, err, s.log.tail(2048))
 	}
@@ -210,8 +209,8 @@ func (s *RedisServer) cleanup() {
 	}
 }
 
-// freePort asks the kernel for a free loopback TCP port.
-func freePort() (int, error) {
+// redisFreePort asks the kernel for a free loopback TCP port.
+func redisFreePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return 0, err
@@ -220,10 +219,10 @@ func freePort() (int, error) {
 	return port, l.Close()
 }
 
-// waitRedisReady polls the server with PING (after AUTH when password is
+// redisWaitReady polls the server with PING (after AUTH when password is
 // set) until it answers PONG, the process exits, or redisReadyTimeout
 // passes.
-func waitRedisReady(addr, password string, exited <-chan struct{}) error {
+func redisWaitReady(addr, password string, exited <-chan struct{}) error {
 	deadline := time.Now().Add(redisReadyTimeout)
 	pause := 2 * time.Millisecond
 	var lastErr error
@@ -233,7 +232,7 @@ func waitRedisReady(addr, password string, exited <-chan struct{}) error {
 			return errors.New("redis-server exited")
 		default:
 		}
-		if lastErr = pingRedis(addr, password); lastErr == nil {
+		if lastErr = redisPing(addr, password); lastErr == nil {
 			return nil
 		}
 		select {
@@ -246,9 +245,9 @@ func waitRedisReady(addr, password string, exited <-chan struct{}) error {
 	return fmt.Errorf("no PONG within %v: %v", redisReadyTimeout, lastErr)
 }
 
-// pingRedis sends AUTH (when password is set) and PING over a new connection
+// redisPing sends AUTH (when password is set) and PING over a new connection
 // and expects +PONG.
-func pingRedis(addr, password string) error {
+func redisPing(addr, password string) error {
 	c, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return err
@@ -259,9 +258,9 @@ func pingRedis(addr, password string) error {
 	}
 	var req bytes.Buffer
 	if password != "" {
-		writeRESP(&req, "AUTH", password)
+		redisWriteCommand(&req, "AUTH", password)
 	}
-	writeRESP(&req, "PING")
+	redisWriteCommand(&req, "PING")
 	if _, err := c.Write(req.Bytes()); err != nil {
 		return err
 	}
@@ -283,29 +282,29 @@ func pingRedis(addr, password string) error {
 	return nil
 }
 
-// writeRESP appends a command as a RESP array of bulk strings.
-func writeRESP(b *bytes.Buffer, args ...string) {
+// redisWriteCommand appends a command as a RESP array of bulk strings.
+func redisWriteCommand(b *bytes.Buffer, args ...string) {
 	fmt.Fprintf(b, "*%d\r\n", len(args))
 	for _, a := range args {
 		fmt.Fprintf(b, "$%d\r\n%s\r\n", len(a), a)
 	}
 }
 
-// lockedBuffer collects a process's output; it is written by the exec
+// redisLog collects a process's output; it is written by the exec
 // package's copying goroutines and read by the test.
-type lockedBuffer struct {
+type redisLog struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+func (l *redisLog) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
 // tail returns the last n bytes written.
-func (l *lockedBuffer) tail(n int) string {
+func (l *redisLog) tail(n int) string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b := l.b.Bytes()
