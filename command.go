@@ -114,7 +114,7 @@ request after the other, and prints for each the event id the guard will see,
 the status line of its answer and the answer's body (trimmed, indented):
 
   [1/2] event evt_3f9c0a2b71d4e5f60718293a: HTTP/1.1 200 OK
-  [2/2] event evt_3f9c0a2b71d4e5f60718293a: HTTP/1.1 200 OK
+  [2/2] event evt_3f9c0a2b71d4e5f60718293a: HTTP/1.1 200 OK (duplicate, not forwarded)
 
 --body, --secret, --secret-env, --id, --timestamp and the --hmac-* flags are
 as for 'caddy webhook-guard sign --help'. Each request is signed as it is
@@ -749,7 +749,11 @@ func cliPost(ctx context.Context, client *http.Client, opts cliOptions, signed h
 	if err != nil {
 		return cliAnswer{}, fmt.Errorf("reading the answer: %w", err)
 	}
-	return cliAnswer{code: resp.StatusCode, status: resp.Proto + " " + resp.Status, body: cliTrimAnswer(body)}, nil
+	status := resp.Proto + " " + resp.Status
+	if outcome := resp.Header.Get(outcomeHeader); outcome != "" {
+		status += " (" + outcome + ", not forwarded)"
+	}
+	return cliAnswer{code: resp.StatusCode, status: status, body: cliTrimAnswer(body)}, nil
 }
 
 // cliTrimAnswer makes an answer's body printable: trimmed of surrounding space

@@ -93,9 +93,16 @@ func (d *delivery) refuse(outcome string, status int, format string, args ...any
 	return caddyhttp.Error(status, fmt.Errorf("webhook_guard: %s", d.h.redact(reason)))
 }
 
-// drop logs and counts an event acknowledged without forwarding.
-func (d *delivery) drop(outcome string, format string, args ...any) {
+// outcomeHeader tells whoever sent an event that was acknowledged without
+// being forwarded why (duplicate or ignored_type); it carries nothing secret.
+const outcomeHeader = "Webhook-Guard-Outcome"
+
+// drop logs and counts an event acknowledged without forwarding, and answers
+// 200 so the provider stops retrying.
+func (d *delivery) drop(w http.ResponseWriter, outcome string, format string, args ...any) {
 	d.log(outcome, fmt.Sprintf(format, args...), http.StatusOK)
+	w.Header().Set(outcomeHeader, outcome)
+	w.WriteHeader(http.StatusOK)
 }
 
 // forward passes the verified event to the next handler and then commits

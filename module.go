@@ -232,8 +232,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	if h.events != nil {
 		if _, wanted := h.events[ev.Type]; !wanted {
-			d.drop(outcomeIgnoredType, "event type %q is not in events", ev.Type)
-			w.WriteHeader(http.StatusOK)
+			d.drop(w, outcomeIgnoredType, "event type %q is not in events", ev.Type)
 			return nil
 		}
 	}
@@ -250,8 +249,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 	switch claim.State {
 	case dedupe.Delivered:
-		d.drop(outcomeDuplicate, "event already delivered")
-		w.WriteHeader(http.StatusOK)
+		d.drop(w, outcomeDuplicate, "event already delivered")
 		return nil
 	case dedupe.InFlight:
 		w.Header().Set("Retry-After", retryAfter)

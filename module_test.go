@@ -284,6 +284,10 @@ func TestDuplicateAndRetryAfterFailure(t *testing.T) {
 		t.Fatalf("duplicate: %d with %d forwarded; want 200, still 2", got, up.count())
 	}
 	assertLog(t, logs, zapcore.InfoLevel, "duplicate", "already delivered")
+	w, err := send(t, h, up, http.MethodPost, "203.0.113.9:1", ivyHeaders(body), body)
+	if statusOfResult(w, err) != 200 || w.Header().Get("Webhook-Guard-Outcome") != "duplicate" {
+		t.Fatalf("duplicate answer lacks Webhook-Guard-Outcome: %v", w.Header())
+	}
 	if lastLog(t, logs).ContextMap()["event_id"] != "evt_retry" {
 		t.Fatal("duplicate log lacks the event id")
 	}

@@ -1,6 +1,8 @@
 package webhookguard
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 	"sync/atomic"
@@ -73,7 +75,9 @@ func (h *Handler) openStore(ctx caddy.Context) error {
 		if err != nil {
 			return err
 		}
-		key = "redis/" + url[0] + "/" + sc.Prefix
+		// The pool key holds a digest of the URL, which may carry a password.
+		digest := sha256.Sum256([]byte(url[0] + "\x00" + sc.Prefix))
+		key = "redis/" + hex.EncodeToString(digest[:])
 		open = func() (caddy.Destructor, error) {
 			r, err := dedupe.NewRedis(dedupe.RedisConfig{URL: url[0], Prefix: sc.Prefix})
 			if err != nil {
