@@ -67,8 +67,11 @@ type Handler struct {
 	// default 5m.
 	Tolerance caddy.Duration `json:"tolerance,omitempty"`
 	// ReplayWindow is how long a delivered event id is remembered; default
-	// 24h. Events with a signed timestamp are remembered only as long as
-	// their timestamp stays within tolerance (plus a minute of skew).
+	// 24h. When it is not set, events with a signed timestamp (standard,
+	// stripe, slack, hmac with timestamp_header) are remembered only as long
+	// as their timestamp stays within tolerance, plus a minute of skew: long
+	// enough to refuse every replay. Set it to also drop a provider's late
+	// retries, which come re-signed with a new timestamp.
 	ReplayWindow caddy.Duration `json:"replay_window,omitempty"`
 	// DedupeOff turns replay and duplicate dropping off.
 	DedupeOff bool `json:"dedupe_off,omitempty"`
@@ -258,12 +261,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	return d.forward(w, next, &claim)
 }
 
-// rememberFor is how long a delivered event must be remembered: the replay
-// window, or, for an event with a signed timestamp, only until that
-// timestamp falls out of tolerance (plus skew), after which the timestamp
-// check refuses it anyway.
+// rememberFor is how long a delivered event must be remembered. An event
+// with a signed timestamp is remembered, by default, only until that
+// timestamp falls out of tolerance (plus skew): a replay of it is refused by
+// the timestamp check after that. Providers re-sign their retries with a new
+// timestamp, so an explicit replay_window is honoured as given, to drop late
+// retries of an event the upstream already took. Other events are remembered
+// for the replay window.
 func (h *Handler) rememberFor(ev verify.Event) time.Duration {
-	if ev.Timestamp.IsZero() {
+	if ev.Timestamp.IsZero() || h.ReplayWindow > 0 {
 		return h.window
 	}
 	d := ev.Timestamp.Add(h.tolerance + clockSkew).Sub(now())

@@ -387,6 +387,11 @@ func TestRememberFor(t *testing.T) {
 	if got < 4*time.Minute || got > 6*time.Minute {
 		t.Fatalf("timestamped: %v, want ~5m", got)
 	}
+	h.ReplayWindow = caddy.Duration(72 * time.Hour)
+	h.window = 72 * time.Hour
+	if got := h.rememberFor(verify.Event{Timestamp: ts}); got != 72*time.Hour {
+		t.Fatalf("timestamped with an explicit replay_window: %v, want 72h", got)
+	}
 }
 
 func TestProvisionErrorsNameTheOption(t *testing.T) {
