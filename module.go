@@ -87,6 +87,7 @@ type Handler struct {
 	scheme    verify.Scheme
 	allow     allowList
 	store     dedupe.Store
+	pooled    *pooledStore // holds store; nil with dedupe off
 	storeKey  string
 	lease     time.Duration
 	window    time.Duration
@@ -191,6 +192,10 @@ func (h *Handler) Validate() error {
 // Cleanup releases this handler's hold on the replay store; the store itself
 // lives on while a newer config (after a reload) uses it.
 func (h *Handler) Cleanup() error {
+	if h.pooled != nil {
+		h.pooled.detach(h)
+		h.pooled = nil
+	}
 	if h.storeKey != "" {
 		_, err := stores.Delete(h.storeKey)
 		h.storeKey = ""

@@ -4,7 +4,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -36,14 +38,50 @@ type StoreConfig struct {
 // ones, so the history of delivered events survives `caddy reload`.
 var stores = caddy.NewUsagePool()
 
-// pooledStore is a store kept in the usage pool.
+// pooledStore is a store kept in the usage pool, with the loggers of the
+// handlers using it: the store's own warnings go to the newest handler's
+// logger, so that after a reload they follow the running configuration's
+// logging, not that of the configuration which first opened the store.
 type pooledStore struct {
 	dedupe.Store
 	close func() error
+
+	mu    sync.Mutex
+	users []storeUser // oldest first
+}
+
+// storeUser is a handler using a pooled store, with its logger.
+type storeUser struct {
+	h      *Handler
+	logger *zap.Logger
 }
 
 // Destruct closes the store when its last user is cleaned up.
 func (p *pooledStore) Destruct() error { return p.close() }
+
+// attach records h, provisioned with logger, as the newest user.
+func (p *pooledStore) attach(h *Handler, logger *zap.Logger) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.users = append(p.users, storeUser{h: h, logger: logger})
+}
+
+// detach forgets h, cleaned up.
+func (p *pooledStore) detach(h *Handler) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.users = slices.DeleteFunc(p.users, func(u storeUser) bool { return u.h == h })
+}
+
+// logger is the newest user's logger.
+func (p *pooledStore) logger() *zap.Logger {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.users) == 0 {
+		return zap.NewNop()
+	}
+	return p.users[len(p.users)-1].logger
+}
 
 // openStore finds or opens the configured store.
 func (h *Handler) openStore(ctx caddy.Context) error {
@@ -69,7 +107,7 @@ func (h *Handler) openStore(ctx caddy.Context) error {
 			return fmt.Errorf("store: max_events must be positive")
 		}
 		key = "memory/" + strconv.FormatInt(sc.MaxEvents, 10)
-		open = func() (caddy.Destructor, error) { return h.openMemory(sc.MaxEvents) }
+		open = func() (caddy.Destructor, error) { return openMemory(sc.MaxEvents) }
 	case "redis":
 		url, err := resolveSecrets(caddy.NewReplacer(), "store redis URL", []string{sc.URL})
 		if err != nil {
@@ -92,15 +130,18 @@ func (h *Handler) openStore(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	h.store = val.(*pooledStore).Store
+	h.pooled = val.(*pooledStore)
+	h.pooled.attach(h, h.logger)
+	h.store = h.pooled.Store
 	h.storeKey = key
 	return nil
 }
 
 // openMemory opens a memory store whose capacity losses are counted in the
-// evictions metric and logged at most once a minute.
-func (h *Handler) openMemory(maxEvents int64) (caddy.Destructor, error) {
-	logger := h.logger
+// evictions metric and logged at most once a minute, by the logger of the
+// newest handler using the store.
+func openMemory(maxEvents int64) (caddy.Destructor, error) {
+	ps := new(pooledStore)
 	var lost atomic.Int64
 	var lastReport atomic.Int64
 	m, err := dedupe.NewMemory(dedupe.MemoryConfig{
@@ -111,7 +152,7 @@ func (h *Handler) openMemory(maxEvents int64) (caddy.Destructor, error) {
 			t := time.Now().Unix()
 			last := lastReport.Load()
 			if t-last >= 60 && lastReport.CompareAndSwap(last, t) {
-				logger.Warn("replay store at capacity: delivered events forgotten before their window ended; raise max_events or use the redis store",
+				ps.logger().Warn("replay store at capacity: delivered events forgotten before their window ended; raise max_events or use the redis store",
 					zap.Int64("forgotten_total", n), zap.String("last_cause", string(p)))
 			}
 		},
@@ -119,5 +160,6 @@ func (h *Handler) openMemory(maxEvents int64) (caddy.Destructor, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store memory: %v", err)
 	}
-	return &pooledStore{Store: m, close: m.Close}, nil
+	ps.Store, ps.close = m, m.Close
+	return ps, nil
 }

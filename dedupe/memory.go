@@ -15,8 +15,10 @@ import (
 const DefaultMaxEvents = 1_000_000
 
 // settleTime is how long a committed key stays in the exact record after it
-// was handed to ristretto, which applies sets asynchronously; the sweeper
-// then checks ristretto holds it and counts it lost if not.
+// was handed to ristretto, which applies sets asynchronously. A set that
+// ristretto's buffer dropped is handed over again by the sweeper, so a key
+// leaves the exact record only once ristretto has taken it (or, at capacity,
+// rejected or evicted it, which is counted).
 const settleTime = time.Second
 
 // Pressure says how the memory store lost a delivered event before its
@@ -28,8 +30,6 @@ const (
 	Evicted Pressure = "evicted"
 	// Rejected: ristretto's admission policy refused a new event (cache full).
 	Rejected Pressure = "rejected"
-	// Dropped: ristretto's set buffer was full and the set was dropped.
-	Dropped Pressure = "dropped"
 )
 
 // MemoryConfig configures the in-memory store.
@@ -53,7 +53,11 @@ type Memory struct {
 	report func(Pressure)
 	now    func() time.Time
 
-	evicted, rejected, dropped atomic.Int64
+	evicted, rejected, dropped atomic.Int64 // dropped: sets handed over again
+
+	// closing is set by Close: ristretto's Close evicts every item it holds,
+	// which is the store going away, not capacity pressure.
+	closing atomic.Bool
 
 	stop chan struct{}
 	done chan struct{}
@@ -73,6 +77,7 @@ type entry struct {
 	token   string    // holder of an InFlight claim
 	expires time.Time // end of the lease (InFlight) or of the window (Delivered)
 	settle  time.Time // Delivered: when to check ristretto took it
+	unsaved bool      // Delivered: ristretto dropped the set; hand it over again
 }
 
 // NewMemory returns a memory store and starts its sweeper; Close stops it.
@@ -101,11 +106,18 @@ func newMemory(cfg MemoryConfig, clock func() time.Time) (*Memory, error) {
 		BufferItems:        64,
 		IgnoreInternalCost: true,
 		OnEvict: func(it *ristretto.Item[struct{}]) {
+			if s.closing.Load() {
+				return
+			}
 			if it.Expiration.IsZero() || it.Expiration.After(time.Now()) {
 				s.pressure(Evicted)
 			}
 		},
-		OnReject: func(*ristretto.Item[struct{}]) { s.pressure(Rejected) },
+		OnReject: func(*ristretto.Item[struct{}]) {
+			if !s.closing.Load() {
+				s.pressure(Rejected)
+			}
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -121,15 +133,15 @@ func (s *Memory) pressure(p Pressure) {
 		s.evicted.Add(1)
 	case Rejected:
 		s.rejected.Add(1)
-	case Dropped:
-		s.dropped.Add(1)
 	}
 	if s.report != nil {
 		s.report(p)
 	}
 }
 
-// MemoryStats counts what the store forgot before its window ended.
+// MemoryStats counts what the store forgot before its window ended (Evicted,
+// Rejected: capacity pressure) and the sets ristretto's full buffer dropped
+// (Dropped), which the store hands over again, so they lose nothing.
 type MemoryStats struct {
 	Evicted, Rejected, Dropped int64
 	// Pending is the number of keys in the exact record (in flight or
@@ -172,16 +184,21 @@ func (s *Memory) Claim(_ context.Context, key string, lease time.Duration) (Clai
 
 // Commit implements Store. The key stays in the exact record until ristretto
 // has applied the set (settleTime, and the sweeper waits for ristretto's
-// buffers), so it is visible to the next Claim at once.
+// buffers), so it is visible to the next Claim at once. A set that
+// ristretto's buffer drops under a burst is kept in the exact record and
+// handed over again by the sweeper: a burst is not capacity, and must not
+// forget a delivered event.
 func (s *Memory) Commit(_ context.Context, c Claim, window time.Duration) error {
 	sh := s.shard(c.Key)
 	t := s.now()
+	e := entry{state: Delivered, expires: t.Add(window), settle: t.Add(settleTime)}
 	sh.mu.Lock()
-	sh.m[c.Key] = entry{state: Delivered, expires: t.Add(window), settle: t.Add(settleTime)}
-	sh.mu.Unlock()
+	defer sh.mu.Unlock()
 	if !s.cache.SetWithTTL(c.Key, struct{}{}, 1, window) {
-		s.pressure(Dropped)
+		e.unsaved = true
+		s.dropped.Add(1)
 	}
+	sh.m[c.Key] = e
 	return nil
 }
 
@@ -213,9 +230,11 @@ func (s *Memory) sweep() {
 }
 
 // settle removes from the exact record the leases that expired and the
-// committed keys ristretto has had time to apply. A committed key that
-// ristretto dropped or rejected has been counted as pressure already; it is
-// forgotten too, so the exact record stays small.
+// committed keys ristretto has had time to apply, and hands the sets that
+// ristretto's buffer dropped over again (they stay until it takes them). A
+// committed key that ristretto rejected or evicted (at capacity) has been
+// counted as pressure already; it is forgotten too, so the exact record
+// stays small.
 func (s *Memory) settle() {
 	s.cache.Wait()
 	t := s.now()
@@ -226,7 +245,14 @@ func (s *Memory) settle() {
 			switch {
 			case !t.Before(e.expires):
 				delete(sh.m, k)
-			case e.state == Delivered && !t.Before(e.settle):
+			case e.state != Delivered || t.Before(e.settle):
+			case e.unsaved:
+				if s.cache.SetWithTTL(k, struct{}{}, 1, e.expires.Sub(t)) {
+					e.unsaved = false
+					e.settle = t.Add(settleTime)
+					sh.m[k] = e
+				}
+			default:
 				delete(sh.m, k)
 			}
 		}
@@ -239,6 +265,7 @@ func (s *Memory) Close() error {
 	s.once.Do(func() {
 		close(s.stop)
 		<-s.done
+		s.closing.Store(true)
 		s.cache.Close()
 	})
 	return nil

@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -682,4 +683,33 @@ func BenchmarkRedisClaimCommit(b *testing.B) {
 			b.Fatalf("Commit: %v", err)
 		}
 	}
+}
+
+// BenchmarkRedisClaimCommitParallel is BenchmarkRedisClaimCommit under
+// parallel load, as several requests of one instance share the client's
+// connection pool (compare BenchmarkMemoryClaimCommit).
+func BenchmarkRedisClaimCommitParallel(b *testing.B) {
+	srv := testkit.StartRedis(b)
+	s := newTestRedis(b, srv.URL())
+	ctx := context.Background()
+	if err := s.Ping(ctx); err != nil {
+		b.Fatalf("Ping: %v", err)
+	}
+	var seq atomic.Uint64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			key := Key("bench", "ivy", strconv.FormatUint(seq.Add(1), 10))
+			c, err := s.Claim(ctx, key, time.Minute)
+			if err != nil || c.State != Fresh {
+				b.Errorf("Claim: %v %v", c.State, err)
+				return
+			}
+			if err := s.Commit(ctx, c, time.Hour); err != nil {
+				b.Errorf("Commit: %v", err)
+				return
+			}
+		}
+	})
 }

@@ -139,13 +139,22 @@ func standardHeaders(h http.Header) (id, ts, sigs string) {
 	return h.Get(prefix + "id"), h.Get(prefix + "timestamp"), h.Get(prefix + "signature")
 }
 
+// maxSignatures bounds how many signatures of one version a delivery may
+// make the guard check: a provider sends one per active key (two during a
+// rotation); an attacker's header with thousands of v1a entries would
+// otherwise cost an Ed25519 verification each.
+const maxSignatures = 16
+
 // ParseStandardSignatures splits a webhook-signature header into its
 // version-tagged entries and decodes those of the given version ("v1" for
-// HMAC, "v1a" for Ed25519). Malformed entries and other versions are
-// skipped; it never fails.
+// HMAC, "v1a" for Ed25519), at most maxSignatures of them. Malformed entries
+// and other versions are skipped; it never fails.
 func ParseStandardSignatures(header, version string) [][]byte {
 	var out [][]byte
 	for entry := range strings.FieldsSeq(header) {
+		if len(out) == maxSignatures {
+			break
+		}
 		v, sig, ok := strings.Cut(entry, ",")
 		if !ok || v != version {
 			continue

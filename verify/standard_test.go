@@ -247,3 +247,14 @@ func TestParseStandardSignatures(t *testing.T) {
 		t.Errorf("empty: %q", got)
 	}
 }
+
+// TestStandardSignatureCountBounded: a header with thousands of entries is
+// read only up to maxSignatures, so it cannot make the guard verify
+// thousands of Ed25519 signatures.
+func TestStandardSignatureCountBounded(t *testing.T) {
+	entry := "v1a," + strings.Repeat("A", 86) + "== "
+	got := ParseStandardSignatures(strings.Repeat(entry, 5000), "v1a")
+	if len(got) != maxSignatures {
+		t.Fatalf("decoded %d signatures, want %d", len(got), maxSignatures)
+	}
+}
