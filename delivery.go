@@ -51,7 +51,7 @@ var levels = map[string]zapcore.Level{
 
 // log writes the delivery's one log line and counts it.
 func (d *delivery) log(outcome, reason string, status int) {
-	d.h.metrics.countEvent(d.h.Provider, outcome)
+	d.h.metrics.countEvent(outcome)
 	level, ok := levels[outcome]
 	if !ok {
 		level = zapcore.InfoLevel
@@ -136,7 +136,7 @@ func (d *delivery) settle(claim *dedupe.Claim, accepted bool) {
 	if claim == nil {
 		return
 	}
-	ctx, cancel := storeContext(d.r)
+	ctx, cancel := d.h.storeContext(d.r)
 	defer cancel()
 	if accepted {
 		if err := d.h.store.Commit(ctx, *claim, d.h.rememberFor(d.event)); err != nil {

@@ -2,6 +2,7 @@ package webhookguard
 
 import (
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -32,11 +33,19 @@ var (
 	}, []string{"store"})
 )
 
-// handlerMetrics records a handler's deliveries.
-type handlerMetrics struct{}
+// handlerMetrics records a handler's deliveries. It keeps the labelled
+// children it has used, so a delivery does not hash its labels and look them
+// up in the vectors each time; children are created on first use, as
+// WithLabelValues does, so no series appears before its first event.
+type handlerMetrics struct {
+	provider string
+	events   sync.Map // outcome → prometheus.Counter
+	verify   func() prometheus.Observer
+}
 
-// registerMetrics registers the collectors into the config's registry.
-func registerMetrics(reg *prometheus.Registry, logger *zap.Logger) *handlerMetrics {
+// registerMetrics registers the collectors into the config's registry and
+// returns the recorder of one handler's deliveries.
+func registerMetrics(reg *prometheus.Registry, logger *zap.Logger, provider string) *handlerMetrics {
 	if reg != nil {
 		for _, c := range []prometheus.Collector{eventsTotal, verifySeconds, storeEvictions} {
 			if err := reg.Register(c); err != nil {
@@ -47,13 +56,22 @@ func registerMetrics(reg *prometheus.Registry, logger *zap.Logger) *handlerMetri
 			}
 		}
 	}
-	return &handlerMetrics{}
+	return &handlerMetrics{
+		provider: provider,
+		verify: sync.OnceValue(func() prometheus.Observer {
+			return verifySeconds.WithLabelValues(provider)
+		}),
+	}
 }
 
-func (*handlerMetrics) countEvent(provider, outcome string) {
-	eventsTotal.WithLabelValues(provider, outcome).Inc()
+func (m *handlerMetrics) countEvent(outcome string) {
+	c, ok := m.events.Load(outcome)
+	if !ok {
+		c, _ = m.events.LoadOrStore(outcome, eventsTotal.WithLabelValues(m.provider, outcome))
+	}
+	c.(prometheus.Counter).Inc()
 }
 
-func (*handlerMetrics) observeVerify(provider string, d time.Duration) {
-	verifySeconds.WithLabelValues(provider).Observe(d.Seconds())
+func (m *handlerMetrics) observeVerify(d time.Duration) {
+	m.verify().Observe(d.Seconds())
 }

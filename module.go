@@ -110,7 +110,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // opens (or reuses across reloads) the replay store.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
-	h.metrics = registerMetrics(ctx.GetMetricsRegistry(), h.logger)
+	h.metrics = registerMetrics(ctx.GetMetricsRegistry(), h.logger, h.Provider)
 
 	scheme, ok := verify.Lookup(h.Provider)
 	if !ok {
@@ -231,7 +231,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 
 	start := time.Now()
 	ev, err := h.verifier.Verify(r.Header, body, now())
-	h.metrics.observeVerify(h.Provider, time.Since(start))
+	h.metrics.observeVerify(time.Since(start))
 	if err != nil {
 		return d.refuse(verify.ReasonOf(err), http.StatusUnauthorized, "%s", err.Error())
 	}
@@ -286,9 +286,14 @@ var now = time.Now
 
 // storeContext is the context of Commit and Release: not cancelled with the
 // request (the client may be gone while the upstream already took the
-// event), but bounded.
-func storeContext(r *http.Request) (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.WithoutCancel(r.Context()), storeTimeout)
+// event), but bounded. The memory store neither blocks nor reads its
+// context, so it is spared the timer.
+func (h *Handler) storeContext(r *http.Request) (context.Context, context.CancelFunc) {
+	ctx := context.WithoutCancel(r.Context())
+	if _, inMemory := h.store.(*dedupe.Memory); inMemory {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, storeTimeout)
 }
 
 // Interface guards

@@ -2,22 +2,27 @@
 # Load benchmark of webhook_guard: the same Caddy binary, run alternately as
 #   A  reverse_proxy alone
 #   B  webhook_guard + reverse_proxy
+#   C  reverse_proxy with request_buffers, which buffers the body as the
+#      guard must (a buffered body is cheaper to forward than a streamed
+#      one, so B/C isolates the guard's own cost)
 # in front of one upstream (bench/upstream), driven by wrk with pre-signed,
 # unique events (bench/gen, bench/events.lua), for each provider and body
-# size, ROUNDS rounds of A then B. Writes bench/results.md (medians, B/A) and
-# keeps the raw data under bench/results/<time>/.
+# size, ROUNDS rounds of A, B, C. Writes bench/results.md (medians, B/A, B/C)
+# and keeps the raw data under bench/results/<time>/.
 #
 # Usage: bench/run.sh            (from anywhere; run it on an idle machine)
 #
 # Settings, from the environment (defaults in brackets):
-#   ROUNDS [5]  DURATION [10s]  THREADS [2]  CONNECTIONS [32]
+#   ROUNDS [5]  DURATION [10s]  WARMUP [3s]  THREADS [2]  CONNECTIONS [32]
 #   PROVIDERS ["ivy standard"]  SIZES ["1024 65536"]
 #   EVENTS_<size> [EVENTS_1024=400000, EVENTS_65536=120000]: events generated
 #       per provider and size; each round uses them all afresh (new Caddy,
 #       empty replay store), so they must outnumber the requests of a round.
 #   HTTP_PORT [28480]  ADMIN_PORT [28419]
-#   PROFILE [0]: 1 takes a 5 s CPU profile of Caddy in the first B round of
+#   PROFILE [0]: 1 takes a 5 s CPU profile of Caddy in the first rounds of
 #       each provider and size (bench/results/<time>/*.pprof).
+#   CADDY [built from ./cmd/caddy into bench/.bin/caddy]: another Caddy
+#       binary with webhook_guard to measure, e.g. an older build to compare.
 #   OUT [bench/results.md]
 #
 # It installs nothing. It needs go, curl and wrk (Debian/Ubuntu:
@@ -29,6 +34,7 @@ cd "$ROOT"
 
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-3s}
 THREADS=${THREADS:-2}
 CONNECTIONS=${CONNECTIONS:-32}
 PROVIDERS=${PROVIDERS:-"ivy standard"}
@@ -37,7 +43,8 @@ HTTP_PORT=${HTTP_PORT:-28480}
 ADMIN_PORT=${ADMIN_PORT:-28419}
 PROFILE=${PROFILE:-0}
 OUT=${OUT:-bench/results.md}
-COMMAND="$(for v in ROUNDS DURATION THREADS CONNECTIONS PROVIDERS SIZES; do printf '%s=%q ' "$v" "${!v}"; done)bench/run.sh"
+CADDY=${CADDY:-}
+COMMAND="$(for v in ROUNDS DURATION WARMUP THREADS CONNECTIONS PROVIDERS SIZES; do printf '%s=%q ' "$v" "${!v}"; done)${CADDY:+CADDY=$CADDY }bench/run.sh"
 
 die() { echo "bench: $*" >&2; exit 1; }
 
@@ -60,7 +67,10 @@ mkdir -p "$WORK" bench/.bin
 echo "bench: raw data in $WORK"
 
 echo "bench: building"
-go build -o bench/.bin/caddy ./cmd/caddy
+if [ -z "$CADDY" ]; then
+	go build -o bench/.bin/caddy ./cmd/caddy
+	CADDY=bench/.bin/caddy
+fi
 go build -o bench/.bin/upstream ./bench/upstream
 go build -o bench/.bin/gen ./bench/gen
 
@@ -73,9 +83,11 @@ secret_env() { echo "BENCH_$(echo "$1" | tr '[:lower:]' '[:upper:]')_SECRET"; }
 UP_PID=
 CADDY_PID=
 cleanup() {
-	[ -n "$CADDY_PID" ] && kill "$CADDY_PID" 2>/dev/null && wait "$CADDY_PID" 2>/dev/null
-	[ -n "$UP_PID" ] && kill "$UP_PID" 2>/dev/null && wait "$UP_PID" 2>/dev/null
-	true
+	local status=$?
+	set +e
+	[ -z "$CADDY_PID" ] || { kill "$CADDY_PID" && wait "$CADDY_PID"; } 2>/dev/null
+	[ -z "$UP_PID" ] || { kill "$UP_PID" && wait "$UP_PID"; } 2>/dev/null
+	exit "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -106,23 +118,38 @@ caddyfile() {
 	:$HTTP_PORT {
 	EOF
 	if [ "$mode" = B ]; then
+		# As deployed: ivy checks its allow-list (loopback stands in for
+		# Ivy's addresses), standard has none; a long tolerance lets the
+		# pre-signed timestamps last the run.
+		local allow= tolerance=
+		[ "$provider" = ivy ] && allow="allow_ips 127.0.0.1"
+		[ "$provider" = standard ] && tolerance="tolerance 24h"
 		cat <<-EOF
 			webhook_guard $provider {
 				secret {env.$(secret_env "$provider")}
-				allow_ips any
-				tolerance 24h
+				$allow
+				$tolerance
 			}
 		EOF
 	fi
-	cat <<-EOF
-		reverse_proxy $UPSTREAM
-	}
-	EOF
+	if [ "$mode" = C ]; then
+		cat <<-EOF
+			reverse_proxy $UPSTREAM {
+				request_buffers 1MiB
+			}
+		}
+		EOF
+	else
+		cat <<-EOF
+			reverse_proxy $UPSTREAM
+		}
+		EOF
+	fi
 }
 
 start_caddy() {
 	local file=$1 log=$2
-	bench/.bin/caddy run --config "$file" --adapter caddyfile >"$log" 2>&1 &
+	"$CADDY" run --config "$file" --adapter caddyfile >"$log" 2>&1 &
 	CADDY_PID=$!
 	for _ in $(seq 200); do
 		if curl -fsS -o /dev/null "http://127.0.0.1:$ADMIN_PORT/config/" 2>/dev/null &&
@@ -149,10 +176,19 @@ metric() {
 
 field() { sed -n "s/.*[ ]$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 
+# CPU accounting, to show how much other work disturbed a round: the
+# machine's busy and total clock ticks, and a live process's ticks.
+HZ=$(getconf CLK_TCK)
+machine_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat; }
+process_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
 LOAD_BEFORE=$(uptime | sed 's/.*load average: //')
 echo "bench: load average before the run: $LOAD_BEFORE"
+if awk -v l="${LOAD_BEFORE%%,*}" -v n="$(nproc 2>/dev/null || echo 1)" 'BEGIN { exit !(l > n / 4) }'; then
+	echo "bench: WARNING: the machine is not idle (load ${LOAD_BEFORE%%,*} on $(nproc) cores); results will be noisy" >&2
+fi
 ROWS=$WORK/rounds.tsv
-printf 'provider\tsize\tround\tmode\trps\tp50_us\tp99_us\trequests\terrors\tforwarded\n' >"$ROWS"
+printf 'provider\tsize\tround\tmode\trps\tp50_us\tp99_us\trequests\terrors\tforwarded\tother_cpu_pct\n' >"$ROWS"
 FAILED=0
 
 for provider in $PROVIDERS; do
@@ -167,20 +203,43 @@ for provider in $PROVIDERS; do
 			-secret-env "$(secret_env "$provider")" -out "$ev"
 		caddyfile A "$provider" >"$WORK/Caddyfile.A.$provider"
 		caddyfile B "$provider" >"$WORK/Caddyfile.B.$provider"
-		for round in $(seq "$ROUNDS"); do
-			for mode in A B; do
+		caddyfile C "$provider" >"$WORK/Caddyfile.C.$provider"
+		# Round 0 warms up (A, B, C, WARMUP each) and is not counted: the first
+		# round after the events were signed is otherwise measurably slower.
+		for round in $(seq 0 "$ROUNDS"); do
+			for mode in A B C; do
 				tag=$provider-$size-$round-$mode
 				start_caddy "$WORK/Caddyfile.$mode.$provider" "$WORK/caddy-$tag.log"
+				if [ "$round" = 0 ]; then
+					wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" -s bench/events.lua \
+						"http://127.0.0.1:$HTTP_PORT/hook" -- "$ev" "$THREADS" >"$WORK/wrk-$tag.txt"
+					stop_caddy
+					continue
+				fi
 				before=$(upstream_count)
 				prof_pid=
-				if [ "$PROFILE" = 1 ] && [ "$mode" = B ] && [ "$round" = 1 ]; then
+				if [ "$PROFILE" = 1 ] && [ "$round" = 1 ]; then
 					curl -fsS -o "$WORK/cpu-$tag.pprof" \
 						"http://127.0.0.1:$ADMIN_PORT/debug/pprof/profile?seconds=5" &
 					prof_pid=$!
 				fi
-				out=$(wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
-					-s bench/events.lua "http://127.0.0.1:$HTTP_PORT/hook" -- "$ev" "$THREADS")
-				echo "$out" >"$WORK/wrk-$tag.txt"
+				read -r busy0 total0 < <(machine_ticks)
+				caddy0=$(process_ticks "$CADDY_PID")
+				up0=$(process_ticks "$UP_PID")
+				TIMEFORMAT='%U %S'
+				{ time wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency \
+					-s bench/events.lua "http://127.0.0.1:$HTTP_PORT/hook" -- "$ev" "$THREADS" \
+					>"$WORK/wrk-$tag.txt"; } 2>"$WORK/wrk-time-$tag.txt"
+				read -r busy1 total1 < <(machine_ticks)
+				caddy1=$(process_ticks "$CADDY_PID")
+				up1=$(process_ticks "$UP_PID")
+				out=$(cat "$WORK/wrk-$tag.txt")
+				# The share of the machine's CPU that neither wrk, Caddy nor the
+				# upstream used during the round (the kernel's network work that is
+				# not charged to them included, so it is not quite 0 on an idle machine).
+				other_cpu=$(tail -1 "$WORK/wrk-time-$tag.txt" | awk -v hz="$HZ" \
+					-v busy=$((busy1 - busy0)) -v total=$((total1 - total0)) -v ours=$((caddy1 - caddy0 + up1 - up0)) \
+					'{ o = busy - ours - ($1 + $2) * hz; if (o < 0) o = 0; printf "%.1f", 100 * o / total }')
 				[ -z "$prof_pid" ] || wait "$prof_pid" || echo "bench: profiling failed" >&2
 				line=$(grep '^WGBENCH ' <<<"$out") || die "no WGBENCH line from wrk: $out"
 				after=$(upstream_count)
@@ -210,11 +269,11 @@ for provider in $PROVIDERS; do
 				fi
 				stop_caddy
 				rps=$(field rps "$line")
-				printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$provider" "$size" "$round" "$mode" \
-					"$rps" "$(field p50_us "$line")" "$(field p99_us "$line")" "$requests" "$errors" "$forwarded" >>"$ROWS"
-				printf 'bench: %-8s %6s B  round %s  %s  %9s req/s  p50 %5s us  p99 %6s us  %s\n' \
+				printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$provider" "$size" "$round" "$mode" \
+					"$rps" "$(field p50_us "$line")" "$(field p99_us "$line")" "$requests" "$errors" "$forwarded" "$other_cpu" >>"$ROWS"
+				printf 'bench: %-8s %6s B  round %s  %s  %9s req/s  p50 %5s us  p99 %6s us  other CPU %4s%%  %s\n' \
 					"$provider" "$size" "$round" "$mode" "$rps" "$(field p50_us "$line")" "$(field p99_us "$line")" \
-					"${problem:-ok}"
+					"$other_cpu" "${problem:-ok}"
 				if [ -n "$problem" ]; then
 					FAILED=1
 					echo "bench: PROBLEM in $tag:$problem" | tee -a "$WORK/problems.txt" >&2
@@ -233,29 +292,48 @@ median() {
 		awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 ms() { awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }'; }
+# paired PROVIDER SIZE X Y: X/Y of each round (modes run one after the
+# other): "median (min-max)". Less sensitive than the ratio of medians to the
+# machine's speed drifting between rounds.
+paired() {
+	awk -F'\t' -v p="$1" -v s="$2" -v x="$3" -v y="$4" '$1 == p && $2 == s { r[$3, $4] = $5; n[$3] = 1 }
+		END { for (k in n) if (r[k, y] > 0) print r[k, x] / r[k, y] }' "$ROWS" | sort -g |
+		awk '{ v[NR] = $1 } END { m = NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2
+			printf "%.3f (%.2f-%.2f)", m, v[1], v[NR] }'
+}
 
 {
 	echo "# webhook_guard load benchmark"
 	echo
 	echo "The same Caddy binary in front of one upstream (\`bench/upstream\`, 200 with keep-alives, loopback):"
-	echo "**A** \`reverse_proxy\` alone, **B** \`webhook_guard\` + \`reverse_proxy\`. Every request is a new,"
+	echo "**A** \`reverse_proxy\` alone, **B** \`webhook_guard\` + \`reverse_proxy\`, **C** \`reverse_proxy\` with"
+	echo "\`request_buffers 1MiB\`, which buffers the body before forwarding it as the guard must. B/A is what a"
+	echo "deployment sees. C shows the price of buffering apart from the guard's work, and more: a body"
+	echo "\`reverse_proxy\` buffered itself goes to the upstream with the headers in one write, while a streamed"
+	echo "one (A) or one buffered by another handler (B: \`reverse_proxy\` wraps every body it did not buffer"
+	echo "itself, so Go's transport no longer sees it in memory) goes in two; B/C is therefore a bound on the"
+	echo "guard's own cost, not the cost itself. Every request is a new,"
 	echo "validly signed event (pre-signed by \`bench/gen\`, sent by \`bench/events.lua\`), so B verifies,"
 	echo "claims and forwards every one; after each round the upstream's count and B's"
 	echo "\`caddy_webhook_guard_events_total{outcome=\"forwarded\"}\` were checked against wrk's count."
-	echo "Caddy logs at ERROR, no access log, in both. A fresh Caddy process per round; rounds alternate A, B."
+	echo "Caddy logs at ERROR, no access log, in all. A fresh Caddy process per round; rounds run A, B, C,"
+	echo "after an uncounted warm-up round (A, B, C) of $WARMUP."
 	echo
-	echo "Medians over $ROUNDS rounds of $DURATION, wrk -t$THREADS -c$CONNECTIONS:"
+	echo "Medians over $ROUNDS rounds of $DURATION, wrk -t$THREADS -c$CONNECTIONS. **B/A** and B/C are ratios of the"
+	echo "median throughputs; \"by round\" gives the median (and range) of the ratios within each round."
 	echo
-	echo "| provider | body | A req/s | B req/s | **B/A** | A p50 | B p50 | A p99 | B p99 |"
-	echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+	echo "| provider | body | A req/s | B req/s | **B/A** | B/A by round | C req/s | B/C | B/C by round | A p50 | B p50 | A p99 | B p99 |"
+	echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 	for provider in $PROVIDERS; do
 		for size in $SIZES; do
 			ar=$(median "$provider" "$size" A 5)
 			br=$(median "$provider" "$size" B 5)
-			ratio=$(awk -v a="$ar" -v b="$br" 'BEGIN { printf "%.3f", b / a }')
+			cr=$(median "$provider" "$size" C 5)
 			body=$((size / 1024))KiB
-			printf '| %s | %s | %.0f | %.0f | **%s** | %s ms | %s ms | %s ms | %s ms |\n' \
-				"$provider" "$body" "$ar" "$br" "$ratio" \
+			printf '| %s | %s | %.0f | %.0f | **%s** | %s | %.0f | %s | %s | %s ms | %s ms | %s ms | %s ms |\n' \
+				"$provider" "$body" "$ar" "$br" "$(awk -v a="$ar" -v b="$br" 'BEGIN { printf "%.3f", b / a }')" \
+				"$(paired "$provider" "$size" B A)" \
+				"$cr" "$(awk -v c="$cr" -v b="$br" 'BEGIN { printf "%.3f", b / c }')" "$(paired "$provider" "$size" B C)" \
 				"$(ms "$(median "$provider" "$size" A 6)")" "$(ms "$(median "$provider" "$size" B 6)")" \
 				"$(ms "$(median "$provider" "$size" A 7)")" "$(ms "$(median "$provider" "$size" B 7)")"
 		done
@@ -276,20 +354,27 @@ ms() { awk -v u="$1" 'BEGIN { printf "%.2f", u / 1000 }'; }
 	echo "- CPU: $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || sysctl -n machdep.cpu.brand_string), nproc $(nproc 2>/dev/null || sysctl -n hw.ncpu)"
 	echo "- OS: $(uname -sr)"
 	echo "- $(go version)"
-	echo "- Caddy $(bench/.bin/caddy version | awk '{ print $1 }') (\`go build -o bench/.bin/caddy ./cmd/caddy\`)"
+	echo "- Caddy $("$CADDY" version | awk '{ print $1 }') (\`$CADDY\`)"
 	echo "- $(wrk --version 2>&1 | head -1 | awk '{ print $1, $2 }')"
-	echo "- load average (1, 5, 15 min) before the run: $LOAD_BEFORE; after: $LOAD_AFTER."
-	echo "  wrk, Caddy and the upstream share the machine's cores, so A and B are both CPU-bound;"
-	echo "  other work on the machine during the run lowers both."
+	echo "- load average (1, 5, 15 min) just before the run: $LOAD_BEFORE; at its end: $LOAD_AFTER"
+	echo "- other work during the rounds (see \"other CPU\" below): median $(tail -n +2 "$ROWS" | cut -f11 | sort -g |
+		awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')%, at most $(tail -n +2 "$ROWS" | cut -f11 | sort -g | tail -1)% of the machine's CPU"
+	echo "  (the run itself makes about 3: wrk, Caddy and the upstream share the machine's cores, so"
+	echo "  A and B are both CPU-bound; other work during the run lowers both, and the alternation"
+	echo "  A, B, A, B... spreads it over both)."
 	echo
 	echo "Command: \`$COMMAND\`"
 	echo
 	echo "## Rounds"
 	echo
-	echo "| provider | body | round | mode | req/s | p50 ms | p99 ms | requests | errors | upstream received |"
-	echo "|---|---|---:|---|---:|---:|---:|---:|---:|---:|"
-	tail -n +2 "$ROWS" | while IFS=$'\t' read -r p s r m rps p50 p99 n e f; do
-		printf '| %s | %sKiB | %s | %s | %.0f | %s | %s | %s | %s | %s |\n' "$p" $((s / 1024)) "$r" "$m" "$rps" "$(ms "$p50")" "$(ms "$p99")" "$n" "$e" "$f"
+	echo "\"other CPU\" is the share of the machine's CPU used during the round by anything but wrk,"
+	echo "Caddy and the upstream, from /proc tick counts (accurate to a few %, so 0 means \"nothing"
+	echo "noticeable\"; kernel network work not charged to them would count as other)."
+	echo
+	echo "| provider | body | round | mode | req/s | p50 ms | p99 ms | requests | errors | upstream received | other CPU |"
+	echo "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"
+	tail -n +2 "$ROWS" | while IFS=$'\t' read -r p s r m rps p50 p99 n e f o; do
+		printf '| %s | %sKiB | %s | %s | %.0f | %s | %s | %s | %s | %s | %s%% |\n' "$p" $((s / 1024)) "$r" "$m" "$rps" "$(ms "$p50")" "$(ms "$p99")" "$n" "$e" "$f" "$o"
 	done
 } >"$OUT"
 

@@ -368,33 +368,3 @@ func BenchmarkMemoryBytesPerEvent(b *testing.B) {
 		b.StartTimer()
 	}
 }
-
-// TestMemoryDroppedSetsRetried commits far faster than ristretto applies
-// sets, so some are dropped from its buffer; after settling, every committed
-// id is still delivered: a drop loses nothing below capacity.
-func TestMemoryDroppedSetsRetried(t *testing.T) {
-	ctx := context.Background()
-	s, clock := newTestMemory(t, MemoryConfig{MaxEvents: 400_000})
-	const n = 200_000
-	for i := range n {
-		c, _ := s.Claim(ctx, fmt.Sprint("evt_", i), time.Minute)
-		s.Commit(ctx, c, time.Hour)
-	}
-	for round := 0; s.Stats().Pending > 0; round++ {
-		if round > 20 {
-			t.Fatalf("exact record never drained: %+v", s.Stats())
-		}
-		clock.advance(2 * settleTime)
-		s.settle()
-	}
-	st := s.Stats()
-	t.Logf("stats after settling: %+v", st)
-	if st.Evicted+st.Rejected != 0 {
-		t.Fatalf("lost ids below capacity: %+v", st)
-	}
-	for i := range n {
-		if c, _ := s.Claim(ctx, fmt.Sprint("evt_", i), time.Minute); c.State != Delivered {
-			t.Fatalf("evt_%d after settling: %v, want delivered (stats %+v)", i, c.State, st)
-		}
-	}
-}

@@ -11,6 +11,7 @@ import (
 	"hash"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -21,33 +22,13 @@ func BodyDigestID(body []byte) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
-// bodyFields are the JSON fields most providers put at the top of an event.
-type bodyFields struct {
-	ID   json.RawMessage `json:"id"`
-	Type string          `json:"type"`
-}
-
-// jsonIDAndType reads the top-level "id" and "type" of a JSON body. A
-// numeric id is kept as written; a body that is not JSON yields "", "".
-func jsonIDAndType(body []byte) (id, typ string) {
-	var f bodyFields
-	if json.Unmarshal(body, &f) != nil {
-		return "", ""
-	}
-	return rawScalar(f.ID), f.Type
-}
-
 // rawScalar turns a JSON string or number into its text; anything else is "".
 func rawScalar(raw json.RawMessage) string {
 	if len(raw) == 0 {
 		return ""
 	}
 	if raw[0] == '"' {
-		var s string
-		if json.Unmarshal(raw, &s) == nil {
-			return s
-		}
-		return ""
+		return jsonString(raw)
 	}
 	if raw[0] == '-' || (raw[0] >= '0' && raw[0] <= '9') {
 		return string(raw)
@@ -76,19 +57,41 @@ func requireSecrets(option string, values []string) error {
 	return nil
 }
 
-// macKeys holds the keys of an HMAC scheme, one per configured secret.
+// macKeys holds the keys of an HMAC scheme, one per configured secret. Build
+// it with newMACKeys: each key has a pool of HMACs, which Reset to the key's
+// precomputed state, so a delivery does not pay for hmac.New (two hash
+// allocations and the key's pad blocks) on every key it tries.
 type macKeys struct {
 	newHash func() hash.Hash
 	keys    [][]byte
+	pools   []*sync.Pool // pools[i] holds HMACs under keys[i]
+}
+
+func newMACKeys(newHash func() hash.Hash, keys [][]byte) macKeys {
+	m := macKeys{newHash: newHash, keys: keys, pools: make([]*sync.Pool, len(keys))}
+	for i, key := range keys {
+		m.pools[i] = &sync.Pool{New: func() any { return hmac.New(newHash, key) }}
+	}
+	return m
 }
 
 // sum computes the MAC of the concatenated parts under key i.
 func (m macKeys) sum(i int, parts ...[]byte) []byte {
-	mac := hmac.New(m.newHash, m.keys[i])
+	if i >= len(m.pools) { // not built by newMACKeys
+		mac := hmac.New(m.newHash, m.keys[i])
+		for _, p := range parts {
+			mac.Write(p)
+		}
+		return mac.Sum(nil)
+	}
+	mac := m.pools[i].Get().(hash.Hash)
+	mac.Reset()
 	for _, p := range parts {
 		mac.Write(p)
 	}
-	return mac.Sum(nil)
+	sum := mac.Sum(nil)
+	m.pools[i].Put(mac)
+	return sum
 }
 
 // match reports whether any of the candidate signatures equals the MAC of
@@ -211,5 +214,5 @@ func unixOrNow(ts time.Time) time.Time {
 
 // sha256Keys builds SHA-256 HMAC keys from secrets used as raw bytes.
 func sha256Keys(secrets []string) macKeys {
-	return macKeys{newHash: sha256.New, keys: stringKeys(secrets)}
+	return newMACKeys(sha256.New, stringKeys(secrets))
 }

@@ -151,7 +151,7 @@ func newHMAC(c Config) (Verifier, error) {
 	default:
 		return nil, &ConfigError{Option: "algorithm", Msg: "must be sha1, sha256 or sha512, not " + strconv.Quote(o.Algorithm)}
 	}
-	v.keys = macKeys{newHash: newHash, keys: stringKeys(c.Secrets)}
+	v.keys = newMACKeys(newHash, stringKeys(c.Secrets))
 	v.size = newHash().Size()
 
 	switch strings.ToLower(o.Encoding) {

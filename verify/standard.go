@@ -66,7 +66,8 @@ func newStandard(c Config) (Verifier, error) {
 			return nil, err
 		}
 	}
-	v := &standard{keys: macKeys{newHash: sha256.New}, tolerance: c.tolerance()}
+	v := &standard{tolerance: c.tolerance()}
+	var hmacKeys [][]byte // v1 HMAC keys, from whsec_ secrets
 	for i, s := range c.Secrets {
 		nth := "value #" + strconv.Itoa(i+1)
 		if rest, ok := strings.CutPrefix(s, signingKeyPrefix); ok {
@@ -87,8 +88,9 @@ func newStandard(c Config) (Verifier, error) {
 		if err != nil || len(key) == 0 {
 			return nil, &ConfigError{Option: "secret", Msg: nth + " is not a whsec_<base64> Standard Webhooks secret"}
 		}
-		v.keys.keys = append(v.keys.keys, key)
+		hmacKeys = append(hmacKeys, key)
 	}
+	v.keys = newMACKeys(sha256.New, hmacKeys)
 	for i, s := range c.PublicKeys {
 		key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(s, publicKeyPrefix))
 		if err != nil || len(key) != ed25519.PublicKeySize {
@@ -129,14 +131,29 @@ func parseSigningKey(b64 string) (ed25519.PrivateKey, bool) {
 	return nil, false
 }
 
+// The id, timestamp and signature header names, canonical, so that reading
+// them needs no canonicalisation (and no allocation) per delivery.
+var (
+	standardHeaderNames = [3]string{"Webhook-Id", "Webhook-Timestamp", "Webhook-Signature"}
+	svixHeaderNames     = [3]string{"Svix-Id", "Svix-Timestamp", "Svix-Signature"}
+)
+
 // standardHeaders returns the id, timestamp and signature headers, from the
 // webhook-* names or, when webhook-id is absent, the svix-* names.
 func standardHeaders(h http.Header) (id, ts, sigs string) {
-	prefix := standardPrefix
-	if h.Get(prefix+"id") == "" && h.Get(svixPrefix+"id") != "" {
-		prefix = svixPrefix
+	names := &standardHeaderNames
+	if headerValue(h, names[0]) == "" && headerValue(h, svixHeaderNames[0]) != "" {
+		names = &svixHeaderNames
 	}
-	return h.Get(prefix + "id"), h.Get(prefix + "timestamp"), h.Get(prefix + "signature")
+	return headerValue(h, names[0]), headerValue(h, names[1]), headerValue(h, names[2])
+}
+
+// headerValue is h.Get(key) for a key already in canonical form.
+func headerValue(h http.Header, key string) string {
+	if v := h[key]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
 }
 
 // maxSignatures bounds how many signatures of one version a delivery may
