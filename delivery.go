@@ -1,6 +1,7 @@
 package webhookguard
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 
@@ -136,8 +137,10 @@ func (d *delivery) settle(claim *dedupe.Claim, accepted bool) {
 	if claim == nil {
 		return
 	}
-	ctx, cancel := d.h.storeContext(d.r)
-	defer cancel()
+	// Not cancelled with the request: the client may be gone while the
+	// upstream already took the event. Every store bounds its own calls
+	// (the Redis store by its read timeout).
+	ctx := context.WithoutCancel(d.r.Context())
 	if accepted {
 		if err := d.h.store.Commit(ctx, *claim, d.h.rememberFor(d.event)); err != nil {
 			d.h.logger.Error("replay store: event delivered but not remembered; a duplicate may pass",

@@ -8,7 +8,6 @@
 package webhookguard
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"net/http"
@@ -35,9 +34,6 @@ const (
 	// clockSkew is added to the tolerance when deciding how long a
 	// timestamped event must be remembered.
 	clockSkew = time.Minute
-	// storeTimeout bounds Commit and Release, which run after the upstream
-	// answered and so outside the request's own deadline.
-	storeTimeout = 3 * time.Second
 	// retryAfter is the Retry-After (seconds) of 409 and 503 answers.
 	retryAfter = "5"
 )
@@ -283,18 +279,6 @@ func (h *Handler) rememberFor(ev verify.Event) time.Duration {
 
 // now is swapped in tests.
 var now = time.Now
-
-// storeContext is the context of Commit and Release: not cancelled with the
-// request (the client may be gone while the upstream already took the
-// event), but bounded. The memory store neither blocks nor reads its
-// context, so it is spared the timer.
-func (h *Handler) storeContext(r *http.Request) (context.Context, context.CancelFunc) {
-	ctx := context.WithoutCancel(r.Context())
-	if _, inMemory := h.store.(*dedupe.Memory); inMemory {
-		return ctx, func() {}
-	}
-	return context.WithTimeout(ctx, storeTimeout)
-}
 
 // Interface guards
 var (
