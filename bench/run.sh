@@ -382,12 +382,12 @@ paired() {
 	echo "- Caddy $("$CADDY" version | awk '{ print $1 }') (\`$CADDY\`)"
 	echo "- $(wrk --version 2>&1 | head -1 | awk '{ print $1, $2 }')"
 	echo "- load average (1, 5, 15 min) just before the run: $LOAD_BEFORE; at its end: $LOAD_AFTER"
+	echo "  (the run itself makes about 3: wrk, Caddy and the upstream share the machine's cores, so"
+	echo "  every mode is CPU-bound; other work during the run would lower all, and the alternation"
+	echo "  A, B, C, A, B, C... spreads it over all)."
 	echo "- other work during the counted rounds (see \"other CPU\" below): median $(tail -n +2 "$ROWS" | cut -f11 | sort -g |
 		awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }')%, at most $(tail -n +2 "$ROWS" | cut -f11 | sort -g | tail -1)% of the machine's CPU;"
 	echo "  $RERUNS round(s) were run again because other work took more than $MAX_OTHER% during them."
-	echo "  (the run itself makes about 3: wrk, Caddy and the upstream share the machine's cores, so"
-	echo "  A and B are both CPU-bound; other work during the run lowers both, and the alternation"
-	echo "  A, B, A, B... spreads it over both)."
 	echo
 	echo "Command: \`$COMMAND\`"
 	echo
