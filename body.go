@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -33,7 +34,7 @@ func restoreBody(r *http.Request, body []byte) {
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	r.ContentLength = int64(len(body))
 	r.TransferEncoding = nil
-	r.Header.Set("Content-Length", itoa(len(body)))
+	r.Header.Set("Content-Length", strconv.Itoa(len(body)))
 }
 
 // setPlaceholders makes the verified event usable in header_up and log

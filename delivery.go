@@ -2,6 +2,7 @@ package webhookguard
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 
@@ -89,9 +90,9 @@ func (d *delivery) log(outcome, reason string, status int) {
 // refuse logs and counts a refusal and returns it as a Caddy handler error,
 // so handle_errors can shape the answer.
 func (d *delivery) refuse(outcome string, status int, format string, args ...any) error {
-	reason := fmt.Sprintf(format, args...)
+	reason := d.h.redact(fmt.Sprintf(format, args...))
 	d.log(outcome, reason, status)
-	return caddyhttp.Error(status, fmt.Errorf("webhook_guard: %s", d.h.redact(reason)))
+	return caddyhttp.Error(status, errors.New("webhook_guard: "+reason))
 }
 
 // outcomeHeader tells whoever sent an event that was acknowledged without

@@ -56,9 +56,6 @@ func (h *Handler) scrub(err error) error {
 	return errors.New(h.redact(err.Error()))
 }
 
-// itoa formats a length.
-func itoa(n int) string { return strconv.Itoa(n) }
-
 // entryError is a mistake in one entry of a repeatable option.
 type entryError struct {
 	Option string
