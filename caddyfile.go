@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -39,8 +40,10 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    replay_window    <duration>
 //	    dedupe           off
 //	    events           <type>...
+//	    scope            <name>
+//	    store            file [<path>] [{ max_events <n>; lease <d> }]
 //	    store            memory [{ max_events <n>; lease <d> }]
-//	    store            redis <url> [{ prefix <text>; lease <d> }]
+//	    store            redis <url> [{ prefix <text>; max_events <n>; lease <d> }]
 //	    # hmac only:
 //	    header <name>; algorithm sha1|sha256|sha512; encoding hex|base64
 //	    prefix <text>; timestamp_header <name>; signed <template>
@@ -128,6 +131,8 @@ func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, option string) error {
 		h.Events = append(h.Events, args...)
 	case "store":
 		return h.unmarshalStore(d)
+	case "scope":
+		return oneArgInto1(d, &h.Scope)
 	case "header":
 		return oneArgInto1(d, &hmacOpt().Header)
 	case "algorithm":
@@ -148,58 +153,24 @@ func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, option string) error {
 	return nil
 }
 
-// unmarshalStore parses `store memory [{...}]` and `store redis <url> [{...}]`.
+// unmarshalStore parses `store <type> ...` with the store module's own
+// Caddyfile parser, as reverse_proxy does with its transports.
 func (h *Handler) unmarshalStore(d *caddyfile.Dispenser) error {
-	if h.Store != nil {
+	if h.StoreRaw != nil {
 		return d.Err("store: given twice")
 	}
 	if !d.NextArg() {
 		return d.ArgErr()
 	}
-	sc := &StoreConfig{Type: d.Val()}
-	switch sc.Type {
-	case "memory":
-		if d.NextArg() {
-			return d.ArgErr()
+	name := d.Val()
+	mod, err := caddyfile.UnmarshalModule(d, storeNamespace+"."+name)
+	if err != nil {
+		if _, unknown := caddy.GetModule(storeNamespace + "." + name); unknown != nil {
+			return d.Errf("store: unknown type '%s' (file, memory or redis)", name)
 		}
-	case "redis":
-		if !d.NextArg() {
-			return d.Err("store redis: a URL is required (redis://host:port/db)")
-		}
-		sc.URL = d.Val()
-		if d.NextArg() {
-			return d.ArgErr()
-		}
-	default:
-		return d.Errf("store: unknown type '%s' (memory or redis)", sc.Type)
+		return err
 	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch opt := d.Val(); {
-		case opt == "lease":
-			if err := durationArg(d, "lease", &sc.Lease); err != nil {
-				return err
-			}
-		case opt == "max_events" && sc.Type == "memory":
-			v, err := oneArg(d)
-			if err != nil {
-				return err
-			}
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || n <= 0 {
-				return d.Errf("max_events: want a positive number, got '%s'", v)
-			}
-			sc.MaxEvents = n
-		case opt == "prefix" && sc.Type == "redis":
-			v, err := oneArg(d)
-			if err != nil {
-				return err
-			}
-			sc.Prefix = v
-		default:
-			return d.Errf("unrecognized store %s subdirective '%s'", sc.Type, opt)
-		}
-	}
-	h.Store = sc
+	h.StoreRaw = caddyconfig.JSONModuleObject(mod, "type", name, nil)
 	return nil
 }
 
@@ -241,7 +212,7 @@ func (h *Handler) checkCaddyfile(directive caddyfile.Token, at map[string][]cadd
 	if _, err := parseAllowList(h.AllowIPs, nil); err != nil {
 		return errAt("allow_ips", err)
 	}
-	if h.DedupeOff && h.Store != nil {
+	if h.DedupeOff && h.StoreRaw != nil {
 		return errAt("store", errors.New("store given with dedupe off"))
 	}
 	return nil

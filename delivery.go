@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
@@ -27,9 +28,44 @@ const (
 	outcomeTooLarge         = "too_large"
 	outcomeBadMethod        = "bad_method"
 	outcomeBadRequest       = "bad_request"
+	outcomeEarlyData        = "early_data"
 	outcomeUpstreamFailed   = "upstream_failed"
+	outcomeNoUpstream       = "no_upstream"
 	outcomeStoreUnavailable = "store_unavailable"
+	outcomeStoreFull        = "store_full"
 )
+
+// outcomeFacts is what an outcome means to the sender and to the operator.
+type outcomeFacts struct {
+	// status answers the sender; 0 when it is the upstream's.
+	status int
+	// level of the log line: what may be an attack or an outage is a
+	// warning or an error, the ordinary life of webhooks info or debug.
+	level zapcore.Level
+	// message of the log line.
+	message string
+	// retry: the sender should come back later (Retry-After).
+	retry bool
+}
+
+// outcomes holds every outcome's facts, in one place.
+var outcomes = map[string]outcomeFacts{
+	outcomeForwarded:        {0, zapcore.DebugLevel, "webhook forwarded", false},
+	outcomeDuplicate:        {http.StatusOK, zapcore.InfoLevel, "webhook dropped", false},
+	outcomeIgnoredType:      {http.StatusOK, zapcore.InfoLevel, "webhook dropped", false},
+	outcomeInFlight:         {http.StatusConflict, zapcore.InfoLevel, "webhook refused", true},
+	outcomeInvalidSignature: {http.StatusUnauthorized, zapcore.WarnLevel, "webhook refused", false},
+	outcomeStaleTimestamp:   {http.StatusUnauthorized, zapcore.WarnLevel, "webhook refused", false},
+	outcomeIPDenied:         {http.StatusForbidden, zapcore.WarnLevel, "webhook refused", false},
+	outcomeTooLarge:         {http.StatusRequestEntityTooLarge, zapcore.WarnLevel, "webhook refused", false},
+	outcomeBadMethod:        {http.StatusMethodNotAllowed, zapcore.InfoLevel, "webhook refused", false},
+	outcomeBadRequest:       {http.StatusBadRequest, zapcore.InfoLevel, "webhook refused", false},
+	outcomeEarlyData:        {http.StatusTooEarly, zapcore.InfoLevel, "webhook refused", false},
+	outcomeUpstreamFailed:   {0, zapcore.WarnLevel, "webhook not accepted by upstream", false},
+	outcomeNoUpstream:       {http.StatusBadGateway, zapcore.ErrorLevel, "webhook not delivered: nothing after webhook_guard answered", false},
+	outcomeStoreUnavailable: {http.StatusServiceUnavailable, zapcore.ErrorLevel, "webhook refused", true},
+	outcomeStoreFull:        {http.StatusServiceUnavailable, zapcore.ErrorLevel, "webhook refused", true},
+}
 
 // delivery is one inbound webhook request on its way through the pipeline.
 type delivery struct {
@@ -39,35 +75,12 @@ type delivery struct {
 	event    verify.Event
 }
 
-// levels says how loudly each refusal is logged: what may be an attack or an
-// outage is a warning, the ordinary life of webhooks is info.
-var levels = map[string]zapcore.Level{
-	outcomeInvalidSignature: zapcore.WarnLevel,
-	outcomeStaleTimestamp:   zapcore.WarnLevel,
-	outcomeIPDenied:         zapcore.WarnLevel,
-	outcomeTooLarge:         zapcore.WarnLevel,
-	outcomeUpstreamFailed:   zapcore.WarnLevel,
-	outcomeStoreUnavailable: zapcore.ErrorLevel,
-	outcomeForwarded:        zapcore.DebugLevel,
-}
-
-// log writes the delivery's one log line and counts it.
+// log writes the delivery's one log line and counts it. status is the
+// answer's, for outcomes whose status is the upstream's.
 func (d *delivery) log(outcome, reason string, status int) {
 	d.h.metrics.countEvent(outcome)
-	level, ok := levels[outcome]
-	if !ok {
-		level = zapcore.InfoLevel
-	}
-	msg := "webhook refused"
-	switch outcome {
-	case outcomeForwarded:
-		msg = "webhook forwarded"
-	case outcomeDuplicate, outcomeIgnoredType:
-		msg = "webhook dropped"
-	case outcomeUpstreamFailed:
-		msg = "webhook not accepted by upstream"
-	}
-	ce := d.h.logger.Check(level, msg)
+	facts := outcomes[outcome]
+	ce := d.h.logger.Check(facts.level, facts.message)
 	if ce == nil {
 		return
 	}
@@ -89,10 +102,17 @@ func (d *delivery) log(outcome, reason string, status int) {
 
 // refuse logs and counts a refusal and returns it as a Caddy handler error,
 // so handle_errors can shape the answer.
-func (d *delivery) refuse(outcome string, status int, format string, args ...any) error {
+func (d *delivery) refuse(w http.ResponseWriter, outcome string, format string, args ...any) error {
+	facts := outcomes[outcome]
+	switch {
+	case facts.retry:
+		w.Header().Set("Retry-After", retryAfter)
+	case outcome == outcomeBadMethod:
+		w.Header().Set("Allow", http.MethodPost)
+	}
 	reason := d.h.redact(fmt.Sprintf(format, args...))
-	d.log(outcome, reason, status)
-	return caddyhttp.Error(status, errors.New("webhook_guard: "+reason))
+	d.log(outcome, reason, facts.status)
+	return caddyhttp.Error(facts.status, errors.New("webhook_guard: "+reason))
 }
 
 // outcomeHeader tells whoever sent an event that was acknowledged without
@@ -107,52 +127,153 @@ func (d *delivery) drop(w http.ResponseWriter, outcome string, format string, ar
 	w.WriteHeader(http.StatusOK)
 }
 
-// forward passes the verified event to the next handler and then commits
-// the claim if the upstream answered 2xx, or releases it on anything else:
-// a non-2xx status, an error (reverse_proxy returns 502 when the upstream is
-// down) or a panic. With claim nil (dedupe off) it only forwards.
+// forward passes the verified event to the next handler and settles the
+// claim (nil with dedupe off): the upstream's 2xx is committed to the store
+// before the sender sees it, anything else — a non-2xx status, an error
+// (reverse_proxy returns 502 when the upstream is down), a panic, or nothing
+// answered at all — releases the claim so the provider's retry goes through.
+//
+// The upstream call does not end when the sender disconnects: it may already
+// have taken the event, and its answer is what tells. It is cut one lease
+// after the disconnect. The claim's lease is renewed while the call runs, so
+// a slow upstream never lets a second copy through.
 func (d *delivery) forward(w http.ResponseWriter, next caddyhttp.Handler, claim *dedupe.Claim) (err error) {
-	rec := &statusRecorder{ResponseWriterWrapper: &caddyhttp.ResponseWriterWrapper{ResponseWriter: w}}
+	ctx, cancel := detach(d.r.Context(), d.h.lease)
+	defer cancel()
+	held := newHeldResponse(w, d.commitEarly(claim))
+	var stopRenewing func()
+	if claim != nil {
+		stopRenewing = d.renew(ctx, *claim)
+	}
 	defer func() {
+		if stopRenewing != nil {
+			stopRenewing()
+		}
 		p := recover()
-		accepted := p == nil && err == nil && rec.status >= 200 && rec.status < 300
-		d.settle(claim, accepted)
 		switch {
 		case p != nil:
+			d.settle(claim, false)
 			d.log(outcomeUpstreamFailed, fmt.Sprintf("panic downstream: %v", p), http.StatusInternalServerError)
 			panic(p)
-		case accepted:
-			d.log(outcomeForwarded, "upstream accepted", rec.status)
+		case err == nil && held.status == 0:
+			d.settle(claim, false)
+			err = d.refuse(w, outcomeNoUpstream, "no handler after webhook_guard answered (add reverse_proxy)")
+		case err == nil && held.accepted():
+			d.settle(claim, true)
+			d.log(outcomeForwarded, "upstream accepted", held.status)
+			held.release()
 		case err != nil:
-			d.log(outcomeUpstreamFailed, "upstream error: "+err.Error(), statusOf(err, rec.status))
+			d.settle(claim, false)
+			d.log(outcomeUpstreamFailed, "upstream error: "+err.Error(), statusOf(err, held.status))
+			held.release()
 		default:
-			d.log(outcomeUpstreamFailed, fmt.Sprintf("upstream answered %d", rec.status), rec.status)
+			d.settle(claim, false)
+			d.log(outcomeUpstreamFailed, fmt.Sprintf("upstream answered %d", held.status), held.status)
+			held.release()
 		}
 	}()
-	return next.ServeHTTP(rec, d.r)
+	return next.ServeHTTP(held, d.r.WithContext(ctx))
 }
 
-// settle ends the claim: Commit after an accepted delivery, Release after
-// anything else, so a provider's retry goes through.
-func (d *delivery) settle(claim *dedupe.Claim, accepted bool) {
+// detach is the context of the upstream call: the request's values, but not
+// its cancellation, which only starts a countdown of grace.
+func detach(parent context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(parent))
+	stop := context.AfterFunc(parent, func() { time.AfterFunc(grace, cancel) })
+	return ctx, func() { stop(); cancel() }
+}
+
+// commitEarly is called by the held response when the upstream's 2xx answer
+// outgrows what it holds: the event is committed before any of it is sent.
+func (d *delivery) commitEarly(claim *dedupe.Claim) func() {
 	if claim == nil {
+		return nil
+	}
+	return func() {
+		d.settle(claim, true)
+	}
+}
+
+// renew keeps the claim's lease alive while the upstream call runs; the
+// returned function stops it.
+func (d *delivery) renew(ctx context.Context, claim dedupe.Claim) (stop func()) {
+	every := d.h.lease / 3
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if err := d.h.store.Renew(ctx, claim, d.h.lease); err != nil {
+					d.h.logger.Error("replay store: could not renew the lease of an event in flight; a copy may pass when it ends",
+						zap.String("provider", d.h.Provider), zap.String("event_id", d.event.ID), zap.Error(err))
+					if errors.Is(err, dedupe.ErrNotHeld) {
+						return
+					}
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+// settle ends the claim once: Commit after an accepted delivery (durable
+// before the sender gets the answer), Release after anything else, so a
+// provider's retry goes through.
+func (d *delivery) settle(claim *dedupe.Claim, accepted bool) {
+	if claim == nil || claim.Key == "" {
 		return
 	}
+	c := *claim
+	claim.Key = "" // settled
 	// Not cancelled with the request: the client may be gone while the
-	// upstream already took the event. Every store bounds its own calls
-	// (the Redis store by its read timeout).
+	// upstream already took the event. Every store bounds its own calls.
 	ctx := context.WithoutCancel(d.r.Context())
 	if accepted {
-		if err := d.h.store.Commit(ctx, *claim, d.h.rememberFor(d.event)); err != nil {
-			d.h.logger.Error("replay store: event delivered but not remembered; a duplicate may pass",
+		window := d.h.rememberFor(d.event)
+		if err := d.h.store.Commit(ctx, c, window); err != nil {
+			d.h.logger.Error("replay store: event delivered but not yet remembered; retrying until it lands or the lease ends",
 				zap.String("provider", d.h.Provider), zap.String("event_id", d.event.ID), zap.Error(err))
+			go d.h.recommit(c, window, d.event.ID)
 		}
 		return
 	}
-	if err := d.h.store.Release(ctx, *claim); err != nil {
+	if err := d.h.store.Release(ctx, c); err != nil {
 		d.h.logger.Error("replay store: could not release a failed delivery; retries are refused until its lease expires",
 			zap.String("provider", d.h.Provider), zap.String("event_id", d.event.ID), zap.Error(err))
 	}
+}
+
+// recommit retries a commit that failed (the store stalled) until it lands
+// or the claim's lease ends: while the claim is held, copies of the event
+// are answered 409 and retried by the provider; once remembered, duplicate.
+func (h *Handler) recommit(c dedupe.Claim, window time.Duration, eventID string) {
+	deadline := time.Now().Add(h.lease)
+	wait := 100 * time.Millisecond
+	for time.Now().Before(deadline) {
+		time.Sleep(min(wait, time.Until(deadline)))
+		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+		_ = h.store.Renew(ctx, c, h.lease)
+		err := h.store.Commit(ctx, c, window)
+		cancel()
+		if err == nil {
+			commitRetries.WithLabelValues("landed").Inc()
+			h.logger.Info("replay store: delivered event remembered after a retry",
+				zap.String("provider", h.Provider), zap.String("event_id", eventID))
+			return
+		}
+		wait = min(2*wait, 5*time.Second)
+	}
+	commitRetries.WithLabelValues("lost").Inc()
+	h.logger.Error("replay store: delivered event could not be remembered before its lease ended; a duplicate may pass",
+		zap.String("provider", h.Provider), zap.String("event_id", eventID))
 }
 
 // statusOf is the status an error answers with.
@@ -166,24 +287,22 @@ func statusOf(err error, fallback int) int {
 	return fallback
 }
 
-// statusRecorder learns the final status the next handler answered with.
-type statusRecorder struct {
-	*caddyhttp.ResponseWriterWrapper
-	status int
-}
-
-// WriteHeader records the final (non-1xx) status.
-func (s *statusRecorder) WriteHeader(code int) {
-	if s.status == 0 && (code >= 200 || code == http.StatusSwitchingProtocols) {
-		s.status = code
+// checkUsage warns, at most once a minute per handler, when the store holds
+// 80 % of its capacity: at 100 % new events are refused with 503.
+func (h *Handler) checkUsage() {
+	u, ok := h.store.(dedupe.Usage)
+	if !ok {
+		return
 	}
-	s.ResponseWriterWrapper.WriteHeader(code)
-}
-
-// Write implies a 200 when no status was written.
-func (s *statusRecorder) Write(b []byte) (int, error) {
-	if s.status == 0 {
-		s.status = http.StatusOK
+	n, capacity := u.Usage()
+	if capacity <= 0 || n*5 < capacity*4 {
+		return
 	}
-	return s.ResponseWriterWrapper.Write(b)
+	t := time.Now().Unix()
+	last := h.lastUsageWarning.Load()
+	if t-last < 60 || !h.lastUsageWarning.CompareAndSwap(last, t) {
+		return
+	}
+	h.logger.Warn("replay store nearly full: at max_events new events are refused with 503; raise max_events or shorten replay_window",
+		zap.Int64("remembered", n), zap.Int64("max_events", capacity))
 }

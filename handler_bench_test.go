@@ -65,7 +65,7 @@ func benchmarkServeHTTP(b *testing.B, provider, secret string, size int, maxEven
 		Secrets:  []string{secret},
 		AllowIPs: []string{"any"},
 		// A store of its own, large enough to remember every event.
-		Store: &StoreConfig{MaxEvents: maxEvents},
+		StoreRaw: memoryStore(maxEvents),
 	}
 	if err := h.Provision(ctx); err != nil {
 		b.Fatal(err)

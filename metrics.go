@@ -25,12 +25,12 @@ var (
 		Help:      "Time spent verifying a delivery's signature or key.",
 		Buckets:   []float64{0.000005, 0.00001, 0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.01},
 	}, []string{"provider"})
-	storeEvictions = prometheus.NewCounterVec(prometheus.CounterOpts{
+	commitRetries = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "caddy",
 		Subsystem: "webhook_guard",
-		Name:      "store_evictions_total",
-		Help:      "Delivered events the replay store forgot before their window ended (capacity pressure).",
-	}, []string{"store"})
+		Name:      "commit_retries_total",
+		Help:      "Delivered events whose first commit to the replay store failed, by how the background retry ended: landed, or lost when the claim's lease ended first.",
+	}, []string{"result"})
 )
 
 // handlerMetrics records a handler's deliveries. It keeps the labelled
@@ -47,7 +47,7 @@ type handlerMetrics struct {
 // returns the recorder of one handler's deliveries.
 func registerMetrics(reg *prometheus.Registry, logger *zap.Logger, provider string) *handlerMetrics {
 	if reg != nil {
-		for _, c := range []prometheus.Collector{eventsTotal, verifySeconds, storeEvictions} {
+		for _, c := range []prometheus.Collector{eventsTotal, verifySeconds, commitRetries} {
 			if err := reg.Register(c); err != nil {
 				var already prometheus.AlreadyRegisteredError
 				if !errors.As(err, &already) {

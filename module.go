@@ -8,14 +8,17 @@
 package webhookguard
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/hookguard/caddy-webhook-guard/dedupe"
@@ -30,7 +33,6 @@ func init() {
 const (
 	DefaultMaxBody      = 1 << 20
 	DefaultReplayWindow = 24 * time.Hour
-	DefaultLease        = 30 * time.Second
 	// clockSkew is added to the tolerance when deciding how long a
 	// timestamped event must be remembered.
 	clockSkew = time.Minute
@@ -76,22 +78,33 @@ type Handler struct {
 	Events []string `json:"events,omitempty"`
 	// HMAC configures the generic hmac provider.
 	HMAC *verify.HMACOptions `json:"hmac,omitempty"`
-	// Store selects the replay store; default an in-memory store.
-	Store *StoreConfig `json:"store,omitempty"`
+	// Scope is part of every replay key; default the provider name. Two
+	// handlers of one config that remember events under the same scope and
+	// provider must share a secret or key (they are one sender); otherwise
+	// the config fails to load and asks for a scope each.
+	Scope string `json:"scope,omitempty"`
+	// StoreRaw is the replay store, a module in the namespace
+	// http.handlers.webhook_guard.stores: file (the default: a ledger in
+	// Caddy's data directory that survives restarts), memory or redis.
+	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=http.handlers.webhook_guard.stores inline_key=type"`
 
 	verifier  verify.Verifier
 	scheme    verify.Scheme
 	allow     allowList
 	store     dedupe.Store
-	pooled    *pooledStore // holds store; nil with dedupe off
-	storeKey  string
 	lease     time.Duration
 	window    time.Duration
 	tolerance time.Duration
+	scope     string
 	events    map[string]struct{}
 	logger    *zap.Logger
 	metrics   *handlerMetrics
 	secrets   []string // resolved secrets and keys, to keep out of errors
+	keySpace  *keySpace
+	registry  *prometheus.Registry // the config's, which keys keySpaces
+	// lastUsageWarning is when the store's nearly-full warning was last
+	// logged (unix seconds).
+	lastUsageWarning atomic.Int64
 }
 
 // CaddyModule returns the Caddy module information.
@@ -142,11 +155,40 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			h.events[e] = struct{}{}
 		}
 	}
-	if !h.DedupeOff {
-		if err := h.openStore(ctx); err != nil {
-			return err
+	if h.DedupeOff {
+		if h.StoreRaw != nil {
+			return errors.New("store: given with dedupe off")
 		}
+		return nil
 	}
+	h.scope = h.Scope
+	if h.scope == "" {
+		h.scope = h.Provider
+	}
+	if err := h.claimKeySpace(ctx, cfg); err != nil {
+		return err
+	}
+	return h.loadStore(ctx)
+}
+
+// loadStore loads the store module, the file ledger when none is
+// configured.
+func (h *Handler) loadStore(ctx caddy.Context) error {
+	var mod any
+	var err error
+	if h.StoreRaw == nil {
+		mod, err = ctx.LoadModuleByID(storeNamespace+".file", nil)
+	} else {
+		mod, err = ctx.LoadModule(h, "StoreRaw")
+	}
+	if err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	rs, ok := mod.(ReplayStore)
+	if !ok {
+		return fmt.Errorf("store: module %T is not a replay store", mod)
+	}
+	h.store, h.lease = rs.ReplayStore()
 	return nil
 }
 
@@ -185,18 +227,10 @@ func (h *Handler) Validate() error {
 	return nil
 }
 
-// Cleanup releases this handler's hold on the replay store; the store itself
-// lives on while a newer config (after a reload) uses it.
+// Cleanup gives up the handler's key space; Caddy cleans up the store
+// module, whose store lives on while a newer config (after a reload) uses it.
 func (h *Handler) Cleanup() error {
-	if h.pooled != nil {
-		h.pooled.detach(h)
-		h.pooled = nil
-	}
-	if h.storeKey != "" {
-		_, err := stores.Delete(h.storeKey)
-		h.storeKey = ""
-		return err
-	}
+	h.releaseKeySpace()
 	return nil
 }
 
@@ -206,30 +240,29 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	d := delivery{h: h, r: r, clientIP: clientIP(r)}
 
 	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		return d.refuse(outcomeBadMethod, http.StatusMethodNotAllowed, "method %s, webhooks are POSTs", r.Method)
+		return d.refuse(w, outcomeBadMethod, "method %s, webhooks are POSTs", r.Method)
 	}
 	if r.TLS != nil && !r.TLS.HandshakeComplete {
-		return d.refuse(outcomeBadRequest, http.StatusTooEarly, "TLS early data: client IP cannot be verified yet")
+		return d.refuse(w, outcomeEarlyData, "TLS early data: client IP cannot be verified yet")
 	}
 	if !h.allow.allows(d.clientIP) {
-		return d.refuse(outcomeIPDenied, http.StatusForbidden, "client IP %s is not in allow_ips", d.clientIP)
+		return d.refuse(w, outcomeIPDenied, "client IP %s is not in allow_ips", d.clientIP)
 	}
 
 	body, err := readBody(w, r, h.MaxBody)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
-			return d.refuse(outcomeTooLarge, http.StatusRequestEntityTooLarge, "body over max_body (%d bytes)", h.MaxBody)
+			return d.refuse(w, outcomeTooLarge, "body over max_body (%d bytes)", h.MaxBody)
 		}
-		return d.refuse(outcomeBadRequest, http.StatusBadRequest, "reading body: %v", err)
+		return d.refuse(w, outcomeBadRequest, "reading body: %v", err)
 	}
 
 	start := time.Now()
 	ev, err := h.verifier.Verify(r.Header, body, now())
 	h.metrics.observeVerify(time.Since(start))
 	if err != nil {
-		return d.refuse(verify.ReasonOf(err), http.StatusUnauthorized, "%s", err.Error())
+		return d.refuse(w, verify.ReasonOf(err), "%s", err.Error())
 	}
 	d.event = ev
 	setPlaceholders(r, h.Provider, ev)
@@ -246,19 +279,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 		return d.forward(w, next, nil)
 	}
 
-	claim, err := h.store.Claim(r.Context(), dedupe.Key("", h.Provider, ev.ID), h.lease)
-	if err != nil {
-		w.Header().Set("Retry-After", retryAfter)
-		return d.refuse(outcomeStoreUnavailable, http.StatusServiceUnavailable, "replay store: %v", err)
-	}
-	switch claim.State {
-	case dedupe.Delivered:
+	claim, err := h.store.Claim(r.Context(), dedupe.Key(h.scope, h.Provider, ev.ReplayID), h.lease)
+	switch {
+	case errors.Is(err, dedupe.ErrFull):
+		return d.refuse(w, outcomeStoreFull, "replay store: %v", err)
+	case err != nil:
+		return d.refuse(w, outcomeStoreUnavailable, "replay store: %v", err)
+	case claim.State == dedupe.Delivered:
 		d.drop(w, outcomeDuplicate, "event already delivered")
 		return nil
-	case dedupe.InFlight:
-		w.Header().Set("Retry-After", retryAfter)
-		return d.refuse(outcomeInFlight, http.StatusConflict, "another delivery of this event is in flight")
+	case claim.State == dedupe.InFlight:
+		return d.refuse(w, outcomeInFlight, "another delivery of this event is in flight")
 	}
+	h.checkUsage()
 	return d.forward(w, next, &claim)
 }
 

@@ -5,7 +5,9 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -44,6 +46,12 @@ func guard(t *testing.T, h *Handler) (*Handler, *observer.ObservedLogs) {
 	return h, logs
 }
 
+// memoryStore is the JSON of a memory store; a distinct max_events gives a
+// test a store of its own.
+func memoryStore(maxEvents int64) json.RawMessage {
+	return json.RawMessage(fmt.Sprintf(`{"type":"memory","max_events":%d}`, maxEvents))
+}
+
 // ivyGuard is an ivy handler accepting any source, with a fresh memory
 // store of its own.
 func ivyGuard(t *testing.T) (*Handler, *observer.ObservedLogs) {
@@ -52,7 +60,7 @@ func ivyGuard(t *testing.T) (*Handler, *observer.ObservedLogs) {
 		Secrets:  []string{testIvySecret},
 		AllowIPs: []string{"any"},
 		MaxBody:  1024,
-		Store:    &StoreConfig{MaxEvents: int64(1000 + len(t.Name()))}, // a store of its own
+		StoreRaw: memoryStore(int64(1000 + len(t.Name()))), // a store of its own
 	})
 }
 
@@ -225,7 +233,7 @@ func TestBodyOverLimitWithoutLength(t *testing.T) {
 }
 
 func TestAllowList(t *testing.T) {
-	h, logs := guard(t, &Handler{Provider: "ivy", Secrets: []string{testIvySecret}, Store: &StoreConfig{MaxEvents: 7}})
+	h, logs := guard(t, &Handler{Provider: "ivy", Secrets: []string{testIvySecret}, StoreRaw: memoryStore(7)})
 	up := &upstreamStub{}
 	body := `{"id":"evt_ip","type":"order_updated"}`
 	w, err := send(t, h, up, http.MethodPost, "127.0.0.1:4000", ivyHeaders(body), body)
@@ -342,7 +350,7 @@ func TestInFlightDuplicate(t *testing.T) {
 }
 
 func TestEventsFilter(t *testing.T) {
-	h, logs := guard(t, &Handler{Provider: "ivy", Secrets: []string{testIvySecret}, AllowIPs: []string{"any"}, Events: []string{"order_paid"}, Store: &StoreConfig{MaxEvents: 11}})
+	h, logs := guard(t, &Handler{Provider: "ivy", Secrets: []string{testIvySecret}, AllowIPs: []string{"any"}, Events: []string{"order_paid"}, StoreRaw: memoryStore(11)})
 	up := &upstreamStub{}
 	body := `{"id":"evt_type","type":"order_updated"}`
 	w, err := send(t, h, up, http.MethodPost, "203.0.113.9:1", ivyHeaders(body), body)
@@ -360,6 +368,7 @@ func (failingStore) Claim(context.Context, string, time.Duration) (dedupe.Claim,
 }
 func (failingStore) Commit(context.Context, dedupe.Claim, time.Duration) error { return nil }
 func (failingStore) Release(context.Context, dedupe.Claim) error               { return nil }
+func (failingStore) Renew(context.Context, dedupe.Claim, time.Duration) error  { return nil }
 
 func TestStoreUnavailableFailsClosed(t *testing.T) {
 	h, logs := ivyGuard(t)
@@ -405,7 +414,7 @@ func TestProvisionErrorsNameTheOption(t *testing.T) {
 		{Handler{Provider: "ivpay", Secrets: []string{"x"}}, "api_key: at least one is required"},
 		{Handler{Provider: "ivy", Secrets: []string{"{env.WEBHOOK_GUARD_UNIT_SECRET}"}}, `secret #1 "{env.WEBHOOK_GUARD_UNIT_SECRET}" resolved to an empty value`},
 		{Handler{Provider: "ivy", Secrets: []string{"s3cr3t-value"}, AllowIPs: []string{"10.0.0.300"}}, "allow_ips: invalid IP address"},
-		{Handler{Provider: "ivy", Secrets: []string{"s3cr3t-value"}, Store: &StoreConfig{Type: "etcd"}}, "store: unknown type"},
+		{Handler{Provider: "ivy", Secrets: []string{"s3cr3t-value"}, StoreRaw: json.RawMessage(`{"type":"etcd"}`)}, "unknown module"},
 	}
 	for _, c := range cases {
 		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})

@@ -100,6 +100,13 @@ type secretWatch struct {
 // checked when the test ends (and whenever checkNoSecrets is called).
 func startGuard(t testing.TB, caddyfile string, env map[string]string, alsoSecret ...string) *guard {
 	t.Helper()
+	return startGuardIn(t, t.TempDir(), caddyfile, env, alsoSecret...)
+}
+
+// startGuardIn is startGuard with Caddy's folders in dir (see testkit.StartCaddyIn): a Caddy
+// started again in the same dir finds the same ledger.
+func startGuardIn(t testing.TB, dir, caddyfile string, env map[string]string, alsoSecret ...string) *guard {
+	t.Helper()
 	names := make([]string, 0, len(env))
 	for name := range env {
 		names = append(names, name)
@@ -112,7 +119,7 @@ func startGuard(t testing.TB, caddyfile string, env map[string]string, alsoSecre
 		g.watch.secrets = append(g.watch.secrets, env[name])
 	}
 	g.watch.secrets = append(g.watch.secrets, alsoSecret...)
-	g.Caddy = testkit.StartCaddy(t, caddyfile, pairs...)
+	g.Caddy = testkit.StartCaddyIn(t, dir, caddyfile, pairs...)
 	// Registered after StartCaddy's own cleanup, so it runs first: stop Caddy to have its whole
 	// output, then look for secrets.
 	t.Cleanup(func() {

@@ -317,7 +317,9 @@ func TestReplaySurvivesReload(t *testing.T) {
 
 	// Stopping Caddy closes the store: that is not capacity pressure.
 	g.Stop()
-	if lines := g.guardLogs(0, logWant{Msg: "replay store at capacity: delivered events forgotten before their window ended; raise max_events or use the redis store"}); len(lines) != 0 {
-		t.Errorf("a capacity warning without any capacity pressure: %s", lines[0].Raw)
+	for _, e := range g.Logs() {
+		if e.Logger == guardLogger && strings.HasPrefix(e.Msg, "replay store nearly full") {
+			t.Errorf("a capacity warning without any capacity pressure: %s", e.Raw)
+		}
 	}
 }

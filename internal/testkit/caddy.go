@@ -251,6 +251,7 @@ type Caddy struct {
 	tailShown bool          // the output tail was already put in a failure message
 
 	stopOnce sync.Once
+	dir      string // Caddy's working folder, with its data directory in data/
 }
 
 // StartCaddy writes caddyfile to a temporary folder, with {ADMIN} and {HTTP} replaced by free
@@ -264,10 +265,17 @@ type Caddy struct {
 // failed, the last lines of its output are logged.
 func StartCaddy(t testing.TB, caddyfile string, env ...string) *Caddy {
 	t.Helper()
+	return StartCaddyIn(t, t.TempDir(), caddyfile, env...)
+}
+
+// StartCaddyIn is StartCaddy with Caddy's folders (its data directory: the replay ledger, the
+// spool) in dir, so that a test can stop or kill Caddy and start it again on the same data.
+func StartCaddyIn(t testing.TB, dir, caddyfile string, env ...string) *Caddy {
+	t.Helper()
 	bin := CaddyBinary(t)
 	needHTTP := strings.Count(caddyfile, HTTPPlaceholder) > strings.Count(caddyfile, "http_port "+HTTPPlaceholder)
 	for attempt := 1; ; attempt++ {
-		c := launchCaddy(t, bin, caddyfile, env)
+		c := launchCaddy(t, bin, dir, caddyfile, env)
 		err := c.waitReady(needHTTP)
 		if err == nil {
 			return c
@@ -287,7 +295,7 @@ func StartCaddy(t testing.TB, caddyfile string, env ...string) *Caddy {
 const startAttempts = 3
 
 // launchCaddy starts the Caddy process on newly picked ports and registers its stop.
-func launchCaddy(t testing.TB, bin, caddyfile string, env []string) *Caddy {
+func launchCaddy(t testing.TB, bin, dir, caddyfile string, env []string) *Caddy {
 	t.Helper()
 	ports, err := pickPorts(2)
 	if err != nil {
@@ -303,7 +311,7 @@ func launchCaddy(t testing.TB, bin, caddyfile string, env []string) *Caddy {
 			Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true},
 		},
 	}
-	dir := t.TempDir()
+	c.dir = dir
 	file := filepath.Join(dir, "Caddyfile")
 	if err := os.WriteFile(file, []byte(c.substitute(caddyfile)), 0o600); err != nil {
 		t.Fatalf("writing the Caddyfile: %v", err)
@@ -577,6 +585,27 @@ func (c *Caddy) Stop() {
 	})
 }
 
+// Kill ends Caddy with SIGKILL, as a crash or an OOM kill would: no cleanup, no flush. It
+// returns once the process has exited and its output is read.
+func (c *Caddy) Kill() {
+	c.stopOnce.Do(func() {
+		select {
+		case <-c.exited:
+			return
+		default:
+		}
+		_ = c.cmd.Process.Kill()
+		<-c.exited
+	})
+}
+
+// Dir is the folder Caddy runs in; its data directory is Dir()/data. StartCaddyIn with the same
+// folder starts a Caddy on the same data.
+func (c *Caddy) Dir() string { return c.dir }
+
+// DataDir is Caddy's data directory ($XDG_DATA_HOME/caddy).
+func (c *Caddy) DataDir() string { return filepath.Join(c.dir, "data", "caddy") }
+
 // tail returns the last n lines of Caddy's output.
 func (c *Caddy) tail(n int) string {
 	c.mu.Lock()
@@ -674,11 +703,26 @@ func Validate(t testing.TB, caddyfile string, env ...string) string {
 	return ""
 }
 
+// ValidateIn is Validate with Caddy's folders in dir (see StartCaddyIn): it provisions the
+// configuration against that data directory, e.g. a ledger file another Caddy holds.
+func ValidateIn(t testing.TB, dir, caddyfile string, env ...string) string {
+	t.Helper()
+	stdout, stderr, err := runCaddyCommandIn(t, "validate", dir, caddyfile, env)
+	if err != nil {
+		return strings.TrimSpace(stderr + "\n" + stdout)
+	}
+	return ""
+}
+
 func runCaddyCommand(t testing.TB, sub, caddyfile string, env []string) (string, string, error) {
 	t.Helper()
+	return runCaddyCommandIn(t, sub, t.TempDir(), caddyfile, env)
+}
+
+func runCaddyCommandIn(t testing.TB, sub, dir, caddyfile string, env []string) (string, string, error) {
+	t.Helper()
 	bin := CaddyBinary(t)
-	dir := t.TempDir()
-	file := filepath.Join(dir, "Caddyfile")
+	file := filepath.Join(dir, "Caddyfile."+sub)
 	text := strings.NewReplacer(AdminPlaceholder, AdaptAdminAddr, HTTPPlaceholder, strconv.Itoa(AdaptHTTPPort)).Replace(caddyfile)
 	if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
 		t.Fatalf("writing the Caddyfile: %v", err)

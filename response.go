@@ -1,0 +1,93 @@
+package webhookguard
+
+import (
+	"bytes"
+	"net/http"
+)
+
+// maxHeldBody bounds the upstream answer the guard holds while the event is
+// committed: webhook answers are small. A 2xx answer that outgrows it is
+// committed at that point, then streamed.
+const maxHeldBody = 64 << 10
+
+// heldResponse holds the upstream's answer (status and a bounded body; the
+// headers are the sender's response headers, unsent until the status is)
+// until the guard has settled the event, so that a provider never sees a
+// 2xx for an event the store has not yet durably remembered.
+type heldResponse struct {
+	w          http.ResponseWriter
+	status     int
+	body       bytes.Buffer
+	released   bool
+	onOverflow func() // commits a 2xx answer that outgrows the hold; may be nil
+}
+
+func newHeldResponse(w http.ResponseWriter, onOverflow func()) *heldResponse {
+	return &heldResponse{w: w, onOverflow: onOverflow}
+}
+
+// Header returns the header map of the answer to the sender.
+func (h *heldResponse) Header() http.Header { return h.w.Header() }
+
+// WriteHeader records the final status; 1xx answers are not passed on (the
+// guard has read the whole request already).
+func (h *heldResponse) WriteHeader(code int) {
+	if code < http.StatusOK || h.status != 0 {
+		return
+	}
+	h.status = code
+	if h.released {
+		h.w.WriteHeader(code)
+	}
+}
+
+// Write holds the body, up to maxHeldBody.
+func (h *heldResponse) Write(b []byte) (int, error) {
+	if h.status == 0 {
+		h.WriteHeader(http.StatusOK)
+	}
+	if !h.released && h.body.Len()+len(b) > maxHeldBody {
+		if h.accepted() && h.onOverflow != nil {
+			h.onOverflow()
+		}
+		h.release()
+	}
+	if h.released {
+		return h.w.Write(b)
+	}
+	return h.body.Write(b)
+}
+
+// FlushError flushes only once the answer is released.
+func (h *heldResponse) FlushError() error {
+	if !h.released {
+		return nil
+	}
+	return http.NewResponseController(h.w).Flush()
+}
+
+// Flush is FlushError for callers that want an http.Flusher.
+func (h *heldResponse) Flush() { _ = h.FlushError() }
+
+// Unwrap gives http.ResponseController the sender's writer for what the
+// hold does not change (deadlines).
+func (h *heldResponse) Unwrap() http.ResponseWriter { return h.w }
+
+// accepted reports a 2xx answer.
+func (h *heldResponse) accepted() bool { return h.status >= 200 && h.status < 300 }
+
+// release sends what is held and passes everything after it through. The
+// sender may be gone; its errors are not the upstream's.
+func (h *heldResponse) release() {
+	if h.released {
+		return
+	}
+	h.released = true
+	if h.status == 0 {
+		return
+	}
+	h.w.WriteHeader(h.status)
+	if h.body.Len() > 0 {
+		_, _ = h.w.Write(h.body.Bytes())
+	}
+}

@@ -1,0 +1,443 @@
+package webhookguard
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/hookguard/caddy-webhook-guard/dedupe"
+)
+
+func init() {
+	caddy.RegisterModule(FileStore{})
+	caddy.RegisterModule(MemoryStore{})
+	caddy.RegisterModule(RedisStore{})
+}
+
+// storeNamespace is the namespace of the replay store guest modules: a new
+// store is one module, as reverse_proxy's transports are.
+const storeNamespace = "http.handlers.webhook_guard.stores"
+
+// ReplayStore is a replay store guest module, in the namespace
+// http.handlers.webhook_guard.stores: once provisioned it hands the handler
+// the store (shared by every handler of the instance that names the same
+// file, map or Redis) and the lease of its claims.
+type ReplayStore interface {
+	// ReplayStore returns the provisioned store and the lease of an
+	// in-flight claim.
+	ReplayStore() (dedupe.Store, time.Duration)
+}
+
+// defaultLease is how long an in-flight claim holds an event when a store
+// sets no lease.
+const defaultLease = 30 * time.Second
+
+// minDuration is the shortest lease, replay window or tolerance accepted:
+// anything shorter is a typo (1ns) that would let duplicates through.
+const minDuration = time.Second
+
+// stores keeps replay stores across config reloads: a reload provisions the
+// new handlers (which find the store by its key) before it cleans up the old
+// ones, so the history of delivered events survives `caddy reload`.
+var stores = caddy.NewUsagePool()
+
+// pooledStore is a store kept in the usage pool, with the loggers of the
+// handlers using it: the store's own warnings go to the newest handler's
+// logger, so that after a reload they follow the running configuration's
+// logging, not that of the configuration which first opened the store.
+type pooledStore struct {
+	dedupe.Store
+	kind  string // file, memory or redis
+	close func() error
+
+	mu    sync.Mutex
+	users []storeUser // oldest first
+}
+
+// storeUser is a module using a pooled store, with its logger.
+type storeUser struct {
+	owner  any
+	logger *zap.Logger
+}
+
+// Destruct closes the store when its last user is cleaned up.
+func (p *pooledStore) Destruct() error {
+	if p.close == nil {
+		return nil
+	}
+	return p.close()
+}
+
+// attach records owner, provisioned with logger, as the newest user.
+func (p *pooledStore) attach(owner any, logger *zap.Logger) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.users = append(p.users, storeUser{owner: owner, logger: logger})
+}
+
+// detach forgets owner, cleaned up.
+func (p *pooledStore) detach(owner any) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.users = slices.DeleteFunc(p.users, func(u storeUser) bool { return u.owner == owner })
+}
+
+// logger is the newest user's logger.
+func (p *pooledStore) logger() *zap.Logger {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.users) == 0 {
+		return zap.NewNop()
+	}
+	return p.users[len(p.users)-1].logger
+}
+
+// storeHandle is what every store module embeds: its lease and its hold on a
+// pooled store.
+type storeHandle struct {
+	// Lease is how long an in-flight claim holds an event before it expires
+	// (a crashed instance must not block it forever); default 30s. The guard
+	// renews it while the upstream call is in flight.
+	Lease caddy.Duration `json:"lease,omitempty"`
+
+	pooled *pooledStore
+	key    string
+	lease  time.Duration
+}
+
+// ReplayStore returns the pooled store and the lease.
+func (s *storeHandle) ReplayStore() (dedupe.Store, time.Duration) { return s.pooled.Store, s.lease }
+
+// open finds the store under key in the pool or opens it.
+// open is given the pool entry being built, so that the store's callbacks
+// can log through its newest user.
+func (s *storeHandle) open(ctx caddy.Context, kind, key string, open func(p *pooledStore) (dedupe.Store, func() error, error)) error {
+	lease := time.Duration(s.Lease)
+	if lease == 0 {
+		lease = defaultLease
+	}
+	if lease < minDuration {
+		return fmt.Errorf("lease: %v is under one second", lease)
+	}
+	val, _, err := stores.LoadOrNew(key, func() (caddy.Destructor, error) {
+		p := &pooledStore{kind: kind}
+		st, closeFn, err := open(p)
+		if err != nil {
+			return nil, err
+		}
+		p.Store, p.close = st, closeFn
+		return p, nil
+	})
+	if err != nil {
+		return err
+	}
+	p := val.(*pooledStore)
+	p.attach(s, ctx.Logger())
+	s.pooled, s.key, s.lease = p, key, lease
+	return nil
+}
+
+// Cleanup releases this module's hold on the pooled store; the store itself
+// lives on while a newer config (after a reload) uses it.
+func (s *storeHandle) Cleanup() error {
+	if s.pooled == nil {
+		return nil
+	}
+	s.pooled.detach(s)
+	s.pooled = nil
+	_, err := stores.Delete(s.key)
+	return err
+}
+
+// unmarshalLease parses the `lease` subdirective common to every store.
+func (s *storeHandle) unmarshalLease(d *caddyfile.Dispenser) error {
+	return durationArg(d, "lease", &s.Lease)
+}
+
+// cacheItems bounds the cache of delivered answers in front of the file and
+// redis stores.
+const cacheItems = 1 << 16
+
+// FileStore is the default replay store: a bbolt ledger on disk, one file
+// per Caddy instance, that survives restarts and crashes. A delivered event
+// is on disk (fsynced) before the provider gets its answer.
+//
+//	store file [<path>] [{
+//	    max_events <n>
+//	    lease      <duration>
+//	}]
+type FileStore struct {
+	// Path of the ledger file; default webhook_guard/ledger.db in Caddy's
+	// data directory.
+	Path string `json:"path,omitempty"`
+	// MaxEvents is how many event ids the ledger remembers at most; at
+	// that count new events are refused with 503 until ids expire. Default
+	// 10,000,000.
+	MaxEvents int64 `json:"max_events,omitempty"`
+	storeHandle
+}
+
+// CaddyModule returns the Caddy module information.
+func (FileStore) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: storeNamespace + ".file", New: func() caddy.Module { return new(FileStore) }}
+}
+
+// DefaultLedgerPath is the ledger's path in Caddy's data directory.
+func DefaultLedgerPath() string {
+	return filepath.Join(caddy.AppDataDir(), "webhook_guard", "ledger.db")
+}
+
+// Provision opens the ledger, or reuses the one already open.
+func (s *FileStore) Provision(ctx caddy.Context) error {
+	if s.MaxEvents < 0 {
+		return errors.New("store file: max_events must be positive")
+	}
+	path := s.Path
+	if path == "" {
+		path = DefaultLedgerPath()
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return fmt.Errorf("store file %s: %v", path, err)
+	}
+	return s.open(ctx, "file", "file:"+abs, func(*pooledStore) (dedupe.Store, func() error, error) {
+		f, err := dedupe.OpenFile(dedupe.FileConfig{Path: abs, MaxEvents: s.MaxEvents})
+		if err != nil {
+			return nil, nil, fmt.Errorf("store file: %w", err)
+		}
+		return dedupe.NewCached(f, cacheItems), f.Close, nil
+	})
+}
+
+// UnmarshalCaddyfile parses `store file [<path>] [{ max_events <n>; lease <d> }]`.
+func (s *FileStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // "file"
+	if d.NextArg() {
+		s.Path = d.Val()
+		if d.NextArg() {
+			return d.Errf("store file: one path at most, got '%s' too", d.Val())
+		}
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "lease":
+			if err := s.unmarshalLease(d); err != nil {
+				return err
+			}
+		case "max_events":
+			if err := maxEventsArg(d, &s.MaxEvents); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("unrecognized store file subdirective '%s'", d.Val())
+		}
+	}
+	return nil
+}
+
+// MemoryStore keeps the replay memory in this process only: it is lost at
+// restart. For tests and throwaway setups.
+//
+//	store memory [{
+//	    max_events <n>
+//	    lease      <duration>
+//	}]
+type MemoryStore struct {
+	// MaxEvents bounds the number of remembered events; at that count new
+	// events are refused with 503 until ids expire. Default 1,000,000.
+	MaxEvents int64 `json:"max_events,omitempty"`
+	storeHandle
+}
+
+// CaddyModule returns the Caddy module information.
+func (MemoryStore) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: storeNamespace + ".memory", New: func() caddy.Module { return new(MemoryStore) }}
+}
+
+// Provision opens the memory store, or reuses the one of the same size
+// already open.
+func (s *MemoryStore) Provision(ctx caddy.Context) error {
+	if s.MaxEvents < 0 {
+		return errors.New("store memory: max_events must be positive")
+	}
+	return s.open(ctx, "memory", "memory/"+strconv.FormatInt(s.MaxEvents, 10), func(*pooledStore) (dedupe.Store, func() error, error) {
+		m, err := dedupe.NewMemory(dedupe.MemoryConfig{MaxEvents: s.MaxEvents})
+		if err != nil {
+			return nil, nil, fmt.Errorf("store memory: %v", err)
+		}
+		return m, m.Close, nil
+	})
+}
+
+// UnmarshalCaddyfile parses `store memory [{ max_events <n>; lease <d> }]`.
+func (s *MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // "memory"
+	if d.NextArg() {
+		return d.Errf("store memory: takes no argument, got '%s'", d.Val())
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "lease":
+			if err := s.unmarshalLease(d); err != nil {
+				return err
+			}
+		case "max_events":
+			if err := maxEventsArg(d, &s.MaxEvents); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("unrecognized store memory subdirective '%s'", d.Val())
+		}
+	}
+	return nil
+}
+
+// RedisStore shares the replay memory between several Caddy instances
+// through Redis. Redis unreachable → 503, never a pass-through.
+//
+//	store redis <url> [{
+//	    prefix     <text>
+//	    max_events <n>
+//	    lease      <duration>
+//	}]
+type RedisStore struct {
+	// URL is the Redis URL, redis://[user:pass@]host:port/db or rediss://
+	// for TLS; {env.NAME} is resolved at provisioning.
+	URL string `json:"url,omitempty"`
+	// Prefix is prepended to every Redis key; default "webhook_guard:".
+	Prefix string `json:"prefix,omitempty"`
+	// MaxEvents, when set, bounds the number of remembered events: at that
+	// count new events are refused with 503. Without it Redis' own memory
+	// limit applies (maxmemory with maxmemory-policy noeviction).
+	MaxEvents int64 `json:"max_events,omitempty"`
+	storeHandle
+}
+
+// CaddyModule returns the Caddy module information.
+func (RedisStore) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{ID: storeNamespace + ".redis", New: func() caddy.Module { return new(RedisStore) }}
+}
+
+// Provision connects to Redis, or reuses the client already open for the
+// same URL and prefix.
+func (s *RedisStore) Provision(ctx caddy.Context) error {
+	if s.MaxEvents < 0 {
+		return errors.New("store redis: max_events must be positive")
+	}
+	urls, err := resolveSecrets(caddy.NewReplacer(), "store redis URL", []string{s.URL})
+	if err != nil {
+		return err
+	}
+	u := urls[0]
+	if err := checkRedisURL(u); err != nil {
+		return fmt.Errorf("store redis: %v", err)
+	}
+	// The pool key holds a digest of the URL, which may carry a password.
+	digest := sha256.Sum256([]byte(u + "\x00" + s.Prefix + "\x00" + strconv.FormatInt(s.MaxEvents, 10)))
+	key := "redis/" + hex.EncodeToString(digest[:])
+	return s.open(ctx, "redis", key, func(p *pooledStore) (dedupe.Store, func() error, error) {
+		r, err := dedupe.NewRedis(dedupe.RedisConfig{
+			URL: u, Prefix: s.Prefix, MaxEvents: s.MaxEvents,
+			OnEvictingPolicy: func(policy string) {
+				p.logger().Error("redis evicts keys under memory pressure: a remembered event may be forgotten and replayed; set maxmemory-policy noeviction",
+					zap.String("maxmemory_policy", policy))
+			},
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("store redis: %v", err)
+		}
+		return dedupe.NewCached(r, cacheItems), r.Close, nil
+	})
+}
+
+// checkRedisURL refuses what go-redis cannot parse, without echoing the URL
+// (it may carry a password).
+func checkRedisURL(u string) error {
+	if _, err := redis.ParseURL(u); err != nil {
+		scheme := "none"
+		if p, perr := url.Parse(u); perr == nil && p.Scheme != "" {
+			scheme = p.Scheme
+		}
+		return fmt.Errorf("want redis://[user:pass@]host:port/db or rediss://... (scheme %q)", scheme)
+	}
+	return nil
+}
+
+// UnmarshalCaddyfile parses `store redis <url> [{ prefix <p>; max_events <n>; lease <d> }]`.
+// A literal URL is checked here, with its line; one from a placeholder at
+// provisioning.
+func (s *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // "redis"
+	if !d.NextArg() {
+		return d.Err("store redis: a URL is required (redis://host:port/db)")
+	}
+	s.URL = d.Val()
+	if !strings.Contains(s.URL, "{") {
+		if err := checkRedisURL(s.URL); err != nil {
+			return d.Errf("store redis: %v", err)
+		}
+	}
+	if d.NextArg() {
+		return d.Errf("store redis: one URL only, got '%s' too", d.Val())
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch d.Val() {
+		case "lease":
+			if err := s.unmarshalLease(d); err != nil {
+				return err
+			}
+		case "max_events":
+			if err := maxEventsArg(d, &s.MaxEvents); err != nil {
+				return err
+			}
+		case "prefix":
+			if err := oneArgInto1(d, &s.Prefix); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("unrecognized store redis subdirective '%s'", d.Val())
+		}
+	}
+	return nil
+}
+
+// maxEventsArg parses a positive max_events.
+func maxEventsArg(d *caddyfile.Dispenser, field *int64) error {
+	v, err := oneArg(d)
+	if err != nil {
+		return err
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n <= 0 {
+		return d.Errf("max_events: want a positive number, got '%s'", v)
+	}
+	*field = n
+	return nil
+}
+
+// Interface guards
+var (
+	_ ReplayStore           = (*FileStore)(nil)
+	_ ReplayStore           = (*MemoryStore)(nil)
+	_ ReplayStore           = (*RedisStore)(nil)
+	_ caddy.Provisioner     = (*FileStore)(nil)
+	_ caddy.Provisioner     = (*MemoryStore)(nil)
+	_ caddy.Provisioner     = (*RedisStore)(nil)
+	_ caddy.CleanerUpper    = (*FileStore)(nil)
+	_ caddyfile.Unmarshaler = (*FileStore)(nil)
+	_ caddyfile.Unmarshaler = (*MemoryStore)(nil)
+	_ caddyfile.Unmarshaler = (*RedisStore)(nil)
+)
