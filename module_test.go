@@ -360,6 +360,7 @@ func (failingStore) Claim(context.Context, string, time.Duration) (dedupe.Claim,
 }
 func (failingStore) Commit(context.Context, dedupe.Claim, time.Duration) error { return nil }
 func (failingStore) Release(context.Context, dedupe.Claim) error               { return nil }
+func (failingStore) Renew(context.Context, dedupe.Claim, time.Duration) error  { return nil }
 
 func TestStoreUnavailableFailsClosed(t *testing.T) {
 	h, logs := ivyGuard(t)

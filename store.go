@@ -7,7 +7,6 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -137,29 +136,12 @@ func (h *Handler) openStore(ctx caddy.Context) error {
 	return nil
 }
 
-// openMemory opens a memory store whose capacity losses are counted in the
-// evictions metric and logged at most once a minute, by the logger of the
-// newest handler using the store.
+// openMemory opens a memory store. It is exact: at capacity a claim of a
+// new event fails with dedupe.ErrFull; it forgets nothing early.
 func openMemory(maxEvents int64) (caddy.Destructor, error) {
-	ps := new(pooledStore)
-	var lost atomic.Int64
-	var lastReport atomic.Int64
-	m, err := dedupe.NewMemory(dedupe.MemoryConfig{
-		MaxEvents: maxEvents,
-		OnPressure: func(p dedupe.Pressure) {
-			storeEvictions.WithLabelValues("memory").Inc()
-			n := lost.Add(1)
-			t := time.Now().Unix()
-			last := lastReport.Load()
-			if t-last >= 60 && lastReport.CompareAndSwap(last, t) {
-				ps.logger().Warn("replay store at capacity: delivered events forgotten before their window ended; raise max_events or use the redis store",
-					zap.Int64("forgotten_total", n), zap.String("last_cause", string(p)))
-			}
-		},
-	})
+	m, err := dedupe.NewMemory(dedupe.MemoryConfig{MaxEvents: maxEvents})
 	if err != nil {
 		return nil, fmt.Errorf("store memory: %v", err)
 	}
-	ps.Store, ps.close = m, m.Close
-	return ps, nil
+	return &pooledStore{Store: m, close: m.Close}, nil
 }
