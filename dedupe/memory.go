@@ -2,62 +2,48 @@ package dedupe
 
 import (
 	"context"
+	"fmt"
 	"hash/maphash"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/dgraph-io/ristretto/v2"
 )
 
-// DefaultMaxEvents bounds the memory store when max_events is not set.
+// DefaultMaxEvents bounds the memory store when MaxEvents is not set.
 const DefaultMaxEvents = 1_000_000
 
-// settleTime is how long a committed key stays in the exact record after it
-// was handed to ristretto, which applies sets asynchronously. A set that
-// ristretto's buffer dropped is handed over again by the sweeper, so a key
-// leaves the exact record only once ristretto has taken it (or, at capacity,
-// rejected or evicted it, which is counted).
-const settleTime = time.Second
-
-// Pressure says how the memory store lost a delivered event before its
-// window ended: the signs that it is at capacity.
-type Pressure string
-
-const (
-	// Evicted: ristretto evicted a remembered event to make room.
-	Evicted Pressure = "evicted"
-	// Rejected: ristretto's admission policy refused a new event (cache full).
-	Rejected Pressure = "rejected"
-)
+// DefaultMemorySweep is how often the memory store forgets expired ids when
+// MemoryConfig.SweepEvery is not set.
+const DefaultMemorySweep = time.Minute
 
 // MemoryConfig configures the in-memory store.
 type MemoryConfig struct {
-	// MaxEvents bounds the number of remembered events; default DefaultMaxEvents.
+	// MaxEvents bounds the number of ids remembered or in flight; default
+	// DefaultMaxEvents. A claim of a new id beyond it fails with ErrFull.
 	MaxEvents int64
-	// OnPressure, when set, is called for each event the store forgot before
-	// its window ended. It must be cheap and safe for concurrent use.
-	OnPressure func(Pressure)
+	// SweepEvery is how often expired ids are forgotten in the
+	// background; default DefaultMemorySweep. A claim refused at capacity
+	// forgets the expired ids first in any case, so the sweep only returns
+	// memory early.
+	SweepEvery time.Duration
 }
 
-// Memory is the in-memory replay store of one Caddy instance. An exact,
-// sharded, mutex-guarded record of in-flight and just-committed keys stands
-// in front of ristretto, which has no atomic insert-if-absent and applies
-// sets asynchronously; ristretto keeps the delivered keys for their window.
+// Memory is an exact in-memory replay store: a sharded map of every id in
+// flight or delivered, each kept until its lease or window ends. It is lost
+// when the process ends, so it suits tests and throwaway setups; the file
+// store keeps the same record across restarts.
 type Memory struct {
-	shards [shardCount]shard
-	seed   maphash.Seed
-	cache  *ristretto.Cache[string, struct{}]
-	tokens atomic.Uint64
-	report func(Pressure)
-	now    func() time.Time
-
-	evicted, rejected, dropped atomic.Int64 // dropped: sets handed over again
-
-	// closing is set by Close: ristretto's Close evicts every item it holds,
-	// which is the store going away, not capacity pressure.
-	closing atomic.Bool
+	shards   [shardCount]memoryShard
+	seed     maphash.Seed
+	tokens   atomic.Uint64
+	capacity int64
+	used     atomic.Int64 // entries in all shards, expired ones included
+	// soonest is the earliest expiry (unix nanoseconds) of any entry, or
+	// later: a claim at capacity sweeps only when something may have
+	// expired.
+	soonest atomic.Int64
+	now     func() time.Time
 
 	stop chan struct{}
 	done chan struct{}
@@ -66,18 +52,16 @@ type Memory struct {
 
 const shardCount = 64
 
-type shard struct {
+type memoryShard struct {
 	mu sync.Mutex
-	m  map[string]entry
+	m  map[string]memoryEntry
 }
 
-// entry is the exact record of a key that ristretto may not show yet.
-type entry struct {
+// memoryEntry is the record of one id.
+type memoryEntry struct {
 	state   State     // InFlight or Delivered
 	token   string    // holder of an InFlight claim
 	expires time.Time // end of the lease (InFlight) or of the window (Delivered)
-	settle  time.Time // Delivered: when to check ristretto took it
-	unsaved bool      // Delivered: ristretto dropped the set; hand it over again
 }
 
 // NewMemory returns a memory store and starts its sweeper; Close stops it.
@@ -87,188 +71,213 @@ func NewMemory(cfg MemoryConfig) (*Memory, error) {
 
 // newMemory is NewMemory with a clock, which tests replace.
 func newMemory(cfg MemoryConfig, clock func() time.Time) (*Memory, error) {
-	if cfg.MaxEvents <= 0 {
+	if cfg.MaxEvents < 0 {
+		return nil, fmt.Errorf("dedupe: memory max_events must be positive, got %d", cfg.MaxEvents)
+	}
+	if cfg.MaxEvents == 0 {
 		cfg.MaxEvents = DefaultMaxEvents
 	}
+	if cfg.SweepEvery <= 0 {
+		cfg.SweepEvery = DefaultMemorySweep
+	}
 	s := &Memory{
-		seed:   maphash.MakeSeed(),
-		report: cfg.OnPressure,
-		now:    clock,
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
+		seed:     maphash.MakeSeed(),
+		capacity: cfg.MaxEvents,
+		now:      clock,
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
+	s.soonest.Store(maxNanos)
 	for i := range s.shards {
-		s.shards[i].m = make(map[string]entry)
+		s.shards[i].m = make(map[string]memoryEntry)
 	}
-	cache, err := ristretto.NewCache(&ristretto.Config[string, struct{}]{
-		NumCounters:        cfg.MaxEvents * 10,
-		MaxCost:            cfg.MaxEvents,
-		BufferItems:        64,
-		IgnoreInternalCost: true,
-		OnEvict: func(it *ristretto.Item[struct{}]) {
-			if s.closing.Load() {
-				return
-			}
-			if it.Expiration.IsZero() || it.Expiration.After(time.Now()) {
-				s.pressure(Evicted)
-			}
-		},
-		OnReject: func(*ristretto.Item[struct{}]) {
-			if !s.closing.Load() {
-				s.pressure(Rejected)
-			}
-		},
-	})
-	if err != nil {
-		return nil, err
-	}
-	s.cache = cache
-	go s.sweep()
+	go s.sweepEvery(cfg.SweepEvery)
 	return s, nil
 }
 
-func (s *Memory) pressure(p Pressure) {
-	switch p {
-	case Evicted:
-		s.evicted.Add(1)
-	case Rejected:
-		s.rejected.Add(1)
-	}
-	if s.report != nil {
-		s.report(p)
-	}
-}
-
-// MemoryStats counts what the store forgot before its window ended (Evicted,
-// Rejected: capacity pressure) and the sets ristretto's full buffer dropped
-// (Dropped), which the store hands over again, so they lose nothing.
-type MemoryStats struct {
-	Evicted, Rejected, Dropped int64
-	// Pending is the number of keys in the exact record (in flight or
-	// just committed).
-	Pending int
-}
-
-// Stats returns the store's counters.
-func (s *Memory) Stats() MemoryStats {
-	st := MemoryStats{Evicted: s.evicted.Load(), Rejected: s.rejected.Load(), Dropped: s.dropped.Load()}
-	for i := range s.shards {
-		sh := &s.shards[i]
-		sh.mu.Lock()
-		st.Pending += len(sh.m)
-		sh.mu.Unlock()
-	}
-	return st
-}
-
-func (s *Memory) shard(key string) *shard {
+func (s *Memory) shard(key string) *memoryShard {
 	return &s.shards[maphash.String(s.seed, key)%shardCount]
 }
 
 // Claim implements Store.
 func (s *Memory) Claim(_ context.Context, key string, lease time.Duration) (Claim, error) {
+	if lease <= 0 {
+		return Claim{Key: key, State: InFlight}, fmt.Errorf("dedupe: lease must be positive, got %v", lease)
+	}
+	c, full := s.claim(key, lease)
+	if full && s.sweep() > 0 {
+		c, full = s.claim(key, lease)
+	}
+	if full {
+		return c, fmt.Errorf("%w: %d ids remembered or in flight, max_events %d", ErrFull, s.used.Load(), s.capacity)
+	}
+	return c, nil
+}
+
+// claim is one attempt of Claim; full says the store had no room.
+func (s *Memory) claim(key string, lease time.Duration) (c Claim, full bool) {
 	sh := s.shard(key)
 	t := s.now()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if e, ok := sh.m[key]; ok && t.Before(e.expires) {
-		return Claim{Key: key, State: e.state}, nil
+	if e, ok := sh.m[key]; ok {
+		if t.Before(e.expires) {
+			return Claim{Key: key, State: e.state}, false
+		}
+		delete(sh.m, key)
+		s.used.Add(-1)
 	}
-	if _, ok := s.cache.Get(key); ok {
-		return Claim{Key: key, State: Delivered}, nil
+	if !reserve(&s.used, s.capacity) {
+		return Claim{Key: key, State: InFlight}, true
 	}
 	token := strconv.FormatUint(s.tokens.Add(1), 36)
-	sh.m[key] = entry{state: InFlight, token: token, expires: t.Add(lease)}
-	return Claim{Key: key, State: Fresh, Token: token}, nil
+	e := memoryEntry{state: InFlight, token: token, expires: t.Add(lease)}
+	sh.m[key] = e
+	lowerTo(&s.soonest, e.expires.UnixNano())
+	return Claim{Key: key, State: Fresh, Token: token}, false
 }
 
-// Commit implements Store. The key stays in the exact record until ristretto
-// has applied the set (settleTime, and the sweeper waits for ristretto's
-// buffers), so it is visible to the next Claim at once. A set that
-// ristretto's buffer drops under a burst is kept in the exact record and
-// handed over again by the sweeper: a burst is not capacity, and must not
-// forget a delivered event.
+// Commit implements Store. The event is recorded delivered whether or not
+// the lease of c ended meanwhile: the upstream accepted it.
 func (s *Memory) Commit(_ context.Context, c Claim, window time.Duration) error {
+	if c.State != Fresh {
+		return fmt.Errorf("dedupe: commit of a %s claim; only a fresh claim can be committed", c.State)
+	}
+	if window <= 0 {
+		return fmt.Errorf("dedupe: window must be positive, got %v", window)
+	}
 	sh := s.shard(c.Key)
-	t := s.now()
-	e := entry{state: Delivered, expires: t.Add(window), settle: t.Add(settleTime)}
+	e := memoryEntry{state: Delivered, expires: s.now().Add(window)}
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	if !s.cache.SetWithTTL(c.Key, struct{}{}, 1, window) {
-		e.unsaved = true
-		s.dropped.Add(1)
+	if _, ok := sh.m[c.Key]; !ok {
+		// The lease ended and was swept: the id takes a place again, even
+		// beyond capacity, since forgetting it would let a replay through.
+		s.used.Add(1)
 	}
 	sh.m[c.Key] = e
+	lowerTo(&s.soonest, e.expires.UnixNano())
 	return nil
 }
 
 // Release implements Store: the key is freed only if c still holds it.
 func (s *Memory) Release(_ context.Context, c Claim) error {
+	if c.State != Fresh {
+		return nil
+	}
 	sh := s.shard(c.Key)
 	sh.mu.Lock()
+	defer sh.mu.Unlock()
 	if e, ok := sh.m[c.Key]; ok && e.state == InFlight && e.token == c.Token {
 		delete(sh.m, c.Key)
+		s.used.Add(-1)
 	}
-	sh.mu.Unlock()
 	return nil
 }
 
-// sweep periodically hands settled keys over to ristretto and forgets
-// expired leases.
-func (s *Memory) sweep() {
+// Renew implements Store.
+func (s *Memory) Renew(_ context.Context, c Claim, lease time.Duration) error {
+	if lease <= 0 {
+		return fmt.Errorf("dedupe: lease must be positive, got %v", lease)
+	}
+	sh := s.shard(c.Key)
+	t := s.now()
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	e, ok := sh.m[c.Key]
+	if !ok || c.State != Fresh || e.state != InFlight || e.token != c.Token || !t.Before(e.expires) {
+		return fmt.Errorf("dedupe: renew %q: %w", c.Key, ErrNotHeld)
+	}
+	e.expires = t.Add(lease)
+	sh.m[c.Key] = e
+	return nil
+}
+
+// Usage implements Usage: the ids remembered or in flight (expired ones
+// not yet swept included) and MaxEvents.
+func (s *Memory) Usage() (remembered, capacity int64) {
+	return s.used.Load(), s.capacity
+}
+
+// sweepEvery forgets expired ids every period until Close.
+func (s *Memory) sweepEvery(period time.Duration) {
 	defer close(s.done)
-	tick := time.NewTicker(settleTime)
+	tick := time.NewTicker(period)
 	defer tick.Stop()
 	for {
 		select {
 		case <-s.stop:
 			return
 		case <-tick.C:
-			s.settle()
+			s.sweep()
 		}
 	}
 }
 
-// settle removes from the exact record the leases that expired and the
-// committed keys ristretto has had time to apply, and hands the sets that
-// ristretto's buffer dropped over again (they stay until it takes them). A
-// committed key that ristretto rejected or evicted (at capacity) has been
-// counted as pressure already; it is forgotten too, so the exact record
-// stays small.
-func (s *Memory) settle() {
-	s.cache.Wait()
+// sweep forgets every expired id and returns how many it forgot. It scans
+// only when some id may have expired since the last scan.
+func (s *Memory) sweep() int {
 	t := s.now()
+	now := t.UnixNano()
+	if now < s.soonest.Load() {
+		return 0
+	}
+	// Claims made during the scan lower soonest again as they go.
+	s.soonest.Store(maxNanos)
+	n := 0
 	for i := range s.shards {
 		sh := &s.shards[i]
 		sh.mu.Lock()
 		for k, e := range sh.m {
-			switch {
-			case !t.Before(e.expires):
+			if !t.Before(e.expires) {
 				delete(sh.m, k)
-			case e.state != Delivered || t.Before(e.settle):
-			case e.unsaved:
-				if s.cache.SetWithTTL(k, struct{}{}, 1, e.expires.Sub(t)) {
-					e.unsaved = false
-					e.settle = t.Add(settleTime)
-					sh.m[k] = e
-				}
-			default:
-				delete(sh.m, k)
+				n++
+			} else {
+				lowerTo(&s.soonest, e.expires.UnixNano())
 			}
 		}
 		sh.mu.Unlock()
 	}
+	s.used.Add(-int64(n))
+	return n
 }
 
-// Close stops the sweeper and frees the cache.
+// Close stops the sweeper. The store must not be used afterwards.
 func (s *Memory) Close() error {
 	s.once.Do(func() {
 		close(s.stop)
 		<-s.done
-		s.closing.Store(true)
-		s.cache.Close()
 	})
 	return nil
 }
 
-var _ Store = (*Memory)(nil)
+// maxNanos is the "no expiry known" value of an expiry in unix nanoseconds.
+const maxNanos = int64(^uint64(0) >> 1)
+
+// reserve takes one place of capacity in used, if there is one left.
+func reserve(used *atomic.Int64, capacity int64) bool {
+	for {
+		n := used.Load()
+		if capacity > 0 && n >= capacity {
+			return false
+		}
+		if used.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// lowerTo sets v to x if x is lower.
+func lowerTo(v *atomic.Int64, x int64) {
+	for {
+		cur := v.Load()
+		if x >= cur || v.CompareAndSwap(cur, x) {
+			return
+		}
+	}
+}
+
+var (
+	_ Store = (*Memory)(nil)
+	_ Usage = (*Memory)(nil)
+)

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -55,15 +57,75 @@ end
 return 1
 `)
 
+// redisIndexedClaimScript is redisClaimScript for a store with MaxEvents:
+// KEYS[2] is the index, a sorted set of every key held with the end of its
+// lease or window as score. Members whose score passed are trimmed first;
+// a new key is refused (3) when ARGV[3] members remain.
+var redisIndexedClaimScript = redis.NewScript(`
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then
+	return 0
+end
+if v == '` + redisDelivered + `' then
+	return 2
+end
+if v then
+	return 1
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
+	return 3
+end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), KEYS[1])
+return 0
+`)
+
+// redisIndexedCommitScript sets KEYS[1] delivered for ARGV[1] ms and
+// records the end of its window in the index KEYS[2].
+var redisIndexedCommitScript = redis.NewScript(`
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('SET', KEYS[1], '` + redisDelivered + `', 'PX', ARGV[1])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[1]), KEYS[1])
+return 1
+`)
+
+// redisRenewScript extends the lease of KEYS[1] to ARGV[2] ms if it still
+// holds the token ARGV[1] (and its score in the index KEYS[2], if given):
+// 1 renewed, 0 not held.
+var redisRenewScript = redis.NewScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+	return 0
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+if KEYS[2] then
+	local t = redis.call('TIME')
+	local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+	redis.call('ZADD', KEYS[2], 'XX', now + tonumber(ARGV[2]), KEYS[1])
+end
+return 1
+`)
+
 // redisReleaseScript deletes KEYS[1] only if it still holds the token
 // ARGV[1]: a claim that expired and passed to another instance, or that was
 // committed, is left alone.
 var redisReleaseScript = redis.NewScript(`
 if redis.call('GET', KEYS[1]) == ARGV[1] then
+	if KEYS[2] then
+		redis.call('ZREM', KEYS[2], KEYS[1])
+	end
 	return redis.call('DEL', KEYS[1])
 end
 return 0
 `)
+
+// redisIndexKey is the name, after the prefix, of the sorted set that
+// counts the keys held when MaxEvents is set. No event key has it: they
+// begin with a length and a colon.
+const redisIndexKey = "index"
 
 // RedisConfig configures the Redis replay store, which several Caddy
 // instances share so that the replay guarantee holds across them.
@@ -91,6 +153,16 @@ type RedisConfig struct {
 	// PoolSize is the maximum number of connections to each Redis node.
 	// Zero or negative means the URL's pool_size, else 10 per GOMAXPROCS.
 	PoolSize int
+	// MaxEvents, when positive, bounds the ids held (in flight or
+	// delivered): an index of them (a sorted set under Prefix+"index")
+	// makes the claim of a new id fail with ErrFull at capacity. Zero: no
+	// bound but Redis' own memory (whose OOM answer is ErrFull too).
+	MaxEvents int64
+	// OnEvictingPolicy, when set, is called once, at the first connection,
+	// if the server's maxmemory-policy evicts keys (anything but
+	// noeviction): Redis could then forget a delivered id before its window
+	// ends. A server that refuses CONFIG GET is not reported.
+	OnEvictingPolicy func(policy string)
 }
 
 // Redis is the replay store shared by several Caddy instances through
@@ -105,6 +177,10 @@ type Redis struct {
 	password  string        // scrubbed from error messages
 	opTimeout time.Duration // bound of every operation
 	pingLimit time.Duration // bound of Ping, which may have to dial
+	maxEvents int64
+	index     string       // key of the index, when maxEvents > 0
+	held      atomic.Int64 // last size of the index that Usage read
+	checked   atomic.Bool  // the eviction policy was looked at
 }
 
 // NewRedis returns a Redis store for cfg. It does not connect: the first
@@ -122,6 +198,36 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 	prefix := cfg.Prefix
 	if prefix == "" {
 		prefix = DefaultRedisPrefix
+	}
+	if cfg.MaxEvents < 0 {
+		return nil, fmt.Errorf("dedupe: redis max_events must be positive, got %d", cfg.MaxEvents)
+	}
+	s := &Redis{
+		prefix:    prefix,
+		addr:      opt.Addr,
+		password:  opt.Password,
+		opTimeout: read + redisOpSlack,
+		pingLimit: dial + read + redisOpSlack,
+		maxEvents: cfg.MaxEvents,
+	}
+	if cfg.MaxEvents > 0 {
+		s.index = prefix + redisIndexKey
+	}
+	var onConnect func(context.Context, *redis.Conn) error
+	if cfg.OnEvictingPolicy != nil {
+		report := cfg.OnEvictingPolicy
+		onConnect = func(ctx context.Context, cn *redis.Conn) error {
+			if s.checked.Swap(true) {
+				return nil
+			}
+			// Managed Redis may forbid CONFIG: then nothing is known.
+			if m, err := cn.ConfigGet(ctx, "maxmemory-policy").Result(); err == nil {
+				if p, ok := m["maxmemory-policy"]; ok && p != "noeviction" {
+					report(p)
+				}
+			}
+			return nil
+		}
 	}
 
 	// A UniversalClient, standalone for a single address, so that sentinel
@@ -161,15 +267,20 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 		PipelinePoolSize:        opt.PipelinePoolSize,
 		PipelineReadBufferSize:  opt.PipelineReadBufferSize,
 		PipelineWriteBufferSize: opt.PipelineWriteBufferSize,
+
+		OnConnect: onConnect,
 	})
-	return &Redis{
-		client:    client,
-		prefix:    prefix,
-		addr:      opt.Addr,
-		password:  opt.Password,
-		opTimeout: read + redisOpSlack,
-		pingLimit: dial + read + redisOpSlack,
-	}, nil
+	s.client = client
+	return s, nil
+}
+
+// keys returns the Redis keys of a script about key: the key, and the
+// index when there is one.
+func (s *Redis) keys(key string) []string {
+	if s.index == "" {
+		return []string{s.prefix + key}
+	}
+	return []string{s.prefix + key, s.index}
 }
 
 // Claim implements Store. With an error, the returned claim is InFlight,
@@ -184,7 +295,12 @@ func (s *Redis) Claim(ctx context.Context, key string, lease time.Duration) (Cla
 	token := rand.Text()
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	n, err := redisClaimScript.Run(ctx, s.client, []string{s.prefix + key}, token, ms).Int64()
+	var n int64
+	if s.index == "" {
+		n, err = redisClaimScript.Run(ctx, s.client, s.keys(key), token, ms).Int64()
+	} else {
+		n, err = redisIndexedClaimScript.Run(ctx, s.client, s.keys(key), token, ms, s.maxEvents).Int64()
+	}
 	if err != nil {
 		return failed, s.unavailable("claim", err)
 	}
@@ -195,6 +311,8 @@ func (s *Redis) Claim(ctx context.Context, key string, lease time.Duration) (Cla
 		return Claim{Key: key, State: InFlight}, nil
 	case 2:
 		return Claim{Key: key, State: Delivered}, nil
+	case 3:
+		return failed, fmt.Errorf("%w: redis on %s holds max_events %d ids", ErrFull, s.addr, s.maxEvents)
 	}
 	return failed, s.unavailable("claim", fmt.Errorf("unexpected script reply %d", n))
 }
@@ -213,7 +331,12 @@ func (s *Redis) Commit(ctx context.Context, c Claim, window time.Duration) error
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	if err := s.client.Set(ctx, s.prefix+c.Key, redisDelivered, time.Duration(ms)*time.Millisecond).Err(); err != nil {
+	if s.index == "" {
+		err = s.client.Set(ctx, s.prefix+c.Key, redisDelivered, time.Duration(ms)*time.Millisecond).Err()
+	} else {
+		err = redisIndexedCommitScript.Run(ctx, s.client, s.keys(c.Key), ms).Err()
+	}
+	if err != nil {
 		return s.unavailable("commit", err)
 	}
 	return nil
@@ -229,10 +352,49 @@ func (s *Redis) Release(ctx context.Context, c Claim) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	if err := redisReleaseScript.Run(ctx, s.client, []string{s.prefix + c.Key}, c.Token).Err(); err != nil {
+	if err := redisReleaseScript.Run(ctx, s.client, s.keys(c.Key), c.Token).Err(); err != nil {
 		return s.unavailable("release", err)
 	}
 	return nil
+}
+
+// Renew implements Store: the lease is extended only if the key still
+// holds the token of c (a compare-and-PEXPIRE).
+func (s *Redis) Renew(ctx context.Context, c Claim, lease time.Duration) error {
+	ms, err := redisMillis("lease", lease)
+	if err != nil {
+		return err
+	}
+	if c.State != Fresh || c.Token == "" {
+		return fmt.Errorf("dedupe: renew %q: %w", c.Key, ErrNotHeld)
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	defer cancel()
+	n, err := redisRenewScript.Run(ctx, s.client, s.keys(c.Key), c.Token, ms).Int64()
+	if err != nil {
+		return s.unavailable("renew", err)
+	}
+	if n != 1 {
+		return fmt.Errorf("dedupe: renew %q: %w", c.Key, ErrNotHeld)
+	}
+	return nil
+}
+
+// Usage implements Usage when MaxEvents is set: the ids the index holds
+// within their lease or window, and MaxEvents. It asks Redis (bounded like
+// any operation); if Redis does not answer it returns the last figure
+// read. Without MaxEvents it returns 0, 0.
+func (s *Redis) Usage() (remembered, capacity int64) {
+	if s.index == "" {
+		return 0, 0
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.opTimeout)
+	defer cancel()
+	now := strconv.FormatInt(time.Now().UnixMilli(), 10)
+	if n, err := s.client.ZCount(ctx, s.index, "("+now, "+inf").Result(); err == nil {
+		s.held.Store(n)
+	}
+	return s.held.Load(), s.maxEvents
 }
 
 // Ping checks that the server answers; an error wraps ErrUnavailable.
@@ -251,9 +413,14 @@ func (s *Redis) Close() error {
 }
 
 // unavailable wraps a Redis failure so that errors.Is(err, ErrUnavailable)
-// holds, with a message that says which operation failed where.
+// holds, with a message that says which operation failed where. Redis out
+// of memory (maxmemory reached under noeviction) wraps ErrFull instead.
 func (s *Redis) unavailable(op string, err error) error {
-	return &redisError{op: op, addr: s.addr, password: s.password, err: err}
+	e := &redisError{op: op, addr: s.addr, password: s.password, err: err, kind: ErrUnavailable}
+	if strings.Contains(err.Error(), "OOM command not allowed") {
+		e.kind = ErrFull
+	}
+	return e
 }
 
 // redisError is a failed Redis operation. It unwraps to ErrUnavailable and to
@@ -261,10 +428,11 @@ func (s *Redis) unavailable(op string, err error) error {
 type redisError struct {
 	op, addr, password string
 	err                error
+	kind               error // ErrUnavailable or ErrFull
 }
 
 func (e *redisError) Error() string {
-	msg := ErrUnavailable.Error() + ": redis " + e.op + " on " + e.addr + ": " + e.err.Error()
+	msg := e.kind.Error() + ": redis " + e.op + " on " + e.addr + ": " + e.err.Error()
 	if e.password != "" {
 		// go-redis does not put the password in its errors; this makes sure.
 		msg = strings.ReplaceAll(msg, e.password, "xxxxx")
@@ -272,7 +440,7 @@ func (e *redisError) Error() string {
 	return msg
 }
 
-func (e *redisError) Unwrap() []error { return []error{ErrUnavailable, e.err} }
+func (e *redisError) Unwrap() []error { return []error{e.kind, e.err} }
 
 // parseRedisURL parses a redis:// or rediss:// URL. Its errors say "invalid
 // redis URL" and show the URL and the parse error with the user information
@@ -332,4 +500,7 @@ func firstPositive[T int | time.Duration](vs ...T) T {
 	return vs[len(vs)-1]
 }
 
-var _ Store = (*Redis)(nil)
+var (
+	_ Store = (*Redis)(nil)
+	_ Usage = (*Redis)(nil)
+)

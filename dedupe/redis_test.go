@@ -58,39 +58,25 @@ func newTestRedisWith(t testing.TB, cfg RedisConfig) *Redis {
 	return s
 }
 
-// waitUntil polls cond until it holds, failing the test after timeout.
-func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+// startRedis starts a redis-server for t, or skips t under -short.
+func startRedis(t testing.TB) *testkit.RedisServer {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	return startRedisWith(t, testkit.RedisOptions{})
 }
 
-func mustClaim(t testing.TB, s Store, key string, lease time.Duration, want State) Claim {
+// startRedisWith starts a redis-server with o for t, or skips t under
+// -short.
+func startRedisWith(t testing.TB, o testkit.RedisOptions) *testkit.RedisServer {
 	t.Helper()
-	c, err := s.Claim(context.Background(), key, lease)
-	if err != nil {
-		t.Fatalf("Claim(%q): %v", key, err)
+	if testing.Short() {
+		t.Skip("-short: skipping a test that starts redis-server")
 	}
-	if c.State != want {
-		t.Fatalf("Claim(%q) = %v, want %v", key, c.State, want)
-	}
-	if c.Key != key {
-		t.Fatalf("Claim(%q).Key = %q", key, c.Key)
-	}
-	if (c.State == Fresh) != (c.Token != "") {
-		t.Fatalf("Claim(%q) = %v with token %q", key, c.State, c.Token)
-	}
-	return c
+	return testkit.StartRedisWith(t, o)
 }
 
 func TestRedisClaimCommitRelease(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
+	srv := startRedis(t)
 	s := newTestRedis(t, srv.URL())
 	ctx := context.Background()
 
@@ -128,7 +114,7 @@ func TestRedisClaimCommitRelease(t *testing.T) {
 
 func TestRedisKeysAndTTLs(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
+	srv := startRedis(t)
 	s := newTestRedis(t, srv.URL())
 	ctx := context.Background()
 
@@ -172,7 +158,7 @@ func TestRedisKeysAndTTLs(t *testing.T) {
 
 func TestRedisConcurrentClaims(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
+	srv := startRedis(t)
 	s := newTestRedis(t, srv.URL())
 
 	const claimers = 32
@@ -214,7 +200,7 @@ func TestRedisConcurrentClaims(t *testing.T) {
 
 func TestRedisLeaseExpiry(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
+	srv := startRedis(t)
 	s := newTestRedis(t, srv.URL())
 	ctx := context.Background()
 
@@ -240,7 +226,7 @@ func TestRedisLeaseExpiry(t *testing.T) {
 
 func TestRedisReleaseIsCompareAndDelete(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
+	srv := startRedis(t)
 	s := newTestRedis(t, srv.URL())
 	ctx := context.Background()
 	const lease = 50 * time.Millisecond
@@ -318,7 +304,7 @@ func TestRedisReleaseIsCompareAndDelete(t *testing.T) {
 // is fresh, not locked out until the lease ends.
 func TestRedisClaimScriptRetryIsFresh(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
+	srv := startRedis(t)
 	s := newTestRedis(t, srv.URL())
 	ctx := context.Background()
 	keys := []string{DefaultRedisPrefix + Key("shop", "ivy", "evt_retry")}
@@ -365,7 +351,7 @@ func TestRedisRejectsMisuse(t *testing.T) {
 
 func TestRedisUnavailableThenBack(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
+	srv := startRedis(t)
 	s := newQuickRedis(t, srv.URL())
 	ctx := context.Background()
 	if err := s.Ping(ctx); err != nil {
@@ -421,7 +407,7 @@ func TestRedisUnavailableThenBack(t *testing.T) {
 // no longer than the read timeout and a bit, or the caller's deadline.
 func TestRedisSlowServerIsBounded(t *testing.T) {
 	t.Parallel()
-	srv := testkit.StartRedis(t)
+	srv := startRedis(t)
 	s := newQuickRedis(t, srv.URL())
 	ctx := context.Background()
 	if err := s.Ping(ctx); err != nil {
@@ -468,7 +454,7 @@ func TestRedisSlowServerIsBounded(t *testing.T) {
 func TestRedisPassword(t *testing.T) {
 	t.Parallel()
 	const password = "s3cr3t-Pa55w0rd"
-	srv := testkit.StartRedisWith(t, testkit.RedisOptions{Password: password})
+	srv := startRedisWith(t, testkit.RedisOptions{Password: password})
 	ctx := context.Background()
 
 	if !strings.Contains(srv.URL(), ":"+password+"@") {
@@ -613,7 +599,7 @@ func TestRedisTLS(t *testing.T) {
 	}
 	tlsPort := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 	_ = l.Close()
-	testkit.StartRedisWith(t, testkit.RedisOptions{Args: []string{
+	startRedisWith(t, testkit.RedisOptions{Args: []string{
 		"--tls-port", tlsPort,
 		"--tls-cert-file", cert, "--tls-key-file", key, "--tls-ca-cert-file", cert,
 		"--tls-auth-clients", "no",
@@ -670,7 +656,7 @@ func writeSelfSigned(t *testing.T, dir string) (certFile, keyFile string) {
 }
 
 func BenchmarkRedisClaimCommit(b *testing.B) {
-	srv := testkit.StartRedis(b)
+	srv := startRedis(b)
 	s := newTestRedis(b, srv.URL())
 	ctx := context.Background()
 	b.ReportAllocs()
@@ -689,7 +675,7 @@ func BenchmarkRedisClaimCommit(b *testing.B) {
 // parallel load, as several requests of one instance share the client's
 // connection pool (compare BenchmarkMemoryClaimCommit).
 func BenchmarkRedisClaimCommitParallel(b *testing.B) {
-	srv := testkit.StartRedis(b)
+	srv := startRedis(b)
 	s := newTestRedis(b, srv.URL())
 	ctx := context.Background()
 	if err := s.Ping(ctx); err != nil {

@@ -54,20 +54,47 @@ type Claim struct {
 
 // Store is a replay store. Implementations are safe for concurrent use.
 type Store interface {
-	// Claim atomically takes the key if it is free: of two concurrent claims
-	// of one key exactly one is Fresh. A Fresh claim is a lease that expires
+	// Claim atomically takes the key if it is free: of concurrent claims of
+	// one key exactly one is Fresh. A Fresh claim is a lease that expires
 	// after lease, so a crashed holder does not block the key forever.
+	// At capacity (max_events ids remembered or in flight) a claim of an
+	// unknown key fails with an error wrapping ErrFull: a store never
+	// evicts an id before its window ends. A store that cannot be reached
+	// fails with an error wrapping ErrUnavailable. With an error the
+	// returned claim is never Fresh.
 	Claim(ctx context.Context, key string, lease time.Duration) (Claim, error)
 	// Commit marks the claimed event delivered for window, after the
-	// upstream answered 2xx.
+	// upstream answered 2xx. When it returns nil the fact is durable (the
+	// file store has fsynced it, Redis has acknowledged it).
 	Commit(ctx context.Context, c Claim, window time.Duration) error
 	// Release frees the key after a failed delivery, if c still holds it.
 	Release(ctx context.Context, c Claim) error
+	// Renew extends the lease of a claim that still holds its key to lease
+	// from now; the guard calls it every lease/3 while the upstream call is
+	// in flight. It fails with an error wrapping ErrNotHeld if c no longer
+	// holds the key (its lease ended, or it was committed or released).
+	Renew(ctx context.Context, c Claim, lease time.Duration) error
+}
+
+// Usage is implemented by the stores that have a capacity, for a warning
+// when they fill up and for a gauge.
+type Usage interface {
+	// Usage returns how many ids the store holds (remembered or in
+	// flight) and how many it may hold; capacity 0 means no limit.
+	Usage() (remembered, capacity int64)
 }
 
 // ErrUnavailable wraps errors of a store that cannot be reached; the guard
 // answers 503 and the provider retries.
 var ErrUnavailable = errors.New("replay store unavailable")
+
+// ErrFull wraps the error of a claim refused because the store holds
+// max_events ids, all within their window or lease; the guard answers 503
+// with Retry-After (outcome store_full) and the provider retries later.
+var ErrFull = errors.New("replay store full")
+
+// ErrNotHeld wraps the error of Renew when the claim no longer holds its key.
+var ErrNotHeld = errors.New("claim no longer held")
 
 // Key builds the store key of an event. Each part is length-prefixed, so no
 // two (scope, provider, id) tuples share a key.

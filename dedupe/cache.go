@@ -1,0 +1,102 @@
+package dedupe
+
+import (
+	"context"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+)
+
+// DefaultCacheItems is the number of delivered answers a cache keeps when
+// NewCached is given no size.
+const DefaultCacheItems = 100_000
+
+// Cached is a replay store with a cache of its "delivered" answers in
+// front (ristretto), so that a duplicate is answered without a disk read or
+// a network round trip. The cache may forget an answer at any time; that
+// costs only a lookup in the store, which remains the authority.
+type Cached struct {
+	inner Store
+	cache *ristretto.Cache[string, int64] // key → end of its window (unix ns)
+	now   func() time.Time
+}
+
+// cachedUsage is a Cached whose store has a capacity.
+type cachedUsage struct{ *Cached }
+
+// Usage implements Usage with the figures of the store.
+func (c cachedUsage) Usage() (remembered, capacity int64) { return c.inner.(Usage).Usage() }
+
+// NewCached puts a cache of up to maxItems delivered answers (default
+// DefaultCacheItems) in front of s. The result implements Usage if s does,
+// and its Close closes s if s has a Close method.
+func NewCached(s Store, maxItems int64) Store {
+	return newCached(s, maxItems, time.Now)
+}
+
+// newCached is NewCached with a clock, which tests replace (the store's).
+func newCached(s Store, maxItems int64, clock func() time.Time) Store {
+	if maxItems <= 0 {
+		maxItems = DefaultCacheItems
+	}
+	cache, err := ristretto.NewCache(&ristretto.Config[string, int64]{
+		NumCounters:        maxItems * 10,
+		MaxCost:            maxItems,
+		BufferItems:        64,
+		IgnoreInternalCost: true,
+	})
+	if err != nil {
+		// Only a config error, and the config above is valid.
+		panic("dedupe: ristretto: " + err.Error())
+	}
+	c := &Cached{inner: s, cache: cache, now: clock}
+	if _, ok := s.(Usage); ok {
+		return cachedUsage{c}
+	}
+	return c
+}
+
+// Claim implements Store: a key the cache knows as delivered is answered
+// from the cache, any other from the store.
+func (c *Cached) Claim(ctx context.Context, key string, lease time.Duration) (Claim, error) {
+	if end, ok := c.cache.Get(key); ok && c.now().UnixNano() < end {
+		return Claim{Key: key, State: Delivered}, nil
+	}
+	return c.inner.Claim(ctx, key, lease)
+}
+
+// Commit implements Store: once the store has committed, the cache knows
+// the key as delivered until its window ends.
+func (c *Cached) Commit(ctx context.Context, cl Claim, window time.Duration) error {
+	end := c.now().Add(window).UnixNano()
+	if err := c.inner.Commit(ctx, cl, window); err != nil {
+		return err
+	}
+	c.cache.SetWithTTL(cl.Key, end, 1, window)
+	return nil
+}
+
+// Release implements Store.
+func (c *Cached) Release(ctx context.Context, cl Claim) error { return c.inner.Release(ctx, cl) }
+
+// Renew implements Store.
+func (c *Cached) Renew(ctx context.Context, cl Claim, lease time.Duration) error {
+	return c.inner.Renew(ctx, cl, lease)
+}
+
+// Store returns the store behind the cache.
+func (c *Cached) Store() Store { return c.inner }
+
+// Close frees the cache and closes the store if it has a Close method.
+func (c *Cached) Close() error {
+	c.cache.Close()
+	if cl, ok := c.inner.(interface{ Close() error }); ok {
+		return cl.Close()
+	}
+	return nil
+}
+
+var (
+	_ Store = (*Cached)(nil)
+	_ Usage = cachedUsage{}
+)

@@ -1,0 +1,773 @@
+package dedupe
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
+)
+
+// Defaults of FileConfig.
+const (
+	// DefaultFileMaxEvents bounds the file store when MaxEvents is not set.
+	DefaultFileMaxEvents = 10_000_000
+	// DefaultFileSweep is how often expired ids are deleted from the file
+	// when FileConfig.SweepEvery is not set.
+	DefaultFileSweep = time.Minute
+)
+
+// FileSchema is the version of the ledger's layout that this build writes
+// (bucket meta, key schema). A file with a newer version is refused, never
+// read or written.
+const FileSchema = 1
+
+// fileOpenTimeout bounds waiting for the file lock held by another process.
+const fileOpenTimeout = time.Second
+
+// sweepBatch bounds the ids the sweep deletes in one transaction, so that
+// commits queued behind it wait little.
+const sweepBatch = 1000
+
+// maxGroup bounds the write operations of one transaction.
+const maxGroup = 4096
+
+// Bucket and key names of the ledger.
+var (
+	bucketMeta   = []byte("meta")   // schema → version (4 bytes, big endian)
+	bucketReplay = []byte("replay") // sha256(key) → state (1 byte) ‖ expires (unix ns, 8 bytes)
+	bucketExpiry = []byte("expiry") // expires (8 bytes) ‖ sha256(key) → empty
+	keySchema    = []byte("schema")
+)
+
+// States of a record in the replay bucket.
+const (
+	recordDelivered byte = 'd' // the upstream accepted the event
+	recordAccepted  byte = 'a' // the spool holds the event (issue 9); a replay is a duplicate
+)
+
+// ErrDiskFull wraps the error of a write that the file store could not make
+// because its disk (or FileConfig.MaxSize) is full. It matches ErrFull too,
+// so the guard answers 503 with Retry-After.
+var ErrDiskFull = fmt.Errorf("%w: ledger disk full", ErrFull)
+
+// ErrInUse wraps the error of OpenFile when another process holds the file.
+var ErrInUse = errors.New("in use by another process (another Caddy running with the same data directory?)")
+
+// FileConfig configures the file store.
+type FileConfig struct {
+	// Path is the ledger file; its folder is created (mode 0700) if
+	// missing, and the file with mode 0600.
+	Path string
+	// MaxEvents bounds the ids remembered or in flight; default
+	// DefaultFileMaxEvents. A claim of a new id beyond it fails with ErrFull.
+	MaxEvents int64
+	// MaxSize bounds the size of the file in bytes (0: no bound). A write
+	// that would grow it further fails with ErrDiskFull, as on a full disk.
+	MaxSize int
+	// SweepEvery is how often expired ids are deleted; default
+	// DefaultFileSweep. A claim refused at capacity deletes expired ids
+	// first in any case.
+	SweepEvery time.Duration
+	// OnSweepError, when set, is called with the error of a failed sweep.
+	OnSweepError func(error)
+}
+
+// File is the replay store kept in a bbolt file, so that delivered ids
+// survive a restart or a crash. Delivered ids are written by one goroutine
+// that puts every commit waiting into one transaction (one fsync); ids in
+// flight are kept in memory only, as a crash ends their deliveries anyway.
+// The file holds SHA-256 digests of the keys, never event ids in clear.
+type File struct {
+	db       *bolt.DB
+	path     string
+	capacity int64
+	now      func() time.Time
+	tokens   atomic.Uint64
+	// used counts the records in the file (expired ones not yet swept
+	// included) plus the ids in flight.
+	used   atomic.Int64
+	shards [shardCount]fileShard
+
+	writes  chan *writeOp
+	closeMu sync.RWMutex // held for reading while queueing a write
+	closed  bool
+	writer  chan struct{} // closed when the writer has finished
+
+	stopSweep chan struct{}
+	swept     chan struct{} // closed when the sweeper has finished
+	onSweep   func(error)
+	closeOnce sync.Once
+	closeErr  error
+}
+
+type fileShard struct {
+	mu sync.Mutex
+	m  map[digest]lease
+}
+
+// digest is the SHA-256 of a key, as stored in the file.
+type digest [sha256.Size]byte
+
+// lease is a claim in flight.
+type lease struct {
+	token   string
+	expires time.Time
+}
+
+// writeOp is one write queued for the writer goroutine. fn runs inside the
+// group's transaction, perhaps more than once (if another operation of the
+// group fails, the group is run again without it), so it must have no
+// effect outside tx but the values it computes for after. after runs once,
+// after the transaction committed (err nil) or failed, before done.
+type writeOp struct {
+	fn    func(tx *bolt.Tx) error
+	after func(err error)
+	done  chan error
+}
+
+// OpenFile opens or creates the ledger at cfg.Path and starts its writer
+// and sweeper; Close stops them. A file that cannot be opened (locked by
+// another process, unreadable, corrupt, not a ledger, of a newer schema)
+// is an error naming the path and the cause; OpenFile never starts empty
+// over a file it could not read.
+func OpenFile(cfg FileConfig) (*File, error) {
+	return openFile(cfg, time.Now)
+}
+
+// openFile is OpenFile with a clock, which tests replace.
+func openFile(cfg FileConfig, clock func() time.Time) (*File, error) {
+	if cfg.Path == "" {
+		return nil, errors.New("dedupe: ledger path is empty")
+	}
+	if cfg.MaxEvents < 0 {
+		return nil, fmt.Errorf("dedupe: ledger max_events must be positive, got %d", cfg.MaxEvents)
+	}
+	if cfg.MaxEvents == 0 {
+		cfg.MaxEvents = DefaultFileMaxEvents
+	}
+	if cfg.SweepEvery <= 0 {
+		cfg.SweepEvery = DefaultFileSweep
+	}
+	db, count, err := openLedger(cfg.Path, cfg.MaxSize)
+	if err != nil {
+		return nil, fmt.Errorf("dedupe: ledger %s: %w", cfg.Path, err)
+	}
+	s := &File{
+		db:        db,
+		path:      cfg.Path,
+		capacity:  cfg.MaxEvents,
+		now:       clock,
+		writes:    make(chan *writeOp, maxGroup),
+		writer:    make(chan struct{}),
+		stopSweep: make(chan struct{}),
+		swept:     make(chan struct{}),
+		onSweep:   cfg.OnSweepError,
+	}
+	s.used.Store(count)
+	for i := range s.shards {
+		s.shards[i].m = make(map[digest]lease)
+	}
+	go s.write()
+	go s.sweepEvery(cfg.SweepEvery)
+	return s, nil
+}
+
+// openLedger opens the bbolt file at path, checks or writes its schema and
+// counts its records.
+//
+// An existing file is first read through, in this goroutine, opened read
+// only: bbolt may panic on a corrupt page, and when it reopens the file for
+// writing it rebuilds its free list (the ledger does not store it) by
+// walking every page in a goroutine of its own, where a panic could not be
+// recovered and would end the process. Pages that passed the walk here pass
+// there.
+func openLedger(path string, maxSize int) (db *bolt.DB, count int64, err error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, 0, err
+	}
+	fi, err := os.Stat(path)
+	switch {
+	case err == nil && !fi.Mode().IsRegular():
+		return nil, 0, fmt.Errorf("not a regular file (%s)", fi.Mode().Type())
+	case err == nil && fi.Size() > 0:
+		if count, err = readLedger(path); err != nil {
+			return nil, 0, err
+		}
+	case err != nil && !errors.Is(err, fs.ErrNotExist):
+		return nil, 0, err
+	}
+	defer recoverCorrupt(&err)
+	db, err = bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:        fileOpenTimeout,
+		NoFreelistSync: true,
+		FreelistType:   bolt.FreelistMapType,
+		MaxSize:        maxSize,
+	})
+	if err != nil {
+		return nil, 0, openError(err)
+	}
+	if err := initLedger(db); err != nil {
+		_ = db.Close()
+		return nil, 0, err
+	}
+	return db, count, nil
+}
+
+// readLedger opens the ledger at path read only, checks its schema, reads
+// every page and returns the number of records.
+func readLedger(path string) (count int64, err error) {
+	defer recoverCorrupt(&err)
+	// A fault reading the mapping (a truncated file) panics, not crashes.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: fileOpenTimeout, ReadOnly: true})
+	if err != nil {
+		return 0, openError(err)
+	}
+	defer db.Close()
+	err = db.View(func(tx *bolt.Tx) error {
+		fresh, err := checkSchema(tx)
+		if err != nil || fresh {
+			return err
+		}
+		for _, name := range [][]byte{bucketMeta, bucketReplay, bucketExpiry} {
+			b := tx.Bucket(name)
+			n := b.Stats().KeyN // every page, branches included
+			if err := b.ForEach(func(k, v []byte) error { return nil }); err != nil {
+				return err
+			}
+			if bytes.Equal(name, bucketReplay) {
+				count = int64(n)
+			}
+		}
+		return nil
+	})
+	return count, err
+}
+
+// recoverCorrupt turns a panic of bbolt on a corrupt file (or a fault
+// reading its mapping) into *err. It must be deferred.
+func recoverCorrupt(err *error) {
+	if r := recover(); r != nil {
+		*err = fmt.Errorf("corrupt file (%v); move it away to start an empty ledger", r)
+	}
+}
+
+// openError explains an error of bolt.Open.
+func openError(err error) error {
+	switch {
+	case errors.Is(err, berrors.ErrTimeout):
+		return ErrInUse
+	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
+		return fmt.Errorf("corrupt file or not a ledger (%v); move it away to start an empty ledger", err)
+	}
+	return err
+}
+
+// initLedger checks the schema of an existing ledger, or lays out a new one.
+func initLedger(db *bolt.DB) error {
+	var fresh bool
+	err := db.View(func(tx *bolt.Tx) (err error) {
+		fresh, err = checkSchema(tx)
+		return err
+	})
+	if err != nil || !fresh {
+		return err
+	}
+	return db.Update(func(tx *bolt.Tx) error {
+		meta, err := tx.CreateBucket(bucketMeta)
+		if err != nil {
+			return err
+		}
+		if err := meta.Put(keySchema, binary.BigEndian.AppendUint32(nil, FileSchema)); err != nil {
+			return err
+		}
+		if _, err := tx.CreateBucket(bucketReplay); err != nil {
+			return err
+		}
+		_, err = tx.CreateBucket(bucketExpiry)
+		return err
+	})
+}
+
+// checkSchema checks that tx reads a ledger of this schema, or an empty
+// file (fresh).
+func checkSchema(tx *bolt.Tx) (fresh bool, err error) {
+	meta := tx.Bucket(bucketMeta)
+	if meta == nil {
+		empty := true
+		_ = tx.ForEach(func([]byte, *bolt.Bucket) error { empty = false; return nil })
+		if !empty {
+			return false, errors.New("not a webhook_guard ledger (it has no meta bucket)")
+		}
+		return true, nil
+	}
+	v := meta.Get(keySchema)
+	if len(v) != 4 {
+		return false, fmt.Errorf("corrupt file: schema version of %d bytes; move it away to start an empty ledger", len(v))
+	}
+	if n := binary.BigEndian.Uint32(v); n != FileSchema {
+		if n > FileSchema {
+			return false, fmt.Errorf("schema version %d is newer than this build's (%d): the file was written by a newer caddy-webhook-guard", n, FileSchema)
+		}
+		return false, fmt.Errorf("schema version %d is not supported (this build reads %d)", n, FileSchema)
+	}
+	if tx.Bucket(bucketReplay) == nil || tx.Bucket(bucketExpiry) == nil {
+		return false, errors.New("corrupt file: a bucket is missing; move it away to start an empty ledger")
+	}
+	return false, nil
+}
+
+// Path returns the path of the ledger file.
+func (s *File) Path() string { return s.path }
+
+func (s *File) shard(d *digest) *fileShard {
+	return &s.shards[d[0]%shardCount]
+}
+
+// Claim implements Store.
+func (s *File) Claim(_ context.Context, key string, leaseFor time.Duration) (Claim, error) {
+	failed := Claim{Key: key, State: InFlight}
+	if leaseFor <= 0 {
+		return failed, fmt.Errorf("dedupe: lease must be positive, got %v", leaseFor)
+	}
+	d := digest(sha256.Sum256([]byte(key)))
+	c, full, err := s.claim(key, &d, leaseFor)
+	if err == nil && full && s.makeRoom() {
+		c, full, err = s.claim(key, &d, leaseFor)
+	}
+	if err != nil {
+		return failed, err
+	}
+	if full {
+		return failed, fmt.Errorf("%w: %d ids remembered or in flight, max_events %d (ledger %s)", ErrFull, s.used.Load(), s.capacity, s.path)
+	}
+	return c, nil
+}
+
+// claim is one attempt of Claim; full says the store had no room.
+func (s *File) claim(key string, d *digest, leaseFor time.Duration) (c Claim, full bool, err error) {
+	sh := s.shard(d)
+	t := s.now()
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if l, ok := sh.m[*d]; ok {
+		if t.Before(l.expires) {
+			return Claim{Key: key, State: InFlight}, false, nil
+		}
+		delete(sh.m, *d)
+		s.used.Add(-1)
+	}
+	delivered, err := s.delivered(d, t)
+	if err != nil {
+		return Claim{}, false, err
+	}
+	if delivered {
+		return Claim{Key: key, State: Delivered}, false, nil
+	}
+	if !reserve(&s.used, s.capacity) {
+		return Claim{}, true, nil
+	}
+	token := strconv.FormatUint(s.tokens.Add(1), 36)
+	sh.m[*d] = lease{token: token, expires: t.Add(leaseFor)}
+	return Claim{Key: key, State: Fresh, Token: token}, false, nil
+}
+
+// delivered says whether the file records d as delivered (or accepted)
+// with a window that has not ended at t.
+func (s *File) delivered(d *digest, t time.Time) (ok bool, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			ok, err = false, fmt.Errorf("%w: ledger %s: read failed: %v", ErrUnavailable, s.path, r)
+		}
+	}()
+	err = s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketReplay).Get(d[:])
+		if len(v) == 9 && (v[0] == recordDelivered || v[0] == recordAccepted) {
+			ok = t.UnixNano() < int64(binary.BigEndian.Uint64(v[1:]))
+		}
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("%w: ledger %s: %v", ErrUnavailable, s.path, err)
+	}
+	return ok, nil
+}
+
+// makeRoom, for a claim refused at capacity, forgets the leases that ended
+// and deletes the expired records, and says whether it freed anything.
+func (s *File) makeRoom() bool {
+	t := s.now()
+	freed := false
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for d, l := range sh.m {
+			if !t.Before(l.expires) {
+				delete(sh.m, d)
+				s.used.Add(-1)
+				freed = true
+			}
+		}
+		sh.mu.Unlock()
+	}
+	n, err := s.sweepOnce(context.Background())
+	return freed || (err == nil && n > 0)
+}
+
+// Commit implements Store. It returns once the record is fsynced. The
+// event is recorded delivered whether or not the lease of c ended
+// meanwhile: the upstream accepted it. If ctx ends first Commit returns its
+// error, and the record may still be written.
+func (s *File) Commit(ctx context.Context, c Claim, window time.Duration) error {
+	if c.State != Fresh {
+		return fmt.Errorf("dedupe: commit of a %s claim; only a fresh claim can be committed", c.State)
+	}
+	if window <= 0 {
+		return fmt.Errorf("dedupe: window must be positive, got %v", window)
+	}
+	d := digest(sha256.Sum256([]byte(c.Key)))
+	exp := s.now().Add(window).UnixNano()
+	val := make([]byte, 9)
+	val[0] = recordDelivered
+	binary.BigEndian.PutUint64(val[1:], uint64(exp))
+	idx := expiryKey(exp, &d)
+	var existed bool
+	op := &writeOp{
+		fn: func(tx *bolt.Tx) error {
+			replay, expiry := tx.Bucket(bucketReplay), tx.Bucket(bucketExpiry)
+			expiry.FillPercent = 1 // appended to, mostly
+			old := replay.Get(d[:])
+			existed = old != nil
+			if len(old) == 9 {
+				if err := expiry.Delete(expiryKey(int64(binary.BigEndian.Uint64(old[1:])), &d)); err != nil {
+					return err
+				}
+			}
+			if err := replay.Put(d[:], val); err != nil {
+				return err
+			}
+			return expiry.Put(idx, nil)
+		},
+		after: func(err error) {
+			if err != nil {
+				return
+			}
+			if !existed {
+				s.used.Add(1)
+			}
+			// Only now that the record is durable does the claim leave
+			// the in-flight map: a claim meanwhile sees it in flight. A
+			// claim that took the key over after c's lease ended leaves
+			// too: the event is delivered (as Redis overwrites the key).
+			sh := s.shard(&d)
+			sh.mu.Lock()
+			if _, ok := sh.m[d]; ok {
+				delete(sh.m, d)
+				s.used.Add(-1)
+			}
+			sh.mu.Unlock()
+		},
+	}
+	return s.queue(ctx, op)
+}
+
+// expiryKey is the key of the expiry index: expires ‖ digest.
+func expiryKey(expires int64, d *digest) []byte {
+	k := make([]byte, 8+len(d))
+	binary.BigEndian.PutUint64(k, uint64(expires))
+	copy(k[8:], d[:])
+	return k
+}
+
+// Release implements Store: the key is freed only if c still holds it.
+func (s *File) Release(_ context.Context, c Claim) error {
+	if c.State != Fresh {
+		return nil
+	}
+	d := digest(sha256.Sum256([]byte(c.Key)))
+	sh := s.shard(&d)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if l, ok := sh.m[d]; ok && l.token == c.Token {
+		delete(sh.m, d)
+		s.used.Add(-1)
+	}
+	return nil
+}
+
+// Renew implements Store.
+func (s *File) Renew(_ context.Context, c Claim, leaseFor time.Duration) error {
+	if leaseFor <= 0 {
+		return fmt.Errorf("dedupe: lease must be positive, got %v", leaseFor)
+	}
+	d := digest(sha256.Sum256([]byte(c.Key)))
+	sh := s.shard(&d)
+	t := s.now()
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	l, ok := sh.m[d]
+	if !ok || c.State != Fresh || l.token != c.Token || !t.Before(l.expires) {
+		return fmt.Errorf("dedupe: renew %q: %w", c.Key, ErrNotHeld)
+	}
+	l.expires = t.Add(leaseFor)
+	sh.m[d] = l
+	return nil
+}
+
+// Usage implements Usage: the records in the file (expired ones not yet
+// swept included) plus the ids in flight, and MaxEvents.
+func (s *File) Usage() (remembered, capacity int64) {
+	return s.used.Load(), s.capacity
+}
+
+// errClosed is the error of an operation on a closed file store.
+var errClosed = fmt.Errorf("%w: ledger closed", ErrUnavailable)
+
+// queue hands op to the writer and waits for its result or for ctx.
+func (s *File) queue(ctx context.Context, op *writeOp) error {
+	op.done = make(chan error, 1)
+	s.closeMu.RLock()
+	if s.closed {
+		s.closeMu.RUnlock()
+		return errClosed
+	}
+	s.writes <- op
+	s.closeMu.RUnlock()
+	select {
+	case err := <-op.done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("%w: ledger %s: commit not confirmed: %v", ErrUnavailable, s.path, ctx.Err())
+	}
+}
+
+// write is the writer goroutine: it takes every operation waiting, runs
+// them in one transaction (one fsync), and wakes their callers.
+func (s *File) write() {
+	defer close(s.writer)
+	group := make([]*writeOp, 0, maxGroup)
+	for op := range s.writes {
+		group = append(group[:0], op)
+	gather:
+		for len(group) < maxGroup {
+			select {
+			case op, ok := <-s.writes:
+				if !ok {
+					break gather
+				}
+				group = append(group, op)
+			default:
+				break gather
+			}
+		}
+		s.commitGroup(group)
+	}
+}
+
+// errOpFailed marks the failure of one operation of a group, as opposed to
+// a failure of the transaction.
+var errOpFailed = errors.New("operation failed")
+
+// commitGroup runs group in one transaction. An operation that fails is
+// taken out and the transaction run again without it, so that it does not
+// fail the others; a transaction that fails (disk full, I/O error) fails
+// every operation in it.
+func (s *File) commitGroup(group []*writeOp) {
+	for len(group) > 0 {
+		failed, opErr := -1, error(nil)
+		err := s.update(func(tx *bolt.Tx) error {
+			for i, op := range group {
+				if err := op.fn(tx); err != nil {
+					failed, opErr = i, err
+					return errOpFailed
+				}
+			}
+			return nil
+		})
+		if err == nil {
+			for _, op := range group {
+				op.finish(nil)
+			}
+			return
+		}
+		if failed >= 0 && errors.Is(err, errOpFailed) {
+			group[failed].finish(fmt.Errorf("%w: ledger %s: %v", ErrUnavailable, s.path, opErr))
+			group = append(group[:failed:failed], group[failed+1:]...)
+			continue
+		}
+		err = s.writeError(err)
+		for _, op := range group {
+			op.finish(err)
+		}
+		return
+	}
+}
+
+// update is db.Update with a panic turned into an error.
+func (s *File) update(fn func(tx *bolt.Tx) error) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("write failed: %v", r)
+		}
+	}()
+	return s.db.Update(fn)
+}
+
+// writeError classifies the failure of a write transaction: a full disk
+// (or MaxSize reached) wraps ErrDiskFull, anything else ErrUnavailable.
+func (s *File) writeError(err error) error {
+	if errors.Is(err, berrors.ErrMaxSizeReached) || errors.Is(err, syscall.ENOSPC) ||
+		errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EFBIG) {
+		return fmt.Errorf("%w: ledger %s: %v", ErrDiskFull, s.path, err)
+	}
+	return fmt.Errorf("%w: ledger %s: write failed: %v", ErrUnavailable, s.path, err)
+}
+
+// finish reports the result of op to its caller.
+func (op *writeOp) finish(err error) {
+	if op.after != nil {
+		op.after(err)
+	}
+	op.done <- err
+}
+
+// sweepEvery deletes expired ids every period until Close.
+func (s *File) sweepEvery(period time.Duration) {
+	defer close(s.swept)
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.stopSweep:
+			return
+		case <-tick.C:
+		}
+		s.forgetLeases()
+		for {
+			n, err := s.sweepOnce(context.Background())
+			if err != nil {
+				if s.onSweep != nil && !errors.Is(err, errClosed) {
+					s.onSweep(err)
+				}
+				break
+			}
+			if n < sweepBatch {
+				break
+			}
+			select {
+			case <-s.stopSweep:
+				return
+			default:
+			}
+		}
+	}
+}
+
+// forgetLeases drops the in-flight claims whose lease ended.
+func (s *File) forgetLeases() {
+	t := s.now()
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for d, l := range sh.m {
+			if !t.Before(l.expires) {
+				delete(sh.m, d)
+				s.used.Add(-1)
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// sweepOnce deletes up to sweepBatch expired records, through the writer,
+// and returns how many it deleted.
+func (s *File) sweepOnce(ctx context.Context) (int, error) {
+	now := s.now().UnixNano()
+	if !s.anyExpired(now) {
+		return 0, nil
+	}
+	var n int
+	op := &writeOp{
+		fn: func(tx *bolt.Tx) error {
+			n = 0
+			replay, expiry := tx.Bucket(bucketReplay), tx.Bucket(bucketExpiry)
+			var keys [][]byte
+			c := expiry.Cursor()
+			for k, _ := c.First(); k != nil && len(keys) < sweepBatch; k, _ = c.Next() {
+				if len(k) != 8+sha256.Size || int64(binary.BigEndian.Uint64(k)) > now {
+					break
+				}
+				keys = append(keys, k)
+			}
+			for _, k := range keys {
+				d := k[8:]
+				if v := replay.Get(d); len(v) == 9 && binary.BigEndian.Uint64(v[1:]) == binary.BigEndian.Uint64(k) {
+					if err := replay.Delete(d); err != nil {
+						return err
+					}
+					n++
+				}
+				if err := expiry.Delete(k); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		after: func(err error) {
+			if err == nil {
+				s.used.Add(-int64(n))
+			}
+		},
+	}
+	if err := s.queue(ctx, op); err != nil {
+		return 0, fmt.Errorf("sweep: %w", err)
+	}
+	return n, nil
+}
+
+// anyExpired says whether the oldest entry of the expiry index ended
+// before now.
+func (s *File) anyExpired(now int64) bool {
+	var any bool
+	_ = s.db.View(func(tx *bolt.Tx) error {
+		k, _ := tx.Bucket(bucketExpiry).Cursor().First()
+		any = len(k) >= 8 && int64(binary.BigEndian.Uint64(k)) <= now
+		return nil
+	})
+	return any
+}
+
+// Close stops the sweeper, lets the writer finish the writes queued, and
+// closes the file.
+func (s *File) Close() error {
+	s.closeOnce.Do(func() {
+		close(s.stopSweep)
+		<-s.swept
+		s.closeMu.Lock()
+		s.closed = true
+		close(s.writes)
+		s.closeMu.Unlock()
+		<-s.writer
+		s.closeErr = s.db.Close()
+	})
+	return s.closeErr
+}
+
+var (
+	_ Store = (*File)(nil)
+	_ Usage = (*File)(nil)
+)
