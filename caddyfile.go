@@ -3,7 +3,6 @@ package webhookguard
 import (
 	"errors"
 	"fmt"
-	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
