@@ -21,6 +21,7 @@ const (
 	outcomeDuplicate        = "duplicate"
 	outcomeInFlight         = "in_flight"
 	outcomeIgnoredType      = "ignored_type"
+	outcomeProbe            = verify.ReasonProbe
 	outcomeInvalidSignature = verify.ReasonSignature
 	outcomeStaleTimestamp   = verify.ReasonTimestamp
 	outcomeIPDenied         = "ip_denied"
@@ -62,7 +63,7 @@ func (d *delivery) log(outcome, reason string, status int) {
 	switch outcome {
 	case outcomeForwarded:
 		msg = "webhook forwarded"
-	case outcomeDuplicate, outcomeIgnoredType:
+	case outcomeDuplicate, outcomeIgnoredType, outcomeProbe:
 		msg = "webhook dropped"
 	case outcomeUpstreamFailed:
 		msg = "webhook not accepted by upstream"

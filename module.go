@@ -228,6 +228,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	start := time.Now()
 	ev, err := h.verifier.Verify(r.Header, body, now())
 	h.metrics.observeVerify(time.Since(start))
+	if verify.ReasonOf(err) == verify.ReasonProbe {
+		d.drop(w, outcomeProbe, "%s", err.Error())
+		return nil
+	}
 	if err != nil {
 		return d.refuse(verify.ReasonOf(err), http.StatusUnauthorized, "%s", err.Error())
 	}
