@@ -10,11 +10,6 @@ import (
 	"github.com/hookguard/caddy-webhook-guard/verify"
 )
 
-// ipPresets are the names allow_ips accepts for a provider's published list.
-var ipPresets = map[string][]string{
-	"ivy": verify.IvySourceIPs,
-}
-
 // allowList is the set of accepted client addresses; nil accepts any.
 type allowList []netip.Prefix
 
@@ -32,7 +27,7 @@ func parseAllowList(entries, defaults []string) (allowList, error) {
 			}
 			return nil, nil
 		}
-		if preset, ok := ipPresets[e]; ok {
+		if preset, ok := verify.IPPreset(e); ok {
 			for _, ip := range preset {
 				list = append(list, netip.PrefixFrom(netip.MustParseAddr(ip), 32))
 			}

@@ -38,16 +38,19 @@ func restoreBody(r *http.Request, body []byte) {
 }
 
 // setPlaceholders makes the verified event usable in header_up and log
-// formats: {http.webhook.provider}, {http.webhook.event_id},
-// {http.webhook.event_type}.
+// formats: {http.webhook_guard.provider}, {http.webhook_guard.event_id},
+// {http.webhook_guard.event_type}, and the same under the deprecated
+// {http.webhook.*} names.
 func setPlaceholders(r *http.Request, provider string, ev verify.Event) {
 	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if !ok {
 		return
 	}
-	repl.Set("http.webhook.provider", provider)
-	repl.Set("http.webhook.event_id", ev.ID)
-	repl.Set("http.webhook.event_type", ev.Type)
+	for _, prefix := range []string{"http.webhook_guard.", "http.webhook."} {
+		repl.Set(prefix+"provider", provider)
+		repl.Set(prefix+"event_id", ev.ID)
+		repl.Set(prefix+"event_type", ev.Type)
+	}
 }
 
 // clientIP is Caddy's client IP, which honours the server's trusted_proxies.

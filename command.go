@@ -3,8 +3,6 @@ package webhookguard
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -364,7 +362,7 @@ func parseCLIOptions(fs caddycmd.Flags, sending bool, env cliEnv) (cliOptions, e
 		return o, err
 	}
 	o.secretEnv = fs.Changed("secret-env")
-	if o.provider == "ivpay" {
+	if scheme, _ := verify.Lookup(o.provider); scheme.KeyOption == verify.KeyOptionAPIKey {
 		o.config.APIKeys = []string{secret}
 	} else {
 		o.config.Secrets = []string{secret}
@@ -502,28 +500,20 @@ func (o *cliOptions) readBody(fs caddycmd.Flags, env cliEnv) error {
 	return nil
 }
 
-// cliTestEvent is the generated body: a new event each time.
+// cliTestEvent is the generated body, the scheme's test event: a new event
+// each time.
 func cliTestEvent(provider string) []byte {
-	if provider == "ivpay" {
-		return []byte(`{"payment_id":"` + cliRandomHex(12) + `","status":"PAID"}`)
-	}
-	return []byte(`{"id":"evt_` + cliRandomHex(12) + `","type":"test.event"}`)
-}
-
-// cliDeliveryIDs gives, for each provider that sends a delivery id header set
-// from Sign's id argument, a new id in the form the provider uses.
-var cliDeliveryIDs = map[string]func() string{
-	"standard": func() string { return "msg_" + cliRandomHex(12) },
-	"github":   cliRandomUUID,
-	"shopify":  cliRandomUUID,
+	scheme, _ := verify.Lookup(provider)
+	return scheme.TestEvent()
 }
 
 // parseID sets the delivery id from --id or a new one, for the providers
-// that send one; --id is refused for the others.
+// that send one (the scheme's DeliveryIDHeader, or hmac's event_id header);
+// --id is refused for the others.
 func (o *cliOptions) parseID(fs caddycmd.Flags) error {
-	o.newID = cliDeliveryIDs[o.provider]
-	if o.provider == "hmac" && strings.HasPrefix(o.config.HMAC.EventID, "header:") {
-		o.newID = cliDeliveryIDs["standard"]
+	scheme, _ := verify.Lookup(o.provider)
+	if scheme.DeliveryIDHeader != "" || o.provider == "hmac" && strings.HasPrefix(o.config.HMAC.EventID, "header:") {
+		o.newID = scheme.NewDeliveryID
 	}
 	if !fs.Changed("id") {
 		if o.newID != nil {
@@ -785,21 +775,4 @@ func cliEventID(s verify.Signer, h http.Header, body []byte, at time.Time) strin
 		return ""
 	}
 	return ev.ID
-}
-
-// cliRandomHex is n random bytes in hex.
-func cliRandomHex(n int) string {
-	b := make([]byte, n)
-	rand.Read(b) // never fails, as of Go 1.24
-	return hex.EncodeToString(b)
-}
-
-// cliRandomUUID is a random (version 4) UUID, as GitHub and Shopify give
-// their deliveries.
-func cliRandomUUID() string {
-	var b [16]byte
-	rand.Read(b[:])
-	b[6] = b[6]&0x0f | 0x40
-	b[8] = b[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
 }

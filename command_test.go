@@ -193,7 +193,7 @@ func TestSignVerifiesForEveryProvider(t *testing.T) {
 			}
 
 			// Stable: the same flags with the same --id print the same lines.
-			if _, ok := cliDeliveryIDs[c.provider]; ok || c.provider == "hmac" && slices.Contains(c.args, "--hmac-event-id") {
+			if s, _ := verify.Lookup(c.provider); s.DeliveryIDHeader != "" || c.provider == "hmac" && slices.Contains(c.args, "--hmac-event-id") {
 				args = append(args, "--id", "msg_fixed_1")
 				first, _, err := runCLI(t, "sign", cliEnv{}, args...)
 				if err != nil {

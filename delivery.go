@@ -22,6 +22,7 @@ const (
 	outcomeDuplicate        = "duplicate"
 	outcomeInFlight         = "in_flight"
 	outcomeIgnoredType      = "ignored_type"
+	outcomeProbe            = verify.ReasonProbe
 	outcomeInvalidSignature = verify.ReasonSignature
 	outcomeStaleTimestamp   = verify.ReasonTimestamp
 	outcomeIPDenied         = "ip_denied"
@@ -53,6 +54,7 @@ var outcomes = map[string]outcomeFacts{
 	outcomeForwarded:        {0, zapcore.DebugLevel, "webhook forwarded", false},
 	outcomeDuplicate:        {http.StatusOK, zapcore.InfoLevel, "webhook dropped", false},
 	outcomeIgnoredType:      {http.StatusOK, zapcore.InfoLevel, "webhook dropped", false},
+	outcomeProbe:            {http.StatusOK, zapcore.InfoLevel, "webhook dropped", false},
 	outcomeInFlight:         {http.StatusConflict, zapcore.InfoLevel, "webhook refused", true},
 	outcomeInvalidSignature: {http.StatusUnauthorized, zapcore.WarnLevel, "webhook refused", false},
 	outcomeStaleTimestamp:   {http.StatusUnauthorized, zapcore.WarnLevel, "webhook refused", false},

@@ -104,7 +104,7 @@ type Handler struct {
 	registry  *prometheus.Registry // the config's, which keys keySpaces
 	// lastUsageWarning is when the store's nearly-full warning was last
 	// logged (unix seconds).
-	lastUsageWarning atomic.Int64
+	lastUsageWarning *atomic.Int64
 }
 
 // CaddyModule returns the Caddy module information.
@@ -119,6 +119,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // opens (or reuses across reloads) the replay store.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.lastUsageWarning = new(atomic.Int64)
 	h.metrics = registerMetrics(ctx.GetMetricsRegistry(), h.logger, h.Provider)
 
 	scheme, ok := verify.Lookup(h.Provider)
@@ -261,6 +262,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	start := time.Now()
 	ev, err := h.verifier.Verify(r.Header, body, now())
 	h.metrics.observeVerify(time.Since(start))
+	if verify.ReasonOf(err) == verify.ReasonProbe {
+		d.drop(w, outcomeProbe, "%s", err.Error())
+		return nil
+	}
 	if err != nil {
 		return d.refuse(w, verify.ReasonOf(err), "%s", err.Error())
 	}

@@ -5,10 +5,11 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"hash"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -22,20 +23,6 @@ func BodyDigestID(body []byte) string {
 	return "sha256:" + hex.EncodeToString(sum[:])
 }
 
-// rawScalar turns a JSON string or number into its text; anything else is "".
-func rawScalar(raw json.RawMessage) string {
-	if len(raw) == 0 {
-		return ""
-	}
-	if raw[0] == '"' {
-		return jsonString(raw)
-	}
-	if raw[0] == '-' || (raw[0] >= '0' && raw[0] <= '9') {
-		return string(raw)
-	}
-	return ""
-}
-
 // orDigest returns id, or the body's digest when id is empty.
 func orDigest(id string, body []byte) string {
 	if id == "" {
@@ -44,14 +31,16 @@ func orDigest(id string, body []byte) string {
 	return id
 }
 
-// requireSecrets reports a missing or empty secret as a configuration error.
+// requireSecrets reports a missing, empty or whitespace-only secret as a
+// configuration error: a blank secret would verify with a key anyone can
+// guess.
 func requireSecrets(option string, values []string) error {
 	if len(values) == 0 {
 		return &ConfigError{Option: option, Msg: "at least one is required"}
 	}
 	for i, v := range values {
-		if v == "" {
-			return &ConfigError{Option: option, Msg: fmt.Sprintf("value #%d is empty", i+1)}
+		if strings.TrimSpace(v) == "" {
+			return &ConfigError{Option: option, Msg: fmt.Sprintf("value #%d is empty or only whitespace", i+1)}
 		}
 	}
 	return nil
@@ -166,7 +155,9 @@ func decodeMAC(value, prefix string, enc macEncoding, size int) (mac []byte, ok 
 }
 
 // checkTimestamp parses a unix-seconds timestamp and checks it is within
-// tolerance of now, either way.
+// tolerance of now, either way, comparing whole seconds (so no time is far
+// enough to overflow a duration). A timestamp at or before 1970 is refused
+// whatever the tolerance: no provider signs one.
 func checkTimestamp(raw string, now time.Time, tolerance time.Duration) (time.Time, error) {
 	if raw == "" {
 		return time.Time{}, Invalid("timestamp header missing")
@@ -175,13 +166,28 @@ func checkTimestamp(raw string, now time.Time, tolerance time.Duration) (time.Ti
 	if err != nil || len(raw) > 12 {
 		return time.Time{}, Invalid("timestamp is not a unix time in seconds")
 	}
+	if secs <= 0 {
+		return time.Time{}, &Error{Reason: ReasonTimestamp, Detail: fmt.Sprintf("timestamp %d is not after 1970", secs)}
+	}
 	ts := time.Unix(secs, 0)
-	if d := now.Sub(ts); d > tolerance {
-		return ts, &Error{Reason: ReasonTimestamp, Detail: fmt.Sprintf("timestamp %s in the past, tolerance %s", d.Truncate(time.Second), shortDuration(tolerance))}
-	} else if -d > tolerance {
-		return ts, &Error{Reason: ReasonTimestamp, Detail: fmt.Sprintf("timestamp %s in the future, tolerance %s", (-d).Truncate(time.Second), shortDuration(tolerance))}
+	tol := int64(tolerance / time.Second)
+	switch age := now.Unix() - secs; {
+	case age > tol:
+		return ts, &Error{Reason: ReasonTimestamp, Detail: fmt.Sprintf("timestamp %s in the past, tolerance %s", secondsText(age), shortDuration(tolerance))}
+	case -age > tol:
+		return ts, &Error{Reason: ReasonTimestamp, Detail: fmt.Sprintf("timestamp %s in the future, tolerance %s", secondsText(-age), shortDuration(tolerance))}
 	}
 	return ts, nil
+}
+
+// secondsText writes a positive number of seconds as a duration (5m1s), or
+// in years when it is too long for one.
+func secondsText(secs int64) string {
+	const maxSecs = int64(1<<63-1) / int64(time.Second)
+	if secs < maxSecs {
+		return (time.Duration(secs) * time.Second).String()
+	}
+	return strconv.FormatInt(secs/(365*24*3600), 10) + " years"
 }
 
 // shortDuration prints 5m rather than 5m0s.
@@ -212,7 +218,64 @@ func unixOrNow(ts time.Time) time.Time {
 	return ts
 }
 
-// sha256Keys builds SHA-256 HMAC keys from secrets used as raw bytes.
-func sha256Keys(secrets []string) macKeys {
-	return newMACKeys(sha256.New, stringKeys(secrets))
+// oneHeader returns the value of a header a scheme reads, under any of its
+// names (canonical; the first is the one named in messages), or "" when it
+// is absent. A header given more than once, or under two names with
+// different values, is refused: the guard would check one value while the
+// upstream may read another.
+func oneHeader(h http.Header, names ...string) (string, error) {
+	value, from := "", ""
+	for _, name := range names {
+		values := h[name]
+		switch {
+		case len(values) > 1:
+			return "", Invalid("header %s given %d times", name, len(values))
+		case len(values) == 0:
+			continue
+		case from != "" && values[0] != value:
+			return "", Invalid("header %s given 2 times (also as %s)", from, name)
+		}
+		value, from = values[0], name
+	}
+	return value, nil
+}
+
+// refuseRepeated refuses a delivery that gives any of the named headers
+// (canonical) more than once.
+func refuseRepeated(h http.Header, names ...string) error {
+	for _, name := range names {
+		if n := len(h[name]); n > 1 {
+			return Invalid("header %s given %d times", name, n)
+		}
+	}
+	return nil
+}
+
+// SignedReplayID is the replay id of a delivery whose event id is not
+// covered by its signature: "sig:" and the hex SHA-256 of the signed parts
+// (the signed timestamp, any signed header, the body), each prefixed with its
+// length, after a domain-separation tag. A replay with a changed id header
+// keeps it; a new signed timestamp or body changes it.
+func SignedReplayID(parts ...[]byte) string {
+	h := sha256.New()
+	h.Write([]byte("webhook-guard replay id\x00"))
+	var n [8]byte
+	for _, p := range parts {
+		binary.BigEndian.PutUint64(n[:], uint64(len(p)))
+		h.Write(n[:])
+		h.Write(p)
+	}
+	return "sig:" + hex.EncodeToString(h.Sum(nil))
+}
+
+// lengthPrefixed joins parts unambiguously: each is preceded by its length
+// and a colon ("4:p_12" "4:PAID" -> "4:p_124:PAID").
+func lengthPrefixed(parts ...string) string {
+	var b strings.Builder
+	for _, p := range parts {
+		b.WriteString(strconv.Itoa(len(p)))
+		b.WriteByte(':')
+		b.WriteString(p)
+	}
+	return b.String()
 }

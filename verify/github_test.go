@@ -87,7 +87,7 @@ func TestGitHub(t *testing.T) {
 		wantValid(t, v, withHeader(h, "X-Hub-Signature-256", "sha256="+strings.ToUpper(githubSignature[len("sha256="):])), body, testNow)
 	})
 	t.Run("config", func(t *testing.T) {
-		_, err := newGitHub(Config{})
+		_, err := githubPreset.build(Config{})
 		wantConfigError(t, err, "secret")
 	})
 }

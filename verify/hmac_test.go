@@ -88,7 +88,11 @@ func TestHMAC(t *testing.T) {
 	t.Run("several signatures", func(t *testing.T) {
 		zero := hex.EncodeToString(make([]byte, 32))
 		wantValid(t, v, http.Header{"X-Cc-Webhook-Signature": {zero + ", " + sig}}, body, testNow)
-		wantValid(t, v, http.Header{"X-Cc-Webhook-Signature": {zero, sig}}, body, testNow)
+		// Repeated header lines are refused: the upstream may read another.
+		msg := wantInvalid(t, v, http.Header{"X-Cc-Webhook-Signature": {zero, sig}}, body, testNow, ReasonSignature, hmacSecret)
+		if msg != "header X-Cc-Webhook-Signature given 2 times" {
+			t.Errorf("message = %q", msg)
+		}
 		wantValid(t, v, http.Header{"X-Cc-Webhook-Signature": {"junk," + sig}}, body, testNow)
 		wantInvalid(t, v, http.Header{"X-Cc-Webhook-Signature": {zero + "," + zero}}, body, testNow, ReasonSignature, hmacSecret)
 	})

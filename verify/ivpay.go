@@ -3,18 +3,23 @@ package verify
 import (
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/json"
 	"net/http"
 	"time"
 )
 
 // IVPAY authenticates its callbacks with a static API key in X-API-KEY. It
-// carries no event id, so the id is the body's payment_id and status: one
-// delivery per payment state.
-const ivpayKeyHeader = "X-API-KEY"
+// carries no event id, so the id is the body's payment_id and status
+// ("<payment_id>/<status>"): one delivery per payment state. The replay id
+// holds the two length-prefixed, so no pair of values can stand for another.
+const ivpayKeyHeader = "X-Api-Key"
 
 func init() {
-	Register(Scheme{Name: "ivpay", New: newIVPAY})
+	Register(Scheme{Name: "ivpay", New: newIVPAY, KeyOption: KeyOptionAPIKey, TestEvent: ivpayTestEvent})
+}
+
+// ivpayTestEvent is {"payment_id":"<random hex>","status":"PAID"}.
+func ivpayTestEvent() []byte {
+	return []byte(`{"payment_id":"` + randomHex(12) + `","status":"PAID"}`)
 }
 
 type ivpay struct {
@@ -33,16 +38,18 @@ func newIVPAY(c Config) (Verifier, error) {
 	return v, nil
 }
 
-// ivpayFields are the callback fields that identify a payment state.
-type ivpayFields struct {
-	PaymentID json.RawMessage `json:"payment_id"`
-	Status    string          `json:"status"`
-}
+// ivpayQuery reads the callback fields that identify a payment state, as
+// json.Unmarshal into a struct with a raw payment_id and a string status
+// did.
+var ivpayQuery = newJSONQuery(false, "payment_id", "status").textFields(1)
 
 func (v *ivpay) Verify(h http.Header, body []byte, _ time.Time) (Event, error) {
-	key := h.Get(ivpayKeyHeader)
+	key, err := oneHeader(h, ivpayKeyHeader)
+	if err != nil {
+		return Event{}, err
+	}
 	if key == "" {
-		return Event{}, Invalid("%s header missing", ivpayKeyHeader)
+		return Event{}, Invalid("%s header missing", "X-API-KEY")
 	}
 	got := sha256.Sum256([]byte(key))
 	ok := 0
@@ -52,14 +59,14 @@ func (v *ivpay) Verify(h http.Header, body []byte, _ time.Time) (Event, error) {
 	if ok != 1 {
 		return Event{}, Invalid("API key does not match any of %d configured keys", len(v.hashes))
 	}
-	var f ivpayFields
-	var id string
-	if json.Unmarshal(body, &f) == nil {
-		if pid := rawScalar(f.PaymentID); pid != "" {
-			id = pid + "/" + f.Status
-		}
+	var out [2][]byte
+	ivpayQuery.scan(body, out[:])
+	status := jsonString(out[1])
+	if pid := rawScalar(out[0]); pid != "" {
+		return Event{ID: pid + "/" + status, ReplayID: lengthPrefixed(pid, status), Type: status}, nil
 	}
-	return Event{ID: orDigest(id, body), Type: f.Status}, nil
+	id := BodyDigestID(body)
+	return Event{ID: id, ReplayID: id, Type: status}, nil
 }
 
 func (v *ivpay) Sign(_ []byte, _ string, _ time.Time) (http.Header, error) {

@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"slices"
+	"strconv"
+	"strings"
 	"unicode"
 	"unicode/utf8"
 )
 
-// This file reads an event's top-level "id" and "type" in one pass over the
-// body, without encoding/json's reflection and per-byte state machine: on the
+// This file reads the fields of an event (its top-level "id" and "type",
+// ivpay's payment_id and status, Slack's event_id and event.type, the
+// `json:` path of hmac's event_id) in one pass over the body, without encoding/json's reflection and per-byte state machine: on the
 // hot path of every delivery it is several times cheaper than json.Unmarshal
 // into a struct, and it answers exactly as that did (the tests compare the
 // two on a corpus and by fuzzing):
@@ -27,122 +31,16 @@ import (
 // maxJSONDepth is encoding/json's nesting limit.
 const maxJSONDepth = 10000
 
+// idAndType reads an event's top-level "id" (any kind) and "type" (a
+// string field).
+var idAndType = newJSONQuery(false, "id", "type").textFields(1)
+
 // jsonIDAndType reads the top-level "id" and "type" of a JSON body. A
 // numeric id is kept as written; a body that is not JSON yields "", "".
 func jsonIDAndType(body []byte) (id, typ string) {
-	s := jsonScanner{data: body}
-	s.skipSpace()
-	if s.pos >= len(s.data) || s.data[s.pos] != '{' {
-		// Not an object: a syntax error, or a type error for the struct
-		// (null aside, which sets nothing).
-		return "", ""
-	}
-	s.pos++
-	s.depth = 1
-	var idRaw, typRaw []byte
-	s.skipSpace()
-	if s.peek() == '}' {
-		s.pos++
-	} else {
-		for {
-			if s.peek() != '"' {
-				return "", ""
-			}
-			keyStart := s.pos
-			escaped, ok := s.scanString()
-			if !ok {
-				return "", ""
-			}
-			key := keyOf(s.data[keyStart:s.pos], escaped)
-			s.skipSpace()
-			if s.peek() != ':' {
-				return "", ""
-			}
-			s.pos++
-			s.skipSpace()
-			valStart := s.pos
-			if !s.scanValue() {
-				return "", ""
-			}
-			switch key {
-			case keyID:
-				idRaw = s.data[valStart:s.pos]
-			case keyType:
-				switch s.data[valStart] {
-				case '"':
-					typRaw = s.data[valStart:s.pos]
-				case 'n': // null leaves a string field as it was
-				default:
-					return "", "" // a type error fails the whole Unmarshal
-				}
-			}
-			s.skipSpace()
-			c := s.peek()
-			s.pos++
-			if c == '}' {
-				break
-			}
-			if c != ',' {
-				return "", ""
-			}
-			s.skipSpace()
-		}
-	}
-	s.skipSpace()
-	if s.pos != len(s.data) {
-		return "", "" // trailing data
-	}
-	return rawScalar(idRaw), jsonString(typRaw)
-}
-
-// The top-level keys jsonIDAndType looks for.
-const (
-	keyOther = iota
-	keyID
-	keyType
-)
-
-// keyOf says which field a quoted key names, matching as encoding/json
-// matches struct fields: exactly, else under Unicode simple case folding.
-func keyOf(quoted []byte, escaped bool) int {
-	if escaped {
-		return escapedKeyOf(quoted)
-	}
-	// The letters of "id" and "type" fold only with their ASCII capitals
-	// (no rune outside ASCII folds onto them: TestNoNonASCIIRuneFoldsIntoAKey),
-	// and c|0x20 maps exactly those onto the small letters.
-	key := quoted[1 : len(quoted)-1]
-	switch {
-	case len(key) == 2 && key[0]|0x20 == 'i' && key[1]|0x20 == 'd':
-		return keyID
-	case len(key) == 4 && key[0]|0x20 == 't' && key[1]|0x20 == 'y' && key[2]|0x20 == 'p' && key[3]|0x20 == 'e':
-		return keyType
-	}
-	return keyOther
-}
-
-// escapedKeyOf is keyOf for a key with escapes: unquoted as encoding/json
-// does, then each rune folded to the smallest of its simple-folding orbit,
-// as it does.
-func escapedKeyOf(quoted []byte) int {
-	var name string
-	if json.Unmarshal(quoted, &name) != nil {
-		return keyOther
-	}
-	folded := make([]rune, 0, 4)
-	for _, r := range name {
-		if len(folded) == 4 {
-			return keyOther
-		}
-		folded = append(folded, foldRune(r))
-	}
-	switch string(folded) {
-	case "ID":
-		return keyID
-	case "TYPE":
-		return keyType
-	}
-	return keyOther
+	var out [2][]byte
+	idAndType.scan(body, out[:])
+	return rawScalar(out[0]), jsonString(out[1])
 }
 
 // foldRune is encoding/json's folding of a key's rune: the smallest rune of
@@ -475,4 +373,337 @@ func (s *jsonScanner) scanString() (escaped, ok bool) {
 
 func isHex(c byte) bool {
 	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F')
+}
+
+// jsonField is one value a verifier reads from a JSON body, by its path of
+// object keys (and, in exact mode, array indexes) from the top.
+type jsonField struct {
+	// path is the keys from the outermost in. In fold mode each is stored
+	// folded (see foldKey); in exact mode as written.
+	path []string
+	// index[i] is path[i] as an array index (exact mode), or -1.
+	index []int
+	// text is true for a field read as a string (a struct's string field):
+	// null leaves it as it was and any other kind is a type error. Otherwise
+	// the field takes whatever value comes last, null included.
+	text bool
+}
+
+// jsonQuery reads several fields of a JSON body in one pass, validating the
+// whole body as it goes. It has two modes, each matching what
+// encoding/json answered for the code it replaces:
+//
+//   - fold (exact false), as json.Unmarshal into a struct: keys match
+//     case-insensitively (Unicode simple folding); an object met twice is
+//     merged, each field keeping its last value; a value of the wrong kind
+//     (an array for a nested object, a number for a string field) is a type
+//     error that voids the whole result;
+//   - exact, as walking map[string]json.RawMessage and []json.RawMessage
+//     level by level: keys match exactly after unescaping, the last of
+//     duplicate keys wins wholly, a numeric segment indexes an array, and a
+//     path through a value of another kind leads nowhere.
+//
+// A body that is not valid JSON, nests deeper than encoding/json allows, or
+// whose top-level value cannot hold the fields yields no field.
+type jsonQuery struct {
+	fields []jsonField
+	exact  bool
+}
+
+// newJSONQuery builds a query for dotted paths ("data.object.id"), at most
+// 64 of them: the fields still in play are a bit mask.
+func newJSONQuery(exact bool, paths ...string) jsonQuery {
+	q := jsonQuery{exact: exact}
+	for _, p := range paths {
+		f := jsonField{}
+		for seg := range strings.SplitSeq(p, ".") {
+			n, err := strconv.Atoi(seg)
+			if err != nil || n < 0 || !exact {
+				n = -1
+			}
+			if !exact {
+				seg = foldKey(seg)
+			}
+			f.path = append(f.path, seg)
+			f.index = append(f.index, n)
+		}
+		q.fields = append(q.fields, f)
+	}
+	return q
+}
+
+// textFields marks the fields at positions i as string fields.
+func (q jsonQuery) textFields(i ...int) jsonQuery {
+	fields := slices.Clone(q.fields)
+	for _, j := range i {
+		fields[j].text = true
+	}
+	q.fields = fields
+	return q
+}
+
+// scan reads the fields of body into out (len(out) == len(q.fields)): the
+// raw JSON text of each, or nil when absent. It reports false, with every
+// out nil, when the body yields no field (see jsonQuery).
+func (q jsonQuery) scan(body []byte, out [][]byte) bool {
+	clear(out)
+	s := jsonScanner{data: body}
+	s.skipSpace()
+	all := uint64(1)<<len(q.fields) - 1
+	var ok bool
+	switch c := s.peek(); {
+	case c == '{':
+		ok = q.object(&s, 0, all, out)
+	case c == '[' && q.exact:
+		ok = q.array(&s, 0, all, out)
+	default:
+		// Not a container: nothing to find. A struct's decoding fails (a
+		// type or syntax error) or, for null, sets nothing; a map walk
+		// finds nothing.
+		clear(out)
+		return false
+	}
+	if ok {
+		s.skipSpace()
+		ok = s.pos == len(s.data)
+	}
+	if !ok {
+		clear(out)
+	}
+	return ok
+}
+
+// value reads the value at s.pos for the fields in live, all of which
+// matched their path up to depth d-1 (so path[d-1] named this value).
+func (q jsonQuery) value(s *jsonScanner, d int, live uint64, out [][]byte) bool {
+	start := s.pos
+	c := s.peek()
+	var leaves, inner uint64
+	for i := range q.fields {
+		if live&(1<<i) == 0 {
+			continue
+		}
+		if len(q.fields[i].path) == d {
+			leaves |= 1 << i
+		} else {
+			inner |= 1 << i
+			if q.exact {
+				out[i] = nil // the last of duplicate keys wins wholly
+			}
+		}
+	}
+	switch {
+	case inner != 0 && c == '{':
+		if !q.object(s, d, inner, out) {
+			return false
+		}
+	case inner != 0 && c == '[' && q.exact:
+		if !q.array(s, d, inner, out) {
+			return false
+		}
+	default:
+		if !s.scanValue() {
+			return false
+		}
+		if inner != 0 && !q.exact && c != 'n' {
+			return false // a type error: not an object
+		}
+	}
+	for i := range q.fields {
+		if leaves&(1<<i) == 0 {
+			continue
+		}
+		if q.fields[i].text && !q.exact {
+			switch c {
+			case '"':
+			case 'n':
+				continue // null leaves a string field as it was
+			default:
+				return false // a type error
+			}
+		}
+		out[i] = s.data[start:s.pos]
+	}
+	return true
+}
+
+// object reads an object at s.pos whose members are at depth d.
+func (q jsonQuery) object(s *jsonScanner, d int, live uint64, out [][]byte) bool {
+	if s.depth++; s.depth > maxJSONDepth {
+		return false
+	}
+	s.pos++ // {
+	s.skipSpace()
+	if s.peek() == '}' {
+		s.pos++
+		s.depth--
+		return true
+	}
+	for {
+		if s.peek() != '"' {
+			return false
+		}
+		keyStart := s.pos
+		escaped, ok := s.scanString()
+		if !ok {
+			return false
+		}
+		matched := q.matchKey(s.data[keyStart:s.pos], escaped, d, live)
+		s.skipSpace()
+		if s.peek() != ':' {
+			return false
+		}
+		s.pos++
+		s.skipSpace()
+		if matched != 0 {
+			ok = q.value(s, d+1, matched, out)
+		} else {
+			ok = s.scanValue()
+		}
+		if !ok {
+			return false
+		}
+		s.skipSpace()
+		c := s.peek()
+		s.pos++
+		if c == '}' {
+			s.depth--
+			return true
+		}
+		if c != ',' {
+			return false
+		}
+		s.skipSpace()
+	}
+}
+
+// array reads an array at s.pos whose elements are at depth d (exact mode).
+func (q jsonQuery) array(s *jsonScanner, d int, live uint64, out [][]byte) bool {
+	if s.depth++; s.depth > maxJSONDepth {
+		return false
+	}
+	s.pos++ // [
+	s.skipSpace()
+	if s.peek() == ']' {
+		s.pos++
+		s.depth--
+		return true
+	}
+	for n := 0; ; n++ {
+		var matched uint64
+		for i := range q.fields {
+			if live&(1<<i) != 0 && q.fields[i].index[d] == n {
+				matched |= 1 << i
+			}
+		}
+		var ok bool
+		if matched != 0 {
+			ok = q.value(s, d+1, matched, out)
+		} else {
+			ok = s.scanValue()
+		}
+		if !ok {
+			return false
+		}
+		s.skipSpace()
+		c := s.peek()
+		s.pos++
+		if c == ']' {
+			s.depth--
+			return true
+		}
+		if c != ',' {
+			return false
+		}
+		s.skipSpace()
+	}
+}
+
+// matchKey returns the fields of live whose key at depth d is the quoted key.
+func (q jsonQuery) matchKey(quoted []byte, escaped bool, d int, live uint64) uint64 {
+	key := quoted[1 : len(quoted)-1]
+	plain := !escaped
+	for _, c := range key {
+		if c >= utf8.RuneSelf {
+			plain = false
+			break
+		}
+	}
+	var name string
+	if !plain {
+		name = jsonString(quoted) // unescaped as encoding/json does
+		if !q.exact {
+			name = foldKey(name)
+		}
+	}
+	var matched uint64
+	for i := range q.fields {
+		if live&(1<<i) == 0 {
+			continue
+		}
+		want := q.fields[i].path[d]
+		var eq bool
+		switch {
+		case !plain:
+			eq = name == want
+		case q.exact:
+			eq = string(key) == want
+		default:
+			eq = foldedASCIIEqual(key, want)
+		}
+		if eq {
+			matched |= 1 << i
+		}
+	}
+	return matched
+}
+
+// foldedASCIIEqual reports whether the ASCII key folds to want, a folded
+// key: ASCII small letters compare as capitals.
+func foldedASCIIEqual(key []byte, want string) bool {
+	if len(key) != len(want) {
+		return false
+	}
+	for i, c := range key {
+		if 'a' <= c && c <= 'z' {
+			c -= 'a' - 'A'
+		}
+		if c != want[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// foldKey folds a key as encoding/json does to match struct fields: ASCII
+// small letters to capitals, other runes to the smallest of their simple
+// folding orbit.
+func foldKey(s string) string {
+	b := make([]byte, 0, len(s))
+	for _, r := range s {
+		if r < utf8.RuneSelf {
+			c := byte(r)
+			if 'a' <= c && c <= 'z' {
+				c -= 'a' - 'A'
+			}
+			b = append(b, c)
+			continue
+		}
+		b = utf8.AppendRune(b, foldRune(r))
+	}
+	return string(b)
+}
+
+// rawScalar turns a JSON string or number into its text; anything else is "".
+func rawScalar(raw []byte) string {
+	if len(raw) == 0 {
+		return ""
+	}
+	if raw[0] == '"' {
+		return jsonString(raw)
+	}
+	if raw[0] == '-' || (raw[0] >= '0' && raw[0] <= '9') {
+		return string(raw)
+	}
+	return ""
 }

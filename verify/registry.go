@@ -1,6 +1,9 @@
 package verify
 
 import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
 	"sort"
 	"strconv"
 	"time"
@@ -18,8 +21,63 @@ type Scheme struct {
 	// the tolerance; such events only need remembering for the tolerance.
 	Timestamped bool
 	// DefaultAllowIPs is the provider's published source list, enforced when
-	// allow_ips is not configured. Empty means any source.
+	// allow_ips is not configured, and the allow_ips preset named after the
+	// scheme (`allow_ips ivy`). Empty means any source and no preset.
 	DefaultAllowIPs []string
+	// KeyOption is the Caddyfile option, and the Config list, that holds the
+	// scheme's keys: "secret" (Config.Secrets) or "api_key" (Config.APIKeys).
+	KeyOption string
+	// DeliveryIDHeader names the header that carries the provider's delivery
+	// id, which Sign sets from its id argument; "" when the id is in the body
+	// (or, for hmac, configured: see HMACOptions.EventID).
+	DeliveryIDHeader string
+	// NewDeliveryID returns a fresh delivery id in the provider's form, for
+	// the CLI; nil when the scheme sends none.
+	NewDeliveryID func() string
+	// TestEvent returns a fresh body for the CLI's generated test event.
+	TestEvent func() []byte
+}
+
+// KeyOptionSecret and KeyOptionAPIKey are the values of Scheme.KeyOption.
+const (
+	KeyOptionSecret = "secret"
+	KeyOptionAPIKey = "api_key"
+)
+
+// IPPreset returns the published source addresses behind the allow_ips
+// preset name (a scheme's name), if there is one.
+func IPPreset(name string) ([]string, bool) {
+	s, ok := schemes[name]
+	if !ok || len(s.DefaultAllowIPs) == 0 {
+		return nil, false
+	}
+	return s.DefaultAllowIPs, true
+}
+
+// randomHex is n random bytes in hex.
+func randomHex(n int) string {
+	b := make([]byte, n)
+	rand.Read(b) // never fails, as of Go 1.24
+	return hex.EncodeToString(b)
+}
+
+// randomUUID is a random (version 4) UUID, as GitHub and Shopify give their
+// deliveries.
+func randomUUID() string {
+	var b [16]byte
+	rand.Read(b[:])
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+// msgID is a Standard Webhooks style delivery id: msg_<random>.
+func msgID() string { return "msg_" + randomHex(12) }
+
+// idTypeTestEvent is the test event of schemes that read the body's id and
+// type: {"id":"evt_<random>","type":"test.event"}.
+func idTypeTestEvent() []byte {
+	return []byte(`{"id":"evt_` + randomHex(12) + `","type":"test.event"}`)
 }
 
 var schemes = map[string]Scheme{}
@@ -29,6 +87,12 @@ var schemes = map[string]Scheme{}
 func Register(s Scheme) {
 	if _, dup := schemes[s.Name]; dup {
 		panic("verify: scheme registered twice: " + s.Name)
+	}
+	if s.KeyOption == "" {
+		s.KeyOption = KeyOptionSecret
+	}
+	if s.TestEvent == nil {
+		s.TestEvent = idTypeTestEvent
 	}
 	schemes[s.Name] = s
 }

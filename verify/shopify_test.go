@@ -81,7 +81,7 @@ func TestShopify(t *testing.T) {
 		})
 	}
 	t.Run("config", func(t *testing.T) {
-		_, err := newShopify(Config{Secrets: []string{"a", ""}})
+		_, err := shopifyPreset.build(Config{Secrets: []string{"a", ""}})
 		wantConfigError(t, err, "secret")
 	})
 }

@@ -106,7 +106,7 @@ func TestSlack(t *testing.T) {
 		wantInvalid(t, v, h, body, testNow.Add(-6*time.Minute), ReasonTimestamp, slackSecret)
 	})
 	t.Run("config", func(t *testing.T) {
-		_, err := newSlack(Config{})
+		_, err := slackPreset.build(Config{})
 		wantConfigError(t, err, "secret")
 	})
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -32,7 +33,7 @@ const (
 )
 
 func init() {
-	Register(Scheme{Name: "standard", New: newStandard, Timestamped: true})
+	Register(Scheme{Name: "standard", New: newStandard, Timestamped: true, DeliveryIDHeader: "webhook-id", NewDeliveryID: msgID})
 }
 
 type standard struct {
@@ -71,6 +72,9 @@ func newStandard(c Config) (Verifier, error) {
 	for i, s := range c.Secrets {
 		nth := "value #" + strconv.Itoa(i+1)
 		if rest, ok := strings.CutPrefix(s, signingKeyPrefix); ok {
+			if rest == "" {
+				return nil, &ConfigError{Option: "secret", Msg: nth + " has nothing after its prefix"}
+			}
 			priv, ok := parseSigningKey(rest)
 			if !ok {
 				return nil, &ConfigError{Option: "secret", Msg: nth + " is not a whsk_<base64> Ed25519 signing key"}
@@ -84,17 +88,28 @@ func newStandard(c Config) (Verifier, error) {
 		if strings.HasPrefix(s, publicKeyPrefix) {
 			return nil, &ConfigError{Option: "secret", Msg: nth + " is a whpk_ public key: give it as public_key"}
 		}
-		key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(s, secretPrefix))
-		if err != nil || len(key) == 0 {
+		rest := strings.TrimPrefix(s, secretPrefix)
+		if rest == "" {
+			// Not "after whsec_": the message must not hold the secret's
+			// text, which the handler redacts wherever it appears.
+			return nil, &ConfigError{Option: "secret", Msg: nth + " has nothing after its prefix"}
+		}
+		key, ok := decodeBase64Key(rest)
+		if !ok {
 			return nil, &ConfigError{Option: "secret", Msg: nth + " is not a whsec_<base64> Standard Webhooks secret"}
 		}
 		hmacKeys = append(hmacKeys, key)
 	}
 	v.keys = newMACKeys(sha256.New, hmacKeys)
 	for i, s := range c.PublicKeys {
-		key, err := base64.StdEncoding.DecodeString(strings.TrimPrefix(s, publicKeyPrefix))
-		if err != nil || len(key) != ed25519.PublicKeySize {
-			return nil, &ConfigError{Option: "public_key", Msg: "value #" + strconv.Itoa(i+1) + " is not a whpk_<base64> Ed25519 public key"}
+		nth := "value #" + strconv.Itoa(i+1)
+		rest := strings.TrimPrefix(s, publicKeyPrefix)
+		if rest == "" {
+			return nil, &ConfigError{Option: "public_key", Msg: nth + " has nothing after its prefix"}
+		}
+		key, ok := decodeBase64Key(rest)
+		if !ok || len(key) != ed25519.PublicKeySize {
+			return nil, &ConfigError{Option: "public_key", Msg: nth + " is not a whpk_<base64> Ed25519 public key"}
 		}
 		v.publicKeys = append(v.publicKeys, ed25519.PublicKey(key))
 	}
@@ -117,8 +132,8 @@ func newStandard(c Config) (Verifier, error) {
 // (seed and public key, as Svix issues them) or a 32-byte seed. A 64-byte
 // key whose public half does not belong to its seed is refused.
 func parseSigningKey(b64 string) (ed25519.PrivateKey, bool) {
-	raw, err := base64.StdEncoding.DecodeString(b64)
-	if err != nil {
+	raw, ok := decodeBase64Key(b64)
+	if !ok {
 		return nil, false
 	}
 	switch len(raw) {
@@ -131,6 +146,17 @@ func parseSigningKey(b64 string) (ed25519.PrivateKey, bool) {
 	return nil, false
 }
 
+// decodeBase64Key decodes a key's base64, padded or not (as the reference
+// Python library accepts it: standard encoding first, then unpadded). An
+// empty key is refused.
+func decodeBase64Key(b64 string) ([]byte, bool) {
+	key, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		key, err = base64.RawStdEncoding.DecodeString(b64)
+	}
+	return key, err == nil && len(key) > 0
+}
+
 // The id, timestamp and signature header names, canonical, so that reading
 // them needs no canonicalisation (and no allocation) per delivery.
 var (
@@ -139,13 +165,20 @@ var (
 )
 
 // standardHeaders returns the id, timestamp and signature headers, from the
-// webhook-* names or, when webhook-id is absent, the svix-* names.
-func standardHeaders(h http.Header) (id, ts, sigs string) {
+// webhook-* names or, when webhook-id is absent, the svix-* names. Any of the
+// six given more than once is refused.
+func standardHeaders(h http.Header) (id, ts, sigs string, err error) {
+	if err := refuseRepeated(h, standardHeaderNames[:]...); err != nil {
+		return "", "", "", err
+	}
+	if err := refuseRepeated(h, svixHeaderNames[:]...); err != nil {
+		return "", "", "", err
+	}
 	names := &standardHeaderNames
 	if headerValue(h, names[0]) == "" && headerValue(h, svixHeaderNames[0]) != "" {
 		names = &svixHeaderNames
 	}
-	return headerValue(h, names[0]), headerValue(h, names[1]), headerValue(h, names[2])
+	return headerValue(h, names[0]), headerValue(h, names[1]), headerValue(h, names[2]), nil
 }
 
 // headerValue is h.Get(key) for a key already in canonical form.
@@ -167,9 +200,15 @@ const maxSignatures = 16
 // HMAC, "v1a" for Ed25519), at most maxSignatures of them. Malformed entries
 // and other versions are skipped; it never fails.
 func ParseStandardSignatures(header, version string) [][]byte {
+	return parseSignatures(header, version, maxSignatures, false)
+}
+
+// parseSignatures is ParseStandardSignatures returning at most max
+// signatures, each once when distinct is set.
+func parseSignatures(header, version string, max int, distinct bool) [][]byte {
 	var out [][]byte
 	for entry := range strings.FieldsSeq(header) {
-		if len(out) == maxSignatures {
+		if len(out) == max {
 			break
 		}
 		v, sig, ok := strings.Cut(entry, ",")
@@ -180,13 +219,19 @@ func ParseStandardSignatures(header, version string) [][]byte {
 		if err != nil || len(raw) == 0 {
 			continue
 		}
+		if distinct && slices.ContainsFunc(out, func(o []byte) bool { return bytes.Equal(o, raw) }) {
+			continue
+		}
 		out = append(out, raw)
 	}
 	return out
 }
 
 func (v *standard) Verify(h http.Header, body []byte, now time.Time) (Event, error) {
-	id, ts, sigs := standardHeaders(h)
+	id, ts, sigs, err := standardHeaders(h)
+	if err != nil {
+		return Event{}, err
+	}
 	if id == "" {
 		return Event{}, Invalid("webhook-id header missing")
 	}
@@ -202,7 +247,10 @@ func (v *standard) Verify(h http.Header, body []byte, now time.Time) (Event, err
 		macs = ParseStandardSignatures(sigs, "v1")
 	}
 	if len(v.publicKeys) > 0 {
-		eds = ParseStandardSignatures(sigs, "v1a")
+		// Each costs a verification over the whole body before anything is
+		// authenticated: a sender signs once per key, so only the first
+		// distinct signatures, one more than there are keys, are tried.
+		eds = parseSignatures(sigs, "v1a", len(v.publicKeys)+1, true)
 	}
 	if len(macs) == 0 && len(eds) == 0 {
 		return Event{}, Invalid("webhook-signature has no well-formed %s signature", v.versions)
@@ -215,15 +263,17 @@ func (v *standard) Verify(h http.Header, body []byte, now time.Time) (Event, err
 		return Event{}, Invalid("signature does not match any of %s", v.keyCount)
 	}
 	_, typ := jsonIDAndType(body)
-	return Event{ID: id, Type: typ, Timestamp: when}, nil
+	// The id is signed: it is the replay id as well.
+	return Event{ID: id, ReplayID: id, Type: typ, Timestamp: when}, nil
 }
 
-// verifyEd25519 reports whether any signature verifies under any public key.
-// Public-key verification leaks nothing secret, so it may stop at the first
-// success.
+// verifyEd25519 reports whether any signature verifies under any public key:
+// each key is tried once per signature, and the signatures are distinct and
+// few (see Verify). Public-key verification leaks nothing secret, so it may
+// stop at the first success.
 func (v *standard) verifyEd25519(sigs [][]byte, msg []byte) bool {
-	for _, pub := range v.publicKeys {
-		for _, sig := range sigs {
+	for _, sig := range sigs {
+		for _, pub := range v.publicKeys {
 			if ed25519.Verify(pub, msg, sig) {
 				return true
 			}

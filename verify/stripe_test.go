@@ -115,9 +115,9 @@ func TestStripe(t *testing.T) {
 		}
 	})
 	t.Run("config", func(t *testing.T) {
-		_, err := newStripe(Config{})
+		_, err := stripePreset.build(Config{})
 		wantConfigError(t, err, "secret")
-		_, err = newStripe(Config{Secrets: []string{""}})
+		_, err = stripePreset.build(Config{Secrets: []string{""}})
 		wantConfigError(t, err, "secret")
 	})
 }

@@ -12,10 +12,17 @@ import (
 
 // Event is what a verifier learned from an authenticated delivery.
 type Event struct {
-	// ID identifies the event for replay protection. Never empty for a
-	// verified event: schemes without an id of their own fall back to
-	// BodyDigestID.
+	// ID is the provider's id of the event, for logs and placeholders.
+	// Never empty for a verified event: schemes without an id of their own
+	// fall back to BodyDigestID.
 	ID string
+	// ReplayID is the id the replay store keys on. Never empty for a
+	// verified event. It equals ID when the signature covers the event id
+	// (an id in the signed body, a signed id header); when it does not
+	// (github's X-GitHub-Delivery, shopify's X-Shopify-Webhook-Id, hmac's
+	// event_id header outside the signed template) it is SignedReplayID of
+	// the signed parts, so a replay with a new id header is still a replay.
+	ReplayID string
 	// Type is the provider's event type ("payment.succeeded"), or "" when the
 	// scheme carries none.
 	Type string
@@ -91,6 +98,9 @@ const (
 	ReasonSignature = "invalid_signature"
 	// ReasonTimestamp: the signed timestamp is outside the tolerance.
 	ReasonTimestamp = "stale_timestamp"
+	// ReasonProbe: not an event but a provider's unsigned reachability
+	// probe (Slack's ssl_check=1), to be answered 200 without forwarding.
+	ReasonProbe = "probe"
 )
 
 // Error is a delivery that failed verification. Reason is one of the Reason*
