@@ -47,6 +47,7 @@ func TestPlaceholdersUnderBothNames(t *testing.T) {
 			}
 		}
 		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusOK)
 		return nil
 	})
 	w, err := send(t, h, next, http.MethodPost, "203.0.113.9:1", ivyHeaders(body), body)

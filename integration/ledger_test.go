@@ -144,7 +144,7 @@ func TestLedgerScopes(t *testing.T) {
 	}
 	pairs := []string{"STRIPE_A=" + a, "STRIPE_B=" + b}
 	out := testkit.Validate(t, routes("", ""), pairs...)
-	for _, want := range []string{`scope`, `"{env.STRIPE_A}"`, `"{env.STRIPE_B}"`, "give each a `scope`"} {
+	for _, want := range []string{`scope`, `{env.STRIPE_A}`, `{env.STRIPE_B}`, "give each a `scope`"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("config without scopes: output lacks %q:\n%s", want, out)
 		}

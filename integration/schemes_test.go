@@ -148,8 +148,10 @@ func TestSignedSchemes(t *testing.T) {
 				h.Set("X-GitHub-Event", typ)
 				return h
 			},
-			body: func(_, _ string) []byte {
-				return []byte(`{"ref":"refs/heads/main","pusher":{"name":"Zoë"},"head_commit":{"message":"Überarbeitung ✓"}}`)
+			// Two events differ in their bytes: the replay key of github is the signed body
+			// (X-GitHub-Delivery is not signed), so the delivery id alone does not make an event.
+			body: func(id, _ string) []byte {
+				return []byte(`{"ref":"refs/heads/main","after":"` + id + `","pusher":{"name":"Zoë"},"head_commit":{"message":"Überarbeitung ✓"}}`)
 			},
 			eventID: func(id string, _ []byte) string { return id },
 			typ:     "push", wantType: "push",
@@ -294,9 +296,9 @@ func TestSignedSchemes(t *testing.T) {
 		guardRoute("/ivy", "ivy {\n secret {env.IVY_1}\n secret {env.IVY_2}\n allow_ips 127.0.0.1\n}", up.Addr(), placeholderHeaders),
 		guardRoute("/coinbase", "hmac {\n secret {env.CC_1}\n secret {env.CC_2}\n header X-CC-Webhook-Signature\n event_id json:event.id\n}", up.Addr(), placeholderHeaders),
 		guardRoute("/hmac-ts", "hmac {\n secret {env.HMAC_TS_1}\n secret {env.HMAC_TS_2}\n header X-Signature\n"+
-			" signed \"{timestamp}.{body}\"\n timestamp_header X-Timestamp\n}", up.Addr(), placeholderHeaders),
+			" signed \"{timestamp}.{body}\"\n timestamp_header X-Timestamp\n scope hmac_ts\n}", up.Addr(), placeholderHeaders),
 		guardRoute("/standard", "standard {\n secret {env.STD_1}\n secret {env.STD_2}\n}", up.Addr(), placeholderHeaders),
-		guardRoute("/ed25519", "standard {\n public_key {env.ED_PUB_1}\n public_key {env.ED_PUB_2}\n}", up.Addr(), placeholderHeaders),
+		guardRoute("/ed25519", "standard {\n public_key {env.ED_PUB_1}\n public_key {env.ED_PUB_2}\n scope ed25519\n}", up.Addr(), placeholderHeaders),
 	}
 	var wrongs []string
 	for _, s := range schemes {

@@ -74,7 +74,7 @@ func storeRedisValue(t testing.TB, c *redis.Client, prefix, id string) (string, 
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	v, err := c.Get(ctx, prefix+dedupe.Key("", "ivy", id)).Result()
+	v, err := c.Get(ctx, prefix+dedupe.Key("ivy", "ivy", id)).Result()
 	if err == redis.Nil {
 		return "", false
 	}
@@ -90,11 +90,11 @@ func storeExpectInRedis(t testing.TB, c *redis.Client, prefix, id string) {
 	t.Helper()
 	v, ok := storeRedisValue(t, c, prefix, id)
 	if !ok || v != "delivered" {
-		t.Fatalf("redis key %q: value %q (exists %v), want delivered", prefix+dedupe.Key("", "ivy", id), v, ok)
+		t.Fatalf("redis key %q: value %q (exists %v), want delivered", prefix+dedupe.Key("ivy", "ivy", id), v, ok)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	ttl, err := c.PTTL(ctx, prefix+dedupe.Key("", "ivy", id)).Result()
+	ttl, err := c.PTTL(ctx, prefix+dedupe.Key("ivy", "ivy", id)).Result()
 	if err != nil || ttl <= 0 {
 		t.Fatalf("redis key of %s: TTL %v, %v; want a positive TTL (the replay window)", id, ttl, err)
 	}
@@ -105,7 +105,7 @@ func storeExpectInRedis(t testing.TB, c *redis.Client, prefix, id string) {
 func storeExpectNotInRedis(t testing.TB, c *redis.Client, prefix, id string) {
 	t.Helper()
 	if v, ok := storeRedisValue(t, c, prefix, id); ok {
-		t.Fatalf("redis key %q exists (%q), want none", prefix+dedupe.Key("", "ivy", id), v)
+		t.Fatalf("redis key %q exists (%q), want none", prefix+dedupe.Key("ivy", "ivy", id), v)
 	}
 }
 
