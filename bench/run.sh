@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Load benchmark of webhook_guard: the same Caddy binary, run alternately as
 #   A  reverse_proxy alone
-#   B  webhook_guard + reverse_proxy
+#   B  webhook_guard + reverse_proxy, with the default store: the ledger
+#      file (every delivered id fsynced before the answer)
+#   M  webhook_guard + reverse_proxy with `store memory` (nothing on disk)
 #   C  reverse_proxy with request_buffers, which buffers the body as the
 #      guard must (a buffered body is cheaper to forward than a streamed
 #      one, so B/C isolates the guard's own cost)
@@ -13,6 +15,7 @@
 # Usage: bench/run.sh            (from anywhere; run it on an idle machine)
 #
 # Settings, from the environment (defaults in brackets):
+#   MODES ["A B M C"]: the modes of each round, in order.
 #   ROUNDS [5]  DURATION [10s]  WARMUP [3s]  THREADS [2]  CONNECTIONS [32]
 #   PROVIDERS ["ivy standard"]  SIZES ["1024 65536"]
 #   EVENTS_<size> [EVENTS_1024=400000, EVENTS_65536=120000]: events generated
@@ -35,6 +38,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
+MODES=${MODES:-"A B M C"}
 ROUNDS=${ROUNDS:-5}
 DURATION=${DURATION:-10s}
 WARMUP=${WARMUP:-3s}
@@ -49,7 +53,7 @@ MAX_OTHER=${MAX_OTHER:-10}
 ATTEMPTS=${ATTEMPTS:-3}
 OUT=${OUT:-bench/results.md}
 CADDY=${CADDY:-}
-COMMAND="$(for v in ROUNDS DURATION WARMUP THREADS CONNECTIONS PROVIDERS SIZES; do printf '%s=%q ' "$v" "${!v}"; done)${CADDY:+CADDY=$CADDY }bench/run.sh"
+COMMAND="$(for v in MODES ROUNDS DURATION WARMUP THREADS CONNECTIONS PROVIDERS SIZES; do printf '%s=%q ' "$v" "${!v}"; done)${CADDY:+CADDY=$CADDY }bench/run.sh"
 
 die() { echo "bench: $*" >&2; exit 1; }
 
@@ -122,18 +126,21 @@ caddyfile() {
 	}
 	:$HTTP_PORT {
 	EOF
-	if [ "$mode" = B ]; then
+	if [ "$mode" = B ] || [ "$mode" = M ]; then
 		# As deployed: ivy checks its allow-list (loopback stands in for
 		# Ivy's addresses), standard has none; a long tolerance lets the
 		# pre-signed timestamps last the run.
 		local allow= tolerance=
 		[ "$provider" = ivy ] && allow="allow_ips 127.0.0.1"
 		[ "$provider" = standard ] && tolerance="tolerance 24h"
+		local store=
+		[ "$mode" = M ] && store="store memory { max_events 10000000 }"
 		cat <<-EOF
 			webhook_guard $provider {
 				secret {env.$(secret_env "$provider")}
 				$allow
 				$tolerance
+				$store
 			}
 		EOF
 	fi
@@ -152,9 +159,13 @@ caddyfile() {
 	fi
 }
 
+# start_caddy FILE LOG: a fresh Caddy with an empty data directory of its own
+# (the ledger of mode B starts empty in every round).
 start_caddy() {
 	local file=$1 log=$2
-	"$CADDY" run --config "$file" --adapter caddyfile >"$log" 2>&1 &
+	CADDY_DATA=${log%.log}.data
+	rm -rf "$CADDY_DATA"
+	XDG_DATA_HOME=$CADDY_DATA "$CADDY" run --config "$file" --adapter caddyfile >"$log" 2>&1 &
 	CADDY_PID=$!
 	for _ in $(seq 200); do
 		if curl -fsS -o /dev/null "http://127.0.0.1:$ADMIN_PORT/config/" 2>/dev/null &&
@@ -171,6 +182,7 @@ stop_caddy() {
 	kill -INT "$CADDY_PID" 2>/dev/null || true
 	wait "$CADDY_PID" 2>/dev/null || true
 	CADDY_PID=
+	rm -rf "$CADDY_DATA"
 }
 
 # metric NAME_AND_LABELS: a sample's value from Caddy's /metrics, 0 if absent.
@@ -210,6 +222,7 @@ for provider in $PROVIDERS; do
 		caddyfile A "$provider" >"$WORK/Caddyfile.A.$provider"
 		caddyfile B "$provider" >"$WORK/Caddyfile.B.$provider"
 		caddyfile C "$provider" >"$WORK/Caddyfile.C.$provider"
+		caddyfile M "$provider" >"$WORK/Caddyfile.M.$provider"
 		# Round 0 warms up (A, B, C, WARMUP each) and is not counted: the first
 		# round after the events were signed is otherwise measurably slower.
 		# A round during which other work took more than MAX_OTHER % of the
@@ -219,7 +232,7 @@ for provider in $PROVIDERS; do
 		while [ "$round" -le "$ROUNDS" ]; do
 			round_rows=
 			disturbed=
-			for mode in A B C; do
+			for mode in $MODES; do
 				tag=$provider-$size-$round-$mode
 				[ "$attempt" = 1 ] || tag+=.$attempt
 				start_caddy "$WORK/Caddyfile.$mode.$provider" "$WORK/caddy-$tag.log"
@@ -271,7 +284,7 @@ for provider in $PROVIDERS; do
 				fi
 				[ "$errors" -eq 0 ] || problem+=" $errors errors or non-2xx answers;"
 				[ "$wrapped" -eq 0 ] || problem+=" ran out of events (raise EVENTS_$size);"
-				if [ "$mode" = B ]; then
+				if [ "$mode" = B ] || [ "$mode" = M ]; then
 					counted=$(metric "caddy_webhook_guard_events_total{outcome=\"forwarded\",provider=\"$provider\"}")
 					if [ "$counted" -lt $((requests - errors)) ] || [ "$counted" -ne "$forwarded" ]; then
 						problem+=" webhook_guard counted $counted forwarded, the upstream $forwarded;"
@@ -331,7 +344,8 @@ paired() {
 	echo "# webhook_guard load benchmark"
 	echo
 	echo "The same Caddy binary in front of one upstream (\`bench/upstream\`, 200 with keep-alives, loopback):"
-	echo "**A** \`reverse_proxy\` alone, **B** \`webhook_guard\` + \`reverse_proxy\`, **C** \`reverse_proxy\` with"
+	echo "**A** \`reverse_proxy\` alone, **B** \`webhook_guard\` + \`reverse_proxy\` with the default store (the ledger"
+	echo "file: every delivered id fsynced before the answer), **M** the same with \`store memory\`, **C** \`reverse_proxy\` with"
 	echo "\`request_buffers 1MiB\`, which buffers the body before forwarding it as the guard must. B/A is what a"
 	echo "deployment sees. C shows the price of buffering apart from the guard's work, and more: a body"
 	echo "\`reverse_proxy\` buffered itself goes to the upstream with the headers in one write, while a streamed"
@@ -347,20 +361,22 @@ paired() {
 	echo "Medians over $ROUNDS rounds of $DURATION, wrk -t$THREADS -c$CONNECTIONS. **B/A** and B/C are ratios of the"
 	echo "median throughputs; \"by round\" gives the median (and range) of the ratios within each round."
 	echo
-	echo "| provider | body | A req/s | B req/s | **B/A** | B/A by round | C req/s | B/C | B/C by round | A p50 | B p50 | A p99 | B p99 |"
-	echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+	echo "| provider | body | A req/s | B req/s | **B/A** | B/A by round | M req/s | M/A | C req/s | B/C | B/C by round | A p50 | B p50 | M p50 | A p99 | B p99 | M p99 |"
+	echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 	for provider in $PROVIDERS; do
 		for size in $SIZES; do
 			ar=$(median "$provider" "$size" A 5)
 			br=$(median "$provider" "$size" B 5)
 			cr=$(median "$provider" "$size" C 5)
+			mr=$(median "$provider" "$size" M 5)
 			body=$((size / 1024))KiB
-			printf '| %s | %s | %.0f | %.0f | **%s** | %s | %.0f | %s | %s | %s ms | %s ms | %s ms | %s ms |\n' \
-				"$provider" "$body" "$ar" "$br" "$(awk -v a="$ar" -v b="$br" 'BEGIN { printf "%.3f", b / a }')" \
-				"$(paired "$provider" "$size" B A)" \
-				"$cr" "$(awk -v c="$cr" -v b="$br" 'BEGIN { printf "%.3f", b / c }')" "$(paired "$provider" "$size" B C)" \
-				"$(ms "$(median "$provider" "$size" A 6)")" "$(ms "$(median "$provider" "$size" B 6)")" \
-				"$(ms "$(median "$provider" "$size" A 7)")" "$(ms "$(median "$provider" "$size" B 7)")"
+			ratio() { awk -v x="$1" -v y="$2" 'BEGIN { if (x > 0 && y > 0) printf "%.3f", x / y; else printf "-" }'; }
+			printf '| %s | %s | %.0f | %.0f | **%s** | %s | %.0f | %s | %.0f | %s | %s | %s ms | %s ms | %s ms | %s ms | %s ms | %s ms |\n' \
+				"$provider" "$body" "$ar" "$br" "$(ratio "$br" "$ar")" \
+				"$(paired "$provider" "$size" B A)" "${mr:-0}" "$(ratio "${mr:-0}" "$ar")" \
+				"${cr:-0}" "$(ratio "$br" "${cr:-0}")" "$(paired "$provider" "$size" B C)" \
+				"$(ms "$(median "$provider" "$size" A 6)")" "$(ms "$(median "$provider" "$size" B 6)")" "$(ms "$(median "$provider" "$size" M 6)")" \
+				"$(ms "$(median "$provider" "$size" A 7)")" "$(ms "$(median "$provider" "$size" B 7)")" "$(ms "$(median "$provider" "$size" M 7)")"
 		done
 	done
 	echo
