@@ -422,3 +422,27 @@ func FuzzJSONQueries(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkJSONPath compares hmac's `json:` event id lookup with the map
+// walk it replaced.
+func BenchmarkJSONPath(b *testing.B) {
+	for _, size := range []int{1 << 10, 64 << 10} {
+		body := benchBody(size)
+		q := newJSONQuery(true, "data.id")
+		b.Run(fmt.Sprintf("scan/%dKiB", size>>10), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(size))
+			var out [1][]byte
+			for b.Loop() {
+				q.scan(body, out[:])
+			}
+		})
+		b.Run(fmt.Sprintf("map_walk/%dKiB", size>>10), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(size))
+			for b.Loop() {
+				referencePathValue(body, []string{"data", "id"})
+			}
+		})
+	}
+}
