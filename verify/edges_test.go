@@ -360,6 +360,7 @@ func TestSlackProbe(t *testing.T) {
 		{"ssl_check twice", slackProbeHeader, []byte("ssl_check=1&ssl_check=1&token=x")},
 		{"JSON type", http.Header{"Content-Type": {"application/json"}}, probe},
 		{"no type", http.Header{}, probe},
+		{"two types", http.Header{"Content-Type": {"application/x-www-form-urlencoded", "application/x-www-form-urlencoded"}}, probe},
 		{"bad escape", slackProbeHeader, []byte("ssl_check=1&token=%zz")},
 		{"too long", slackProbeHeader, append([]byte("ssl_check=1&token="), bytes.Repeat([]byte("a"), 1100)...)},
 		{"with a timestamp", withHeader(slackProbeHeader, "X-Slack-Request-Timestamp", strconv.FormatInt(testNow.Unix(), 10)), probe},
