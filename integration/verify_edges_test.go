@@ -17,6 +17,9 @@ import (
 // unsigned), and the event in the {http.webhook_guard.*} placeholders as in
 // the deprecated {http.webhook.*} ones.
 func TestVerifierEdges(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs Caddy")
+	}
 	up := testkit.StartUpstream(t)
 	stdSecret, shopSecret, slackSecret, ghSecret := newWhsec(t), newSecret(t, "shpss_"), newSecret(t, "slack_"), newSecret(t, "gh_")
 	proxy := "header_up X-Event-Id {http.webhook_guard.event_id}\n" +

@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"unicode"
 )
 
 // referenceIDAndType is what jsonIDAndType must answer: json.Unmarshal into
@@ -107,17 +106,6 @@ func TestJSONIDAndTypeDepth(t *testing.T) {
 			// The top-level object is one level.
 			inner := strings.Repeat(open, depth-1) + "1" + strings.Repeat(closer, depth-1)
 			checkJSONIDAndType(t, []byte(`{"id":"deep","x":`+inner+`}`))
-		}
-	}
-}
-
-// TestNoNonASCIIRuneFoldsIntoAKey backs keyOf's shortcut: no rune outside
-// ASCII folds onto a letter of "id" or "type", so only ASCII keys (possibly
-// escaped) can match.
-func TestNoNonASCIIRuneFoldsIntoAKey(t *testing.T) {
-	for r := rune(0x80); r <= unicode.MaxRune; r++ {
-		if f := foldRune(r); strings.ContainsRune("IDTYPE", f) {
-			t.Errorf("%U folds to %q", r, f)
 		}
 	}
 }
