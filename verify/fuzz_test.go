@@ -5,17 +5,23 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"maps"
+	"math/big"
+	"mime"
 	"net/http"
+	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Header names of every registered scheme, by role, for FuzzVerify.
 var (
-	fuzzSignatureHeaders = []string{"X-Ivy-Signature", "X-API-KEY", "webhook-signature", "svix-signature", "Stripe-Signature", "X-Hub-Signature-256", "X-Shopify-Hmac-Sha256", "X-Slack-Signature", "X-Signature"}
+	fuzzSignatureHeaders = []string{"X-Ivy-Signature", "X-API-KEY", "webhook-signature", "svix-signature", "Stripe-Signature", "X-Hub-Signature-256", "X-Shopify-Hmac-Sha256", "Shopify-Hmac-Sha256", "X-Slack-Signature", "X-Signature"}
 	fuzzTimestampHeaders = []string{"webhook-timestamp", "svix-timestamp", "X-Slack-Request-Timestamp", "X-Timestamp"}
-	fuzzIDHeaders        = []string{"webhook-id", "svix-id", "X-GitHub-Delivery", "X-Shopify-Webhook-Id", "X-Request-Id"}
+	fuzzIDHeaders        = []string{"webhook-id", "svix-id", "X-GitHub-Delivery", "X-Shopify-Webhook-Id", "Shopify-Webhook-Id", "X-Request-Id"}
 )
 
 // fuzzVerifiers are every registered scheme built from everySchemeConfig,
@@ -62,8 +68,8 @@ func FuzzVerify(f *testing.F) {
 				t.Fatalf("%s: error %v is a %T, want *Error", name, err, err)
 			case err != nil && ev != (Event{}):
 				t.Fatalf("%s: refused delivery returned event %+v", name, ev)
-			case err == nil && ev.ID == "":
-				t.Fatalf("%s: verified event without an id", name)
+			case err == nil && (ev.ID == "" || ev.ReplayID == ""):
+				t.Fatalf("%s: verified event without an id or a replay id", name)
 			}
 
 			signed, err := v.(Signer).Sign(body, id, testNow)
@@ -232,6 +238,126 @@ func FuzzPrefixedHex(f *testing.F) {
 			if len(mac) != 32 || !strings.HasPrefix(value, prefix) {
 				t.Fatalf("base64: %q with prefix %q decoded to %x", value, prefix, mac)
 			}
+		}
+	})
+}
+
+// FuzzRepeatedHeaders signs a delivery with every scheme, then gives one of
+// the headers it reads a second value: it must be refused, whatever the
+// value, and a second name of Shopify's with another value as well.
+func FuzzRepeatedHeaders(f *testing.F) {
+	f.Add([]byte(`{"id":"evt_1","type":"t"}`), "evt_1", "", uint8(0))
+	f.Add([]byte(`{"payment_id":"p","status":"PAID"}`), "", "same", uint8(1))
+	f.Add([]byte("token=x"), "d", "\x00", uint8(2))
+	f.Add([]byte{}, "x", "v1,AAAA", uint8(255))
+	verifiers := fuzzVerifiers(f)
+	f.Fuzz(func(t *testing.T, body []byte, id, extra string, which uint8) {
+		if id == "" {
+			id = "evt_1" // hmac signs the id header: it needs a value
+		}
+		for name, v := range verifiers {
+			h, err := v.(Signer).Sign(body, id, testNow)
+			if err != nil {
+				t.Fatalf("%s: Sign: %v", name, err)
+			}
+			names := slices.Sorted(maps.Keys(h))
+			header := names[int(which)%len(names)]
+			h.Add(header, extra)
+			ev, err := v.Verify(h, body, testNow)
+			if ReasonOf(err) != ReasonSignature || !strings.Contains(err.Error(), "given 2 times") {
+				t.Fatalf("%s: %s given twice: %+v, %v", name, header, ev, err)
+			}
+		}
+		sh := verifiers["shopify"]
+		h, _ := sh.(Signer).Sign(body, id, testNow)
+		if extra != h.Get("X-Shopify-Hmac-Sha256") {
+			h.Set("Shopify-Hmac-Sha256", extra)
+			if _, err := sh.Verify(h, body, testNow); err == nil {
+				t.Fatal("shopify: two signature headers with different values accepted")
+			}
+		}
+	})
+}
+
+// FuzzTimestamp checks checkTimestamp on any header text, time and
+// tolerance: it never panics, and accepts only a positive unix time within
+// the tolerance of now in whole seconds.
+func FuzzTimestamp(f *testing.F) {
+	for _, raw := range []string{"1700000000", "0", "-1", "999999999999", "4611686018427387904", "9223372036854775807", "+1", "", " 1", "1e3", "0x10"} {
+		f.Add(raw, int64(1700000000), int64(300))
+	}
+	f.Add("1", int64(1700000000), int64(1<<62))
+	f.Add("1", int64(-1<<62), int64(1<<33))
+	f.Fuzz(func(t *testing.T, raw string, nowSecs, tolSecs int64) {
+		if tolSecs < 0 || tolSecs > int64(1<<63-1)/int64(time.Second) {
+			return // a tolerance is a positive duration
+		}
+		now := time.Unix(nowSecs, 0)
+		tol := time.Duration(tolSecs) * time.Second
+		ts, err := checkTimestamp(raw, now, tol)
+		if err != nil {
+			var e *Error
+			if !errors.As(err, &e) || e.Reason != ReasonTimestamp && e.Reason != ReasonSignature {
+				t.Fatalf("%q: error %v", raw, err)
+			}
+			return
+		}
+		secs, perr := strconv.ParseInt(raw, 10, 64)
+		if perr != nil || secs <= 0 || !ts.Equal(time.Unix(secs, 0)) {
+			t.Fatalf("%q accepted as %v", raw, ts)
+		}
+		if age := new(big.Int).Sub(big.NewInt(nowSecs), big.NewInt(secs)); age.CmpAbs(big.NewInt(tolSecs)) > 0 {
+			t.Fatalf("%q accepted at %d with tolerance %ds", raw, nowSecs, tolSecs)
+		}
+	})
+}
+
+// FuzzStandardSecret checks that a whsec_ secret loads exactly when its rest
+// is base64, padded or not, and that no error message holds the secret.
+func FuzzStandardSecret(f *testing.F) {
+	for _, s := range []string{"MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "", "=", "!!", " ", "QQ", "QQ==", "QQ="} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, rest string) {
+		secret := "whsec_" + rest
+		_, err := newStandard(Config{Secrets: []string{secret}})
+		key, derr := base64.StdEncoding.DecodeString(rest)
+		if derr != nil {
+			key, derr = base64.RawStdEncoding.DecodeString(rest)
+		}
+		if decodes := derr == nil && len(key) > 0; (err == nil) != decodes {
+			t.Fatalf("%q: loads %v, decodes padded or not %v (%v)", secret, err == nil, decodes, err)
+		}
+		// The message is one of two fixed texts: nothing of the secret in it.
+		if err != nil && err.Error() != "secret: value #1 has nothing after its prefix" &&
+			err.Error() != "secret: value #1 is not a whsec_<base64> Standard Webhooks secret" {
+			t.Fatalf("message %q", err)
+		}
+	})
+}
+
+// FuzzSlackProbe checks that an unsigned Slack delivery is a probe exactly
+// when it is a small form with ssl_check=1 and one token, and is otherwise
+// refused.
+func FuzzSlackProbe(f *testing.F) {
+	for _, b := range []string{"ssl_check=1&token=x", "token=x&ssl_check=1", "ssl_check=1", "ssl_check=1&token=x&a=b", "ssl_check=1&token=%zz", "ssl_check=1;token=x", ""} {
+		f.Add([]byte(b), "application/x-www-form-urlencoded")
+	}
+	f.Add([]byte("ssl_check=1&token=x"), "application/json")
+	f.Add([]byte("ssl_check=1&token=x"), "APPLICATION/X-WWW-FORM-URLENCODED; charset=utf-8")
+	v := newScheme(f, "slack", everySchemeConfig())
+	f.Fuzz(func(t *testing.T, body []byte, contentType string) {
+		h := http.Header{"Content-Type": {contentType}}
+		_, err := v.Verify(h, body, testNow)
+		if err == nil {
+			t.Fatal("an unsigned delivery passed")
+		}
+		media, _, merr := mime.ParseMediaType(contentType)
+		form, ferr := url.ParseQuery(string(body))
+		want := len(body) <= maxSlackProbe && merr == nil && media == "application/x-www-form-urlencoded" &&
+			ferr == nil && len(form) == 2 && slices.Equal(form["ssl_check"], []string{"1"}) && len(form["token"]) == 1
+		if got := ReasonOf(err) == ReasonProbe; got != want {
+			t.Fatalf("%q (%q): probe %v, want %v (%v)", body, contentType, got, want, err)
 		}
 	})
 }

@@ -59,14 +59,19 @@ func (v *ivpay) Verify(h http.Header, body []byte, _ time.Time) (Event, error) {
 	if ok != 1 {
 		return Event{}, Invalid("API key does not match any of %d configured keys", len(v.hashes))
 	}
+	return ivpayEvent(body), nil
+}
+
+// ivpayEvent is the event of an authenticated callback body.
+func ivpayEvent(body []byte) Event {
 	var out [2][]byte
 	ivpayQuery.scan(body, out[:])
 	status := jsonString(out[1])
 	if pid := rawScalar(out[0]); pid != "" {
-		return Event{ID: pid + "/" + status, ReplayID: lengthPrefixed(pid, status), Type: status}, nil
+		return Event{ID: pid + "/" + status, ReplayID: lengthPrefixed(pid, status), Type: status}
 	}
 	id := BodyDigestID(body)
-	return Event{ID: id, ReplayID: id, Type: status}, nil
+	return Event{ID: id, ReplayID: id, Type: status}
 }
 
 func (v *ivpay) Sign(_ []byte, _ string, _ time.Time) (http.Header, error) {

@@ -5,9 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
-	"unicode"
 )
 
 // referenceIDAndType is what jsonIDAndType must answer: json.Unmarshal into
@@ -105,17 +106,6 @@ func TestJSONIDAndTypeDepth(t *testing.T) {
 			// The top-level object is one level.
 			inner := strings.Repeat(open, depth-1) + "1" + strings.Repeat(closer, depth-1)
 			checkJSONIDAndType(t, []byte(`{"id":"deep","x":`+inner+`}`))
-		}
-	}
-}
-
-// TestNoNonASCIIRuneFoldsIntoAKey backs keyOf's shortcut: no rune outside
-// ASCII folds onto a letter of "id" or "type", so only ASCII keys (possibly
-// escaped) can match.
-func TestNoNonASCIIRuneFoldsIntoAKey(t *testing.T) {
-	for r := rune(0x80); r <= unicode.MaxRune; r++ {
-		if f := foldRune(r); strings.ContainsRune("IDTYPE", f) {
-			t.Errorf("%U folds to %q", r, f)
 		}
 	}
 }
@@ -237,6 +227,209 @@ func BenchmarkJSONIDAndType(b *testing.B) {
 			b.SetBytes(int64(size))
 			for b.Loop() {
 				referenceIDAndType(body)
+			}
+		})
+	}
+}
+
+// referencePathValue is what an exact-mode query must answer: hmac's former
+// walk through map[string]json.RawMessage and []json.RawMessage.
+func referencePathValue(body []byte, path []string) string {
+	raw := json.RawMessage(bytes.TrimSpace(body))
+	for _, seg := range path {
+		if len(raw) == 0 {
+			return ""
+		}
+		switch raw[0] {
+		case '{':
+			var obj map[string]json.RawMessage
+			if json.Unmarshal(raw, &obj) != nil {
+				return ""
+			}
+			raw = obj[seg]
+		case '[':
+			n, err := strconv.Atoi(seg)
+			var arr []json.RawMessage
+			if err != nil || n < 0 || json.Unmarshal(raw, &arr) != nil || n >= len(arr) {
+				return ""
+			}
+			raw = arr[n]
+		default:
+			return ""
+		}
+	}
+	return rawScalar(raw)
+}
+
+// pathValue is an exact-mode query of one dotted path, as hmac runs it.
+func pathValue(body []byte, path string) string {
+	var out [1][]byte
+	newJSONQuery(true, path).scan(bytes.TrimSpace(body), out[:])
+	return rawScalar(out[0])
+}
+
+// jsonPaths are the dotted paths the exact-mode tests look up.
+var jsonPaths = []string{"id", "type", "data.id", "data.object.id", "a.0", "a.1.b", "a.2.b.0", "0", "0.id", "1", "id.x", "ID", "data", "a.+1", "a.01", "a.-0", "\u00e9"}
+
+func checkPathValue(t *testing.T, body []byte, path string) {
+	t.Helper()
+	got := pathValue(body, path)
+	if want := referencePathValue(body, strings.Split(path, ".")); got != want {
+		t.Errorf("path %q of %q = %q; the map walk says %q", path, body, got, want)
+	}
+}
+
+// pathCorpus adds nested bodies, arrays and duplicates to jsonCorpus.
+var pathCorpus = append(slices.Clone(jsonCorpus),
+	`{"data":{"object":{"id":"ch_1"}}}`, `{"data":{"object":{"id":"ch_1"}},"data":{"x":1}}`,
+	`{"data":{"id":"a"},"data":null}`, `{"data":{"id":"a"},"data":{"id":null}}`, `{"data":{"ID":"a"}}`,
+	`{"a":[1,{"b":"x"},{"b":[true,"y"]}]}`, `{"a":[1,{"b":"x"}],"a":[2]}`, `[{"id":"first"},2]`, `["zero",{"id":5}]`,
+	`{"a":{"0":"key not index"}}`, `{"a":[0,1,2,3,4,5,6,7,8,9,10,11]}`, `{"\u00e9":"e-acute"}`, `{"é":"raw"}`,
+	` {"data" : { "id" : 12.5e3 } } `, `{"data":{"id":"a"}}x`, `{"data":{"id":"a"`, `{"data":{"id":"a"},}`,
+	"\f{\"id\":\"formfeed\"}", `{"id":"x"}`+"\u00a0")
+
+func TestJSONPathMatchesMapWalk(t *testing.T) {
+	for _, body := range pathCorpus {
+		for _, path := range jsonPaths {
+			checkPathValue(t, []byte(body), path)
+		}
+	}
+	for _, depth := range []int{maxJSONDepth - 1, maxJSONDepth, maxJSONDepth + 1} {
+		inner := strings.Repeat("[", depth-1) + "1" + strings.Repeat("]", depth-1)
+		checkPathValue(t, []byte(`{"id":"deep","x":`+inner+`}`), "id")
+		checkPathValue(t, []byte(`{"a":`+inner+`}`), "a.0.0")
+	}
+}
+
+// referenceSlackFields and referenceIVPAY are what slackFields and
+// ivpayEvent must answer: json.Unmarshal into the structs they replace.
+func referenceSlackFields(body []byte) (id, typ string) {
+	var f struct {
+		EventID string `json:"event_id"`
+		Type    string `json:"type"`
+		Event   struct {
+			Type string `json:"type"`
+		} `json:"event"`
+	}
+	if json.Unmarshal(body, &f) != nil {
+		return "", ""
+	}
+	if f.Type == "event_callback" && f.Event.Type != "" {
+		f.Type = f.Event.Type
+	}
+	return f.EventID, f.Type
+}
+
+func referenceIVPAY(body []byte) (id, typ string) {
+	var f struct {
+		PaymentID json.RawMessage `json:"payment_id"`
+		Status    string          `json:"status"`
+	}
+	if json.Unmarshal(body, &f) != nil {
+		// The former code kept the status decoded before a type error (as
+		// json.Unmarshal leaves it); a body with a type error now has none.
+		return BodyDigestID(body), ""
+	}
+	if pid := rawScalar(f.PaymentID); pid != "" {
+		return pid + "/" + f.Status, f.Status
+	}
+	return BodyDigestID(body), f.Status
+}
+
+func checkStructFields(t *testing.T, body []byte) {
+	t.Helper()
+	id, typ := slackFields(body)
+	if wantID, wantTyp := referenceSlackFields(body); id != wantID || typ != wantTyp {
+		t.Errorf("slackFields(%q) = %q, %q; encoding/json says %q, %q", body, id, typ, wantID, wantTyp)
+	}
+	ev := ivpayEvent(body)
+	if wantID, wantTyp := referenceIVPAY(body); ev.ID != wantID || ev.Type != wantTyp {
+		t.Errorf("ivpayEvent(%q) = %q, %q; encoding/json says %q, %q", body, ev.ID, ev.Type, wantID, wantTyp)
+	}
+}
+
+// structCorpus are bodies on the edges of the nested struct decoding.
+var structCorpus = append(slices.Clone(jsonCorpus),
+	`{"type":"event_callback","event_id":"Ev1","event":{"type":"app_mention"}}`,
+	`{"type":"event_callback","event":{"type":"a"},"event":{"x":1}}`, `{"type":"event_callback","event":{"type":"a"},"event":null}`,
+	`{"type":"event_callback","event":{"type":"a"},"event":{"type":null}}`, `{"type":"event_callback","event":[]}`,
+	`{"type":"event_callback","event":"x"}`, `{"type":"event_callback","event":{"type":5}}`, `{"EVENT_ID":"Ev2","Event":{"TYPE":"m"},"type":"event_callback"}`,
+	`{"event_id":5}`, `{"event_id":null,"event_id":"Ev3"}`, `{"ſtatus":"PAID","payment_id":1}`, `{"event_ıd":"x"}`, `{"\u0065vent_id":"esc"}`,
+	`{"payment_id":"p1","status":"PAID"}`, `{"payment_id":42,"status":"FAILED"}`, `{"payment_id":"p1","status":7}`,
+	`{"payment_id":"p1","payment_id":null,"status":"PAID"}`, `{"payment_id":{"x":1},"status":"PAID"}`, `{"PAYMENT_ID":"P","Status":"s"}`,
+	`{"payment_id":"p1","status":"PAID","status":null}`, `{"payment_Kd":"kelvin"}`, `{"event":{"type":"a","deep":{"type":"b"}},"type":"event_callback"}`)
+
+func TestStructFieldsMatchEncodingJSON(t *testing.T) {
+	for _, body := range structCorpus {
+		checkStructFields(t, []byte(body))
+	}
+}
+
+// structKeys and pathKeys steer randomEvent towards the fields looked up.
+var structKeys = []string{"event_id", "type", "event", "payment_id", "status", "Event", "STATUS", "ſtatus", "data", "id", "a", "0", "object"}
+
+// TestQueriesRandom compares both modes with their references on generated
+// bodies and mutations of them.
+func TestQueriesRandom(t *testing.T) {
+	saved := randomKeys
+	randomKeys = append(slices.Clone(randomKeys), structKeys...)
+	defer func() { randomKeys = saved }()
+	rng := rand.New(rand.NewPCG(3, 4))
+	n := 5000
+	if testing.Short() {
+		n = 500
+	}
+	for range n {
+		body := randomEvent(rng, 0)
+		for _, b := range [][]byte{body, mutate(rng, body)} {
+			checkStructFields(t, b)
+			for _, path := range jsonPaths {
+				checkPathValue(t, b, path)
+			}
+		}
+		if t.Failed() {
+			return
+		}
+	}
+}
+
+// FuzzJSONQueries checks the dotted-path scanner in both modes against
+// encoding/json: exact mode against the map walk for any path, fold mode
+// through Slack's and IVPAY's fields against struct decoding.
+func FuzzJSONQueries(f *testing.F) {
+	for i, body := range pathCorpus {
+		f.Add([]byte(body), jsonPaths[i%len(jsonPaths)])
+	}
+	for _, body := range structCorpus {
+		f.Add([]byte(body), "event.type")
+	}
+	f.Fuzz(func(t *testing.T, body []byte, path string) {
+		checkStructFields(t, body)
+		if validPath(path) && strings.Count(path, ".") < 64 {
+			checkPathValue(t, body, path)
+		}
+	})
+}
+
+// BenchmarkJSONPath compares hmac's `json:` event id lookup with the map
+// walk it replaced.
+func BenchmarkJSONPath(b *testing.B) {
+	for _, size := range []int{1 << 10, 64 << 10} {
+		body := benchBody(size)
+		q := newJSONQuery(true, "data.id")
+		b.Run(fmt.Sprintf("scan/%dKiB", size>>10), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(size))
+			var out [1][]byte
+			for b.Loop() {
+				q.scan(body, out[:])
+			}
+		})
+		b.Run(fmt.Sprintf("map_walk/%dKiB", size>>10), func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(size))
+			for b.Loop() {
+				referencePathValue(body, []string{"data", "id"})
 			}
 		})
 	}

@@ -152,11 +152,11 @@ func (v *macScheme) message(h http.Header, body []byte, ts string) (parts [][]by
 		case SignedTimestamp:
 			parts[i] = []byte(ts)
 		case SignedHeader:
-			value := headerValue(h, p.Text)
-			if value == "" {
+			values := h[p.Text]
+			if len(values) == 0 {
 				return nil, p.Text
 			}
-			parts[i] = []byte(value)
+			parts[i] = []byte(values[0])
 		}
 	}
 	return parts, ""

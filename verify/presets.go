@@ -162,7 +162,7 @@ const maxSlackProbe = 1024
 // slackProbe says whether an unsigned delivery is Slack's ssl_check probe: a
 // form POST whose body has exactly ssl_check=1 and one token.
 func slackProbe(h http.Header, body []byte) error {
-	if len(body) > maxSlackProbe {
+	if len(body) > maxSlackProbe || len(h["Content-Type"]) != 1 {
 		return nil
 	}
 	media, _, err := mime.ParseMediaType(headerValue(h, "Content-Type"))

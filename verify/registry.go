@@ -26,6 +26,8 @@ type Scheme struct {
 	DefaultAllowIPs []string
 	// KeyOption is the Caddyfile option, and the Config list, that holds the
 	// scheme's keys: "secret" (Config.Secrets) or "api_key" (Config.APIKeys).
+	// (standard also verifies with public_key, Config.PublicKeys, alone or
+	// besides its secrets.)
 	KeyOption string
 	// DeliveryIDHeader names the header that carries the provider's delivery
 	// id, which Sign sets from its id argument; "" when the id is in the body

@@ -71,8 +71,8 @@ func wantValid(t testing.TB, v Verifier, h http.Header, body []byte, now time.Ti
 	if err != nil {
 		t.Fatalf("refused: %v", err)
 	}
-	if ev.ID == "" {
-		t.Fatal("verified event without an id")
+	if ev.ID == "" || ev.ReplayID == "" {
+		t.Fatalf("verified event without an id or a replay id: %+v", ev)
 	}
 	return ev
 }

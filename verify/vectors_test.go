@@ -124,8 +124,8 @@ func TestVectors(t *testing.T) {
 					t.Errorf("event id %q lacks %q", ev.ID, part)
 				}
 			}
-			if ev.ID == "" {
-				t.Error("verified event without an id")
+			if ev.ID == "" || ev.ReplayID == "" {
+				t.Error("verified event without an id or a replay id")
 			}
 		})
 	}

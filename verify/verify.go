@@ -1,6 +1,8 @@
-// Package verify authenticates webhook deliveries: one file per provider's
-// signing scheme, a small registry, and no dependency on Caddy, so a scheme
-// can be tested on its own.
+// Package verify authenticates webhook deliveries: the providers of the HMAC
+// family (ivy, github, shopify, slack, stripe, and the configurable hmac) as
+// presets of one verifier, Standard Webhooks and ivpay on their own, a small
+// registry holding each provider's facts (its Scheme), and no dependency on
+// Caddy, so a scheme can be tested on its own.
 package verify
 
 import (
