@@ -5,7 +5,6 @@ package integration
 // and `caddy reload` keeping or switching the store.
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -150,17 +149,6 @@ func storeWaitLogCount(t testing.TB, g *guard, mark int, want logWant, n int) {
 	})
 }
 
-// storeCountLogs counts the lines printed so far that match pred.
-func storeCountLogs(g *guard, pred func(testkit.LogEntry) bool) int {
-	n := 0
-	for _, e := range g.Logs() {
-		if pred(e) {
-			n++
-		}
-	}
-	return n
-}
-
 // storeUpstreamByID groups the requests that reached up by the event id in
 // their JSON body.
 func storeUpstreamByID(t testing.TB, up *testkit.Upstream) map[string][]testkit.Recorded {
@@ -176,30 +164,6 @@ func storeUpstreamByID(t testing.TB, up *testkit.Upstream) map[string][]testkit.
 		out[ev.ID] = append(out[ev.ID], rec)
 	}
 	return out
-}
-
-// storeMetricValue scrapes Caddy's admin /metrics and returns the value of
-// the series written exactly as series (name{labels}, labels in the
-// exposition's order), and whether it is there.
-func storeMetricValue(t testing.TB, g *guard, series string) (float64, bool) {
-	t.Helper()
-	status, body := g.AdminGet(t, "/metrics")
-	if status != http.StatusOK {
-		t.Fatalf("admin GET /metrics: status %d: %s", status, body)
-	}
-	sc := bufio.NewScanner(bytes.NewReader(body))
-	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		if rest, ok := strings.CutPrefix(line, series+" "); ok {
-			v, err := strconv.ParseFloat(strings.Fields(rest)[0], 64)
-			if err != nil {
-				t.Fatalf("metrics line %q: %v", line, err)
-			}
-			return v, true
-		}
-	}
-	return 0, false
 }
 
 // storeAnswer is what one sender goroutine got back.
