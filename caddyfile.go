@@ -41,6 +41,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    events           <type>...
 //	    store            memory [{ max_events <n>; lease <d> }]
 //	    store            redis <url> [{ prefix <text>; lease <d> }]
+//	    forward_credentials                    # ivpay: keep X-API-KEY upstream
 //	    # hmac only:
 //	    header <name>; algorithm sha1|sha256|sha512; encoding hex|base64
 //	    prefix <text>; timestamp_header <name>; signed <template>
@@ -128,6 +129,11 @@ func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, option string) error {
 		h.Events = append(h.Events, args...)
 	case "store":
 		return h.unmarshalStore(d)
+	case "forward_credentials":
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		h.ForwardCredentials = true
 	case "header":
 		return oneArgInto1(d, &hmacOpt().Header)
 	case "algorithm":

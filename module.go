@@ -78,6 +78,10 @@ type Handler struct {
 	HMAC *verify.HMACOptions `json:"hmac,omitempty"`
 	// Store selects the replay store; default an in-memory store.
 	Store *StoreConfig `json:"store,omitempty"`
+	// ForwardCredentials keeps a verified static credential (ivpay's
+	// X-API-KEY) in the request forwarded upstream, for an upstream that
+	// checks it too. By default it is removed once verified.
+	ForwardCredentials bool `json:"forward_credentials,omitempty"`
 
 	verifier  verify.Verifier
 	scheme    verify.Scheme
@@ -92,6 +96,7 @@ type Handler struct {
 	logger    *zap.Logger
 	metrics   *handlerMetrics
 	secrets   []string // resolved secrets and keys, to keep out of errors
+	errChain  *errChainCache
 }
 
 // CaddyModule returns the Caddy module information.
@@ -106,6 +111,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // opens (or reuses across reloads) the replay store.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.errChain = new(errChainCache)
 	h.metrics = registerMetrics(ctx.GetMetricsRegistry(), h.logger, h.Provider)
 
 	scheme, ok := verify.Lookup(h.Provider)
@@ -200,9 +206,19 @@ func (h *Handler) Cleanup() error {
 	return nil
 }
 
-// ServeHTTP runs the pipeline: cheapest refusal first, nothing forwarded
-// unverified.
+// ServeHTTP guards one request. The refusal or failure of a request that
+// carries a static credential is answered here, not returned to Caddy,
+// whose error log would print the credential (see answerError).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if h.carriesCredential(r) {
+		return h.answerError(w, r, h.pipeline(w, r, next))
+	}
+	return h.pipeline(w, r, next)
+}
+
+// pipeline runs the guard: cheapest refusal first, nothing forwarded
+// unverified.
+func (h *Handler) pipeline(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	d := delivery{h: h, r: r, clientIP: clientIP(r)}
 
 	if r.Method != http.MethodPost {
@@ -242,6 +258,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	restoreBody(r, body)
+	h.dropCredentials(r)
 	if h.DedupeOff {
 		return d.forward(w, next, nil)
 	}
