@@ -83,20 +83,21 @@ type Handler struct {
 	// checks it too. By default it is removed once verified.
 	ForwardCredentials bool `json:"forward_credentials,omitempty"`
 
-	verifier  verify.Verifier
-	scheme    verify.Scheme
-	allow     allowList
-	store     dedupe.Store
-	pooled    *pooledStore // holds store; nil with dedupe off
-	storeKey  string
-	lease     time.Duration
-	window    time.Duration
-	tolerance time.Duration
-	events    map[string]struct{}
-	logger    *zap.Logger
-	metrics   *handlerMetrics
-	secrets   []string // resolved secrets and keys, to keep out of errors
-	errChain  *errChainCache
+	verifier    verify.Verifier
+	scheme      verify.Scheme
+	allow       allowList
+	store       dedupe.Store
+	pooled      *pooledStore // holds store; nil with dedupe off
+	storeKey    string
+	lease       time.Duration
+	window      time.Duration
+	tolerance   time.Duration
+	events      map[string]struct{}
+	logger      *zap.Logger
+	metrics     *handlerMetrics
+	secrets     []string // resolved secrets and keys, to keep out of errors
+	errChain    *errChainCache
+	proxyWarned *proxyWarning
 }
 
 // CaddyModule returns the Caddy module information.
@@ -112,6 +113,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.errChain = new(errChainCache)
+	h.proxyWarned = new(proxyWarning)
 	h.metrics = registerMetrics(ctx.GetMetricsRegistry(), h.logger, h.Provider)
 
 	scheme, ok := verify.Lookup(h.Provider)
@@ -228,6 +230,7 @@ func (h *Handler) pipeline(w http.ResponseWriter, r *http.Request, next caddyhtt
 	if r.TLS != nil && !r.TLS.HandshakeComplete {
 		return d.refuse(outcomeBadRequest, http.StatusTooEarly, "TLS early data: client IP cannot be verified yet")
 	}
+	h.warnLooseProxies(r)
 	if !h.allow.allows(d.clientIP) {
 		return d.refuse(outcomeIPDenied, http.StatusForbidden, "client IP %s is not in allow_ips", d.clientIP)
 	}
