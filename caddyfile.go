@@ -48,8 +48,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    event_id header:<Name>|json:<path>
 //	}
 //
-// Every mistake that can be seen here (including a secret that resolves to
-// nothing) is reported with the Caddyfile line of the option at fault.
+// Every mistake that can be seen here is reported with the Caddyfile line of
+// the option at fault. Secrets given as placeholders ({env.*}, {file.*}) are
+// not resolved here but at provisioning (see placeholders.go).
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
 	directive := d.Token()
@@ -71,7 +72,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return err
 		}
 	}
-	return h.checkCaddyfile(directive, at)
+	if err := h.checkCaddyfile(directive, at); err != nil {
+		return err
+	}
+	warnEnvSubstitution(h.Provider, at)
+	return nil
 }
 
 // unmarshalOption parses one subdirective.
@@ -209,8 +214,9 @@ func (h *Handler) unmarshalStore(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// checkCaddyfile builds the verifier once, as Provision will, so that a
-// missing or empty secret, a bad key or a bad hmac option fails at adapt
+// checkCaddyfile builds the verifier once, as Provision will but without
+// resolving placeholders (see adaptConfig), so that a missing, empty or
+// blank secret, a malformed literal key or a bad hmac option fails at adapt
 // time with the line of the option at fault (or of the directive).
 func (h *Handler) checkCaddyfile(directive caddyfile.Token, at map[string][]caddyfile.Token) error {
 	errAtEntry := func(option string, index int, err error) error {
@@ -222,7 +228,7 @@ func (h *Handler) checkCaddyfile(directive caddyfile.Token, at map[string][]cadd
 	}
 	errAt := func(option string, err error) error { return errAtEntry(option, 0, err) }
 	scheme, _ := verify.Lookup(h.Provider)
-	cfg, err := h.schemeConfig()
+	cfg, err := h.adaptConfig()
 	if err != nil {
 		var ee *entryError
 		if errors.As(err, &ee) {

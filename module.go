@@ -127,7 +127,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if h.verifier, err = scheme.New(cfg); err != nil {
-		return h.scrub(err)
+		return h.scrub(h.withPlaceholders(err))
 	}
 	h.tolerance = cfg.Tolerance
 

@@ -57,6 +57,9 @@ func expectNoKeyAt(t testing.TB, what string, up *testkit.Upstream, key string) 
 // would log every handler error at DEBUG), where handle_errors must still see each status.
 // forward_credentials hands the key on to the upstream, and only there (at INFO).
 func TestIVPAYKeyNeverLogged(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs Caddy")
+	}
 	for _, variant := range []struct {
 		name        string
 		global      string

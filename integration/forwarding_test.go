@@ -21,6 +21,9 @@ const rawDeadline = 10 * time.Second
 // that nobody verified: the upstream receives the verified body with its Content-Length (so no
 // trailer can follow it), and only the verified signature header.
 func TestTrailersNotForwarded(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs Caddy")
+	}
 	up := testkit.StartUpstream(t)
 	secret := newSecret(t, "ivy_trailer_")
 	g := startGuard(t, globalOptions()+site(
@@ -63,6 +66,9 @@ func TestTrailersNotForwarded(t *testing.T) {
 // connection and counts the interim answers: exactly one 100 Continue (Caddy's, when the guard
 // reads the body), then the upstream's 200; the upstream receives no Expect header.
 func TestExpectContinueOnce(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs Caddy")
+	}
 	up := testkit.StartUpstream(t)
 	secret := newSecret(t, "ivy_expect_")
 	g := startGuard(t, globalOptions()+site(
