@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -291,16 +293,24 @@ func oneArgInto1(d *caddyfile.Dispenser, field *string) error {
 	return nil
 }
 
+// minDuration is the smallest tolerance, replay_window or lease: under a
+// second is a unit mistake (1ns, 500ms), never what a webhook endpoint needs.
+const minDuration = time.Second
+
 // durationArg parses a duration option with Caddy's parser (which also
-// knows days: 1d).
+// knows days: 1d): exactly one argument, at least minDuration.
 func durationArg(d *caddyfile.Dispenser, option string, field *caddy.Duration) error {
-	v, err := oneArg(d)
-	if err != nil {
-		return err
+	args := d.RemainingArgs()
+	if len(args) != 1 {
+		return d.Errf("%s: want one duration such as 5m or 24h, got %d arguments '%s'", option, len(args), strings.Join(args, " "))
 	}
+	v := args[0]
 	dur, err := caddy.ParseDuration(v)
 	if err != nil || dur <= 0 {
 		return d.Errf("%s: invalid duration '%s' (e.g. 5m, 24h)", option, v)
+	}
+	if dur < minDuration {
+		return d.Errf("%s: %s is under one second (e.g. 5m, 24h)", option, v)
 	}
 	*field = caddy.Duration(dur)
 	return nil

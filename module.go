@@ -141,6 +141,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("max_body: must be positive")
 	}
 	h.window = time.Duration(h.ReplayWindow)
+	if h.window < 0 || (h.window > 0 && h.window < minDuration) {
+		return fmt.Errorf("replay_window: must be at least %v", minDuration)
+	}
 	if h.window == 0 {
 		h.window = DefaultReplayWindow
 	}
@@ -163,8 +166,8 @@ func (h *Handler) schemeConfig() (verify.Config, error) {
 	repl := caddy.NewReplacer()
 	var err error
 	cfg := verify.Config{Tolerance: time.Duration(h.Tolerance)}
-	if cfg.Tolerance < 0 {
-		return cfg, fmt.Errorf("tolerance: must be positive")
+	if cfg.Tolerance < 0 || (cfg.Tolerance > 0 && cfg.Tolerance < minDuration) {
+		return cfg, fmt.Errorf("tolerance: must be at least %v", minDuration)
 	}
 	if cfg.Tolerance == 0 {
 		cfg.Tolerance = verify.DefaultTolerance
