@@ -140,6 +140,9 @@ func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, option string) error {
 		if d.NextArg() {
 			return d.ArgErr()
 		}
+		if len(credentialHeaders[h.Provider]) == 0 {
+			return d.Errf("forward_credentials: the %s provider sends no static credential to keep", h.Provider)
+		}
 		h.ForwardCredentials = true
 	case "header":
 		return oneArgInto1(d, &hmacOpt().Header)
