@@ -83,21 +83,22 @@ type Handler struct {
 	// checks it too. By default it is removed once verified.
 	ForwardCredentials bool `json:"forward_credentials,omitempty"`
 
-	verifier    verify.Verifier
-	scheme      verify.Scheme
-	allow       allowList
-	store       dedupe.Store
-	pooled      *pooledStore // holds store; nil with dedupe off
-	storeKey    string
-	lease       time.Duration
-	window      time.Duration
-	tolerance   time.Duration
-	events      map[string]struct{}
-	logger      *zap.Logger
-	metrics     *handlerMetrics
-	secrets     []string // resolved secrets and keys, to keep out of errors
-	errChain    *errChainCache
-	proxyWarned *proxyWarning
+	verifier  verify.Verifier
+	scheme    verify.Scheme
+	allow     allowList
+	store     dedupe.Store
+	pooled    *pooledStore // holds store; nil with dedupe off
+	storeKey  string
+	lease     time.Duration
+	window    time.Duration
+	tolerance time.Duration
+	events    map[string]struct{}
+	logger    *zap.Logger
+	metrics   *handlerMetrics
+	secrets   []string // resolved secrets and keys, to keep out of errors
+
+	errChain    *errChainCache // the server's error routes (credentials.go)
+	proxyWarned *proxyWarning  // loose trusted_proxies warned (proxies.go)
 }
 
 // CaddyModule returns the Caddy module information.
