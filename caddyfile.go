@@ -77,7 +77,7 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if err := h.checkCaddyfile(directive, at); err != nil {
 		return err
 	}
-	warnEnvSubstitution(h.Provider, at)
+	h.warnEnvSubstitution(at)
 	return nil
 }
 

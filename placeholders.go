@@ -131,31 +131,63 @@ var secretOptions = []string{"secret", "api_key"}
 // substitutes it before parsing, so the secret is written into the adapted
 // JSON (the admin API's GET /config/, the autosave file). The Caddyfile
 // token does not keep its original text, so the option's line is read from
-// the token's file; when that file cannot be read (a Caddyfile given on
-// stdin or to the admin API) there is nothing to compare and no warning.
-func warnEnvSubstitution(provider string, at map[string][]caddyfile.Token) {
-	lines := map[string][]string{}
+// the token's file, and taken as the source only when expanding its {$...}
+// as Caddy does gives the parsed value. When the file cannot be read (a
+// Caddyfile given on stdin or to the admin API) there is no warning.
+func (h *Handler) warnEnvSubstitution(at map[string][]caddyfile.Token) {
+	values := map[string][]string{"secret": h.Secrets, "api_key": h.APIKeys}
+	files := map[string][]string{}
 	for _, option := range secretOptions {
-		for _, tok := range at[option] {
-			fileLines, ok := lines[tok.File]
+		for i, tok := range at[option] {
+			if i >= len(values[option]) {
+				break
+			}
+			fileLines, ok := files[tok.File]
 			if !ok {
 				if data, err := os.ReadFile(tok.File); err == nil {
 					fileLines = strings.Split(string(data), "\n")
 				}
-				lines[tok.File] = fileLines
+				files[tok.File] = fileLines
 			}
 			if tok.Line < 1 || tok.Line > len(fileLines) {
 				continue
 			}
-			line := fileLines[tok.Line-1]
-			after, found := strings.CutPrefix(strings.TrimSpace(line), option)
-			if !found || !strings.Contains(after, "{$") {
+			raw := fileLines[tok.Line-1]
+			value := values[option][i]
+			if !strings.Contains(raw, "{$") || value == "" || strings.Contains(raw, value) ||
+				!strings.Contains(expandEnv(raw), value) {
 				continue
 			}
 			caddy.Log().Named("caddyfile").Warn(
-				"webhook_guard "+provider+": "+option+" comes from a {$...} substitution, so its value is written into the adapted JSON config "+
+				"webhook_guard "+h.Provider+": "+option+" comes from a {$...} substitution, so its value is written into the adapted JSON config "+
 					"(admin API GET /config/, autosave.json); use {env.NAME} or {file./path}, resolved only at provisioning",
 				zap.String("file", tok.File), zap.Int("line", tok.Line))
 		}
 	}
+}
+
+// expandEnv substitutes {$NAME} and {$NAME:default} in line as the
+// Caddyfile parser does before tokenizing.
+func expandEnv(line string) string {
+	var b strings.Builder
+	for {
+		start := strings.Index(line, "{$")
+		if start < 0 {
+			break
+		}
+		end := strings.Index(line[start+2:], "}")
+		if end < 0 {
+			break
+		}
+		name, def, hasDefault := strings.Cut(line[start+2:start+2+end], ":")
+		v, found := os.LookupEnv(name)
+		if !found && hasDefault {
+			v = def
+		}
+		b.WriteString(line[:start])
+		b.WriteString(v)
+		line = line[start+2+end+1:]
+	}
+	b.WriteString(line)
+	return b.String()
 }

@@ -71,3 +71,21 @@ func TestLiteralSecretMistakesAtAdapt(t *testing.T) {
 		}
 	}
 }
+
+// TestExpandEnv expands {$NAME} and {$NAME:default} as the Caddyfile
+// parser does.
+func TestExpandEnv(t *testing.T) {
+	t.Setenv("WG_EDGES_SET", "value")
+	for in, want := range map[string]string{
+		"secret {$WG_EDGES_SET}":                  "secret value",
+		"secret {$WG_EDGES_UNSET_X:dflt}":         "secret dflt",
+		"secret {$WG_EDGES_UNSET_X}":              "secret ",
+		"secret a{$WG_EDGES_SET}b{$WG_EDGES_SET}": "secret avaluebvalue",
+		"secret {env.WG_EDGES_SET}":               "secret {env.WG_EDGES_SET}",
+		"secret {$unterminated":                   "secret {$unterminated",
+	} {
+		if got := expandEnv(in); got != want {
+			t.Errorf("expandEnv(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
