@@ -29,11 +29,22 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, error)
 }
 
 // restoreBody puts the exact bytes back for the next handler, with their
-// Content-Length (a chunked request is forwarded with a length).
+// Content-Length (a chunked request is forwarded with a length), and
+// nothing that came with them unverified:
+//   - no trailers: a chunked request's trailers arrive after the body, are
+//     not covered by any signature, and a non-nil r.Trailer would make the
+//     forwarded body chunked again (Go's transport sends trailers after a
+//     chunked body); the Trailer declaration goes with them;
+//   - no Expect: Caddy's server answered the client's Expect: 100-continue
+//     when the guard read the body; passed on, the upstream would send a
+//     second 100 Continue, which reverse_proxy relays to the client.
 func restoreBody(r *http.Request, body []byte) {
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	r.ContentLength = int64(len(body))
 	r.TransferEncoding = nil
+	r.Trailer = nil
+	r.Header.Del("Trailer")
+	r.Header.Del("Expect")
 	r.Header.Set("Content-Length", strconv.Itoa(len(body)))
 }
 

@@ -3,6 +3,8 @@ package webhookguard
 import (
 	"errors"
 	"fmt"
+	"strings"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -43,14 +45,16 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    store            file [<path>] [{ max_events <n>; lease <d> }]
 //	    store            memory [{ max_events <n>; lease <d> }]
 //	    store            redis <url> [{ prefix <text>; max_events <n>; lease <d> }]
+//	    forward_credentials                    # ivpay: keep X-API-KEY upstream
 //	    # hmac only:
 //	    header <name>; algorithm sha1|sha256|sha512; encoding hex|base64
 //	    prefix <text>; timestamp_header <name>; signed <template>
 //	    event_id header:<Name>|json:<path>
 //	}
 //
-// Every mistake that can be seen here (including a secret that resolves to
-// nothing) is reported with the Caddyfile line of the option at fault.
+// Every mistake that can be seen here is reported with the Caddyfile line of
+// the option at fault. Secrets given as placeholders ({env.*}, {file.*}) are
+// not resolved here but at provisioning (see placeholders.go).
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
 	directive := d.Token()
@@ -72,7 +76,11 @@ func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return err
 		}
 	}
-	return h.checkCaddyfile(directive, at)
+	if err := h.checkCaddyfile(directive, at); err != nil {
+		return err
+	}
+	h.warnEnvSubstitution(at)
+	return nil
 }
 
 // unmarshalOption parses one subdirective.
@@ -132,6 +140,14 @@ func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, option string) error {
 		return h.unmarshalStore(d)
 	case "scope":
 		return oneArgInto1(d, &h.Scope)
+	case "forward_credentials":
+		if d.NextArg() {
+			return d.ArgErr()
+		}
+		if len(credentialHeaders[h.Provider]) == 0 {
+			return d.Errf("forward_credentials: the %s provider sends no static credential to keep", h.Provider)
+		}
+		h.ForwardCredentials = true
 	case "header":
 		return oneArgInto1(d, &hmacOpt().Header)
 	case "algorithm":
@@ -173,8 +189,9 @@ func (h *Handler) unmarshalStore(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// checkCaddyfile builds the verifier once, as Provision will, so that a
-// missing or empty secret, a bad key or a bad hmac option fails at adapt
+// checkCaddyfile builds the verifier once, as Provision will but without
+// resolving placeholders (see adaptConfig), so that a missing, empty or
+// blank secret, a malformed literal key or a bad hmac option fails at adapt
 // time with the line of the option at fault (or of the directive).
 func (h *Handler) checkCaddyfile(directive caddyfile.Token, at map[string][]caddyfile.Token) error {
 	errAtEntry := func(option string, index int, err error) error {
@@ -186,7 +203,7 @@ func (h *Handler) checkCaddyfile(directive caddyfile.Token, at map[string][]cadd
 	}
 	errAt := func(option string, err error) error { return errAtEntry(option, 0, err) }
 	scheme, _ := verify.Lookup(h.Provider)
-	cfg, err := h.schemeConfig()
+	cfg, err := h.adaptConfig()
 	if err != nil {
 		var ee *entryError
 		if errors.As(err, &ee) {
@@ -249,16 +266,24 @@ func oneArgInto1(d *caddyfile.Dispenser, field *string) error {
 	return nil
 }
 
+// minDuration is the smallest tolerance, replay_window or lease: under a
+// second is a unit mistake (1ns, 500ms), never what a webhook endpoint needs.
+const minDuration = time.Second
+
 // durationArg parses a duration option with Caddy's parser (which also
-// knows days: 1d).
+// knows days: 1d): exactly one argument, at least minDuration.
 func durationArg(d *caddyfile.Dispenser, option string, field *caddy.Duration) error {
-	v, err := oneArg(d)
-	if err != nil {
-		return err
+	args := d.RemainingArgs()
+	if len(args) != 1 {
+		return d.Errf("%s: want one duration such as 5m or 24h, got %d arguments '%s'", option, len(args), strings.Join(args, " "))
 	}
+	v := args[0]
 	dur, err := caddy.ParseDuration(v)
 	if err != nil || dur <= 0 {
 		return d.Errf("%s: invalid duration '%s' (e.g. 5m, 24h)", option, v)
+	}
+	if dur < minDuration {
+		return d.Errf("%s: %s is under one second (e.g. 5m, 24h)", option, v)
 	}
 	*field = caddy.Duration(dur)
 	return nil

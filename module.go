@@ -87,6 +87,10 @@ type Handler struct {
 	// http.handlers.webhook_guard.stores: file (the default: a ledger in
 	// Caddy's data directory that survives restarts), memory or redis.
 	StoreRaw json.RawMessage `json:"store,omitempty" caddy:"namespace=http.handlers.webhook_guard.stores inline_key=type"`
+	// ForwardCredentials keeps a verified static credential (ivpay's
+	// X-API-KEY) in the request forwarded upstream, for an upstream that
+	// checks it too. By default it is removed once verified.
+	ForwardCredentials bool `json:"forward_credentials,omitempty"`
 
 	verifier  verify.Verifier
 	scheme    verify.Scheme
@@ -105,6 +109,9 @@ type Handler struct {
 	// lastUsageWarning is when the store's nearly-full warning was last
 	// logged (unix seconds).
 	lastUsageWarning *atomic.Int64
+
+	errChain    *errChainCache // the server's error routes (credentials.go)
+	proxyWarned *proxyWarning  // loose trusted_proxies warned (proxies.go)
 }
 
 // CaddyModule returns the Caddy module information.
@@ -120,6 +127,8 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.lastUsageWarning = new(atomic.Int64)
+	h.errChain = new(errChainCache)
+	h.proxyWarned = new(proxyWarning)
 	h.metrics = registerMetrics(ctx.GetMetricsRegistry(), h.logger, h.Provider)
 
 	scheme, ok := verify.Lookup(h.Provider)
@@ -133,7 +142,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if h.verifier, err = scheme.New(cfg); err != nil {
-		return h.scrub(err)
+		return h.scrub(h.withPlaceholders(err))
 	}
 	h.tolerance = cfg.Tolerance
 
@@ -147,6 +156,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("max_body: must be positive")
 	}
 	h.window = time.Duration(h.ReplayWindow)
+	if h.window < 0 || (h.window > 0 && h.window < minDuration) {
+		return fmt.Errorf("replay_window: must be at least %v", minDuration)
+	}
 	if h.window == 0 {
 		h.window = DefaultReplayWindow
 	}
@@ -198,8 +210,8 @@ func (h *Handler) schemeConfig() (verify.Config, error) {
 	repl := caddy.NewReplacer()
 	var err error
 	cfg := verify.Config{Tolerance: time.Duration(h.Tolerance)}
-	if cfg.Tolerance < 0 {
-		return cfg, fmt.Errorf("tolerance: must be positive")
+	if cfg.Tolerance < 0 || (cfg.Tolerance > 0 && cfg.Tolerance < minDuration) {
+		return cfg, fmt.Errorf("tolerance: must be at least %v", minDuration)
 	}
 	if cfg.Tolerance == 0 {
 		cfg.Tolerance = verify.DefaultTolerance
@@ -235,9 +247,19 @@ func (h *Handler) Cleanup() error {
 	return nil
 }
 
-// ServeHTTP runs the pipeline: cheapest refusal first, nothing forwarded
-// unverified.
+// ServeHTTP guards one request. The refusal or failure of a request that
+// carries a static credential is answered here, not returned to Caddy,
+// whose error log would print the credential (see answerError).
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	if h.carriesCredential(r) {
+		return h.answerError(w, r, h.pipeline(w, r, next))
+	}
+	return h.pipeline(w, r, next)
+}
+
+// pipeline runs the guard: cheapest refusal first, nothing forwarded
+// unverified.
+func (h *Handler) pipeline(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
 	d := delivery{h: h, r: r, clientIP: clientIP(r)}
 
 	if r.Method != http.MethodPost {
@@ -246,6 +268,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	if r.TLS != nil && !r.TLS.HandshakeComplete {
 		return d.refuse(w, outcomeEarlyData, "TLS early data: client IP cannot be verified yet")
 	}
+	h.warnLooseProxies(r)
 	if !h.allow.allows(d.clientIP) {
 		return d.refuse(w, outcomeIPDenied, "client IP %s is not in allow_ips", d.clientIP)
 	}
@@ -280,6 +303,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyht
 	}
 
 	restoreBody(r, body)
+	h.dropCredentials(r)
 	if h.DedupeOff {
 		return d.forward(w, next, nil)
 	}

@@ -10,16 +10,20 @@ import (
 )
 
 // resolveSecrets resolves the {env.NAME} and {file./path} placeholders of a
-// list of secrets once, at provisioning. An empty result is a configuration
-// error naming the option and the entry, never the value.
+// list of secrets once, at provisioning. An empty or blank result is a
+// configuration error naming the option, the entry and its placeholder,
+// never the value.
 func resolveSecrets(repl *caddy.Replacer, option string, values []string) ([]string, error) {
 	out := make([]string, 0, len(values))
 	for i, v := range values {
 		resolved := repl.ReplaceKnown(v, "")
-		if resolved == "" {
-			what := "is empty"
-			if v != "" && strings.Contains(v, "{") {
+		if strings.TrimSpace(resolved) == "" {
+			what := blankWhat(v)
+			if hasPlaceholder(v) {
 				what = fmt.Sprintf("%s resolved to an empty value (unset variable or unreadable file?)", placeholderName(v))
+				if resolved != "" {
+					what = fmt.Sprintf("%s resolved to only whitespace", placeholderName(v))
+				}
 			}
 			return nil, &entryError{Option: option, Index: i, Msg: fmt.Sprintf("%s #%d %s", option, i+1, what)}
 		}

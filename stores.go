@@ -45,10 +45,6 @@ type ReplayStore interface {
 // sets no lease.
 const defaultLease = 30 * time.Second
 
-// minDuration is the shortest lease, replay window or tolerance accepted:
-// anything shorter is a typo (1ns) that would let duplicates through.
-const minDuration = time.Second
-
 // stores keeps replay stores across config reloads: a reload provisions the
 // new handlers (which find the store by its key) before it cleans up the old
 // ones, so the history of delivered events survives `caddy reload`.
@@ -130,7 +126,7 @@ func (s *storeHandle) open(ctx caddy.Context, kind, key string, open func(p *poo
 		lease = defaultLease
 	}
 	if lease < minDuration {
-		return fmt.Errorf("lease: %v is under one second", lease)
+		return fmt.Errorf("lease: must be at least %v", minDuration)
 	}
 	val, _, err := stores.LoadOrNew(key, func() (caddy.Destructor, error) {
 		p := &pooledStore{kind: kind}
