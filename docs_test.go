@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -347,4 +348,88 @@ func caddyfileSubdirectives(t *testing.T) []string {
 	}
 	slices.Sort(names)
 	return slices.Compact(names)
+}
+
+// markdownLink is an inline Markdown link; the target ends at the first
+// space or closing parenthesis.
+var markdownLink = regexp.MustCompile(`\]\(([^)\s]+)\)`)
+
+// TestDocsLinksResolve checks every relative link of the README and docs/:
+// the file exists and, with a #fragment into a Markdown page, the page has a
+// heading with that GitHub anchor.
+func TestDocsLinksResolve(t *testing.T) {
+	var files []string
+	for _, pattern := range append([]string{"*.md"}, docPages...) {
+		m, err := filepath.Glob(pattern)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, m...)
+	}
+	slices.Sort(files)
+	files = slices.Compact(files)
+	checked := 0
+	for _, file := range files {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range markdownLink.FindAllStringSubmatch(string(data), -1) {
+			target := m[1]
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+				continue
+			}
+			path, fragment, _ := strings.Cut(target, "#")
+			dest := file
+			if path != "" {
+				dest = filepath.Join(filepath.Dir(file), path)
+			}
+			if _, err := os.Stat(dest); err != nil {
+				t.Errorf("%s: link %q: %v", file, target, err)
+				continue
+			}
+			checked++
+			if fragment == "" || !strings.HasSuffix(dest, ".md") {
+				continue
+			}
+			if !slices.Contains(markdownAnchors(t, dest), fragment) {
+				t.Errorf("%s: link %q: %s has no heading with anchor #%s", file, target, dest, fragment)
+			}
+		}
+	}
+	if checked < 10 {
+		t.Fatalf("checked only %d links", checked)
+	}
+}
+
+// markdownAnchors lists the anchors GitHub gives a page's headings: lower
+// case, punctuation but - and _ removed, spaces turned into -.
+func markdownAnchors(t *testing.T, file string) []string {
+	t.Helper()
+	data, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var anchors []string
+	inFence := false
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(strings.TrimSpace(line), "```") {
+			inFence = !inFence
+		}
+		if inFence || !strings.HasPrefix(line, "#") {
+			continue
+		}
+		heading := strings.ToLower(strings.TrimSpace(strings.TrimLeft(line, "#")))
+		var b strings.Builder
+		for _, r := range heading {
+			switch {
+			case r == ' ':
+				b.WriteRune('-')
+			case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r):
+				b.WriteRune(r)
+			}
+		}
+		anchors = append(anchors, b.String())
+	}
+	return anchors
 }
