@@ -1,4 +1,6 @@
-# The checks CI runs (see .ci/run); `make test` is the README's test command.
+# The checks CI runs (see .ci/run); `make test` is the README's test command
+# and runs everything. The fast tier, `go test -short ./...`, skips the tests
+# that build or run Caddy, or start redis-server or Node.js (internal/testkit).
 STATICCHECK := go run honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: test lint unit caddy example bench fuzz

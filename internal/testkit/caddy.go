@@ -74,9 +74,12 @@ const buildDirPrefix = "webhook-guard-caddy-"
 // environment variable WEBHOOK_GUARD_CADDY names one, it builds ./cmd/caddy from the module
 // root, once per test process, into a temporary folder under os.TempDir() that outlives the
 // test (folders left by test processes that have ended are removed at the next build). A failed
-// build fails the test with the compiler's output.
+// build fails the test with the compiler's output. Under `go test -short` it skips the test:
+// every test that runs Caddy (StartCaddy, Adapt, Validate) goes through here, so the fast tier
+// never builds or starts Caddy.
 func CaddyBinary(t testing.TB) string {
 	t.Helper()
+	SkipIfShort(t, "builds and runs Caddy")
 	if p := os.Getenv(CaddyBinaryEnv); p != "" {
 		fi, err := os.Stat(p)
 		if err != nil {

@@ -8,6 +8,10 @@
 // the Caddyfiles it is given are not logged, and the Node.js helper scrubs the secret from
 // anything it reports.
 //
+// Under `go test -short` (the fast tier) every helper that builds or runs Caddy, starts
+// redis-server or runs Node.js skips the test (SkipIfShort), so a test using the kit needs no
+// check of its own.
+//
 // A typical test:
 //
 //	up := testkit.StartUpstream(t)

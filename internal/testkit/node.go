@@ -76,9 +76,11 @@ func NodeDir() (string, error) {
 // side by side do not install at the same time). Without `node` or `npm` on the PATH the test
 // fails with "install nodejs and npm", unless WEBHOOK_GUARD_SKIP_NODE=1 is in the environment:
 // the test is then skipped instead. With node and npm installed the tests run whatever that
-// variable says.
+// variable says. Under `go test -short` the test is skipped (NodeSign and NodeVerify call this
+// first, so they skip too).
 func EnsureNodeModules(t testing.TB) {
 	t.Helper()
+	SkipIfShort(t, "runs Node.js")
 	for _, tool := range []string{"node", "npm"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			if os.Getenv(SkipNodeEnv) == "1" {

@@ -68,9 +68,10 @@ func StartRedis(t testing.TB) *RedisServer {
 // answers PING; t.Cleanup stops it. If redis-server is not installed the test
 // fails, saying how to install it; if the environment variable
 // WEBHOOK_GUARD_SKIP_REDIS is 1 the test is skipped instead (whether or not
-// redis-server is installed).
+// redis-server is installed). Under `go test -short` the test is skipped.
 func StartRedisWith(t testing.TB, o RedisOptions) *RedisServer {
 	t.Helper()
+	SkipIfShort(t, "starts redis-server")
 	if os.Getenv(SkipRedisEnv) == "1" {
 		t.Skipf("%s=1: skipping a test that needs redis-server", SkipRedisEnv)
 	}
