@@ -87,36 +87,6 @@ func docSnippets(t *testing.T) []docSnippet {
 	return out
 }
 
-// docSecretValues are what the test puts into the {env.NAME} variables the
-// snippets name, chosen by the option on the line: every value is valid for
-// every provider (a whsec_ secret is also a valid ivy, stripe or hmac
-// secret).
-//
-// TODO(lead): once secrets are resolved at provisioning rather than at adapt
-// time (issue 10, item 10), drop setDocEnv: a snippet must then adapt with
-// none of its variables set, as `caddy adapt` in CI does.
-var docSecretValues = map[string]string{
-	"public_key": "whpk_" + "11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo=",
-	"store":      "redis://127.0.0.1:6379/0",
-	"":           "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
-}
-
-var envPlaceholder = regexp.MustCompile(`\{env\.([A-Za-z0-9_]+)\}`)
-
-// setDocEnv sets every {env.NAME} the snippet uses.
-func setDocEnv(t *testing.T, text string) {
-	for _, line := range strings.Split(text, "\n") {
-		for _, m := range envPlaceholder.FindAllStringSubmatch(line, -1) {
-			option, _, _ := strings.Cut(strings.TrimSpace(line), " ")
-			value, ok := docSecretValues[option]
-			if !ok {
-				value = docSecretValues[""]
-			}
-			t.Setenv(m[1], value)
-		}
-	}
-}
-
 // knownDirectiveAsSite is the adapter's error for a snippet that starts with
 // a directive: a fragment, to be wrapped in a site block.
 const knownDirectiveAsSite = "but it is a known directive; directives must appear in a site block"
@@ -146,7 +116,8 @@ func TestDocsCaddyfileSnippetsAdapt(t *testing.T) {
 	}
 	for _, s := range snippets {
 		t.Run(s.where, func(t *testing.T) {
-			setDocEnv(t, s.text)
+			// No {env.*} is set: a snippet must adapt without its secrets, as
+			// `caddy adapt` does in CI and image builds.
 			wrapped, warnings, err := adaptDocSnippet(s.text)
 			if err != nil {
 				t.Fatalf("%s: this Caddyfile snippet does not adapt (wrapped in a site block: %v): %v\n%s", s.where, wrapped, err, s.text)
@@ -168,7 +139,6 @@ func TestDocsCaddyfileSnippetsAdapt(t *testing.T) {
 // misspelt option, a fragment with an unknown directive and a missing brace
 // all fail to adapt.
 func TestDocsSnippetTestFailsOnABrokenSnippet(t *testing.T) {
-	t.Setenv("DOCS_TEST_SECRET", docSecretValues[""])
 	for _, broken := range []string{
 		"webhook_guard ivy {\n\tsekret {env.DOCS_TEST_SECRET}\n}\n",
 		"handle /hooks/ivy {\n\twebhook_gaurd ivy {\n\t\tsecret x\n\t}\n}\n",
