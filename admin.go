@@ -1,6 +1,7 @@
 package webhookguard
 
 import (
+	"bytes"
 	"cmp"
 	"encoding/base64"
 	"encoding/json"
@@ -571,14 +572,17 @@ func methodNotAllowed(w http.ResponseWriter, r *http.Request, allowed ...string)
 	return adminError(http.StatusMethodNotAllowed, "method %s not allowed on %s: want %s", r.Method, r.URL.Path, strings.Join(allowed, " or "))
 }
 
-// writeAdminJSON writes v as the JSON answer.
+// writeAdminJSON writes v as the JSON answer, one line, with & < > as they
+// are (queries and bodies read as sent).
 func writeAdminJSON(w http.ResponseWriter, v any) error {
-	b, err := json.Marshal(v)
-	if err != nil {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err}
 	}
 	w.Header().Set("Content-Type", "application/json")
-	_, err = w.Write(append(b, '\n'))
+	_, err := w.Write(b.Bytes())
 	return err
 }
 

@@ -400,7 +400,10 @@ func TestAdminSpoolList(t *testing.T) {
 func TestAdminSpoolShow(t *testing.T) {
 	a := newAdminTest(t, newFakeSpool(adminTestRecords()...))
 	var d spoolEventDetailJSON
-	a.want("GET", "/webhook_guard/spool/1", 200, &d)
+	raw := a.want("GET", "/webhook_guard/spool/1", 200, &d)
+	if !strings.Contains(raw, `"query":"token=[REDACTED]&shop=1"`) {
+		t.Errorf("the query is to read as sent, & unescaped:\n%s", raw)
+	}
 	if d.ID != 1 || d.Scope != "ivpay" || d.EventID != "pay_aaa" || d.State != spoolPending || d.Attempts != 2 ||
 		d.Method != "POST" || d.Path != "/hooks/ivpay" || d.ClientIP != "203.0.113.7" || d.LastError != "502 Bad Gateway" {
 		t.Errorf("record: %+v", d)
