@@ -146,9 +146,14 @@ func (adminSpool) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision sets up the module's logger.
+// Provision sets up the module's logger. Caddy provisions admin routers
+// outside any module's context, where ctx.Logger is Caddy's unnamed default
+// logger: the module names it itself.
 func (a *adminSpool) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
+	if ctx.Module() == nil {
+		a.logger = a.logger.Named("admin.api.webhook_guard")
+	}
 	return nil
 }
 
