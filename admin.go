@@ -68,7 +68,9 @@ type SpoolRecord struct {
 // spoolOperator is a spool the admin API can list and steer (one per ledger
 // file). The spool registers it with registerSpool when its ledger opens and
 // unregisters it before closing the ledger; a call already in flight then
-// may still reach it and must fail with an error rather than block.
+// may still reach it and must fail with an error rather than block. Its
+// methods are called concurrently, from the admin endpoint's goroutines, and
+// their errors are shown to the operator: they must not carry a secret.
 type spoolOperator interface {
 	// List returns the events in state ("" for every state) and scope (""
 	// for every scope), without Header and Body.

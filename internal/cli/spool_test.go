@@ -2,18 +2,24 @@ package cli
 
 import (
 	"bytes"
+	"context"
+	"errors"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/spf13/cobra"
+
+	"github.com/hookguard/caddy-webhook-guard/internal/testkit"
 )
 
 // cannedAdmin is an admin endpoint answering each "METHOD /path?query" with
@@ -346,5 +352,54 @@ func TestCLIPrintable(t *testing.T) {
 		if got := base64Len(s); got != n {
 			t.Errorf("base64Len(%q) = %d, want %d", s, got, n)
 		}
+	}
+}
+
+// TestSpoolCommandInCaddyBinary runs the spool subcommands as a user does, in
+// a Caddy built from ./cmd/caddy, against another such Caddy's admin
+// endpoint, which has the module's admin routes and no spool loaded.
+func TestSpoolCommandInCaddyBinary(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs Caddy")
+	}
+	c := testkit.StartCaddy(t, testkit.GlobalOptions(""))
+	bin := testkit.CaddyBinary(t)
+	run := func(args ...string) (stdout, stderr string, code int) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if args[0] != "--help" {
+			args = append(args, "--address", c.AdminAddr())
+		}
+		cmd := exec.CommandContext(ctx, bin, append([]string{"webhook-guard", "spool"}, args...)...)
+		var out, errOut bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errOut
+		err := cmd.Run()
+		var exit *exec.ExitError
+		switch {
+		case errors.As(err, &exit):
+			code = exit.ExitCode()
+		case err != nil:
+			t.Fatalf("%s %v: %v", bin, args, err)
+		}
+		return out.String(), errOut.String(), code
+	}
+	if out, stderr, code := run("list"); code != 0 || out != "no spooled events\n" {
+		t.Errorf("list: exit %d, stdout %q\n%s", code, out, stderr)
+	}
+	if out, stderr, code := run("list", "--json"); code != 0 || out != "[]\n" {
+		t.Errorf("list --json: exit %d, stdout %q\n%s", code, out, stderr)
+	}
+	if out, stderr, code := run("show", "1"); code != 1 || out != "" || !strings.Contains(stderr, "HTTP 404: no spooled event 1") {
+		t.Errorf("show 1: exit %d, stdout %q\n%s", code, out, stderr)
+	}
+	if _, stderr, code := run("pause", "--scope", "ivpay"); code != 1 || !strings.Contains(stderr, "no spool is loaded") {
+		t.Errorf("pause: exit %d\n%s", code, stderr)
+	}
+	if _, stderr, code := run("retry"); code != 1 || !strings.Contains(stderr, "Usage:") || !strings.Contains(stderr, "--state: give an event <id>") {
+		t.Errorf("retry without an id: exit %d\n%s", code, stderr)
+	}
+	if out, stderr, code := run("--help"); code != 0 || !strings.Contains(out, "discard") {
+		t.Errorf("spool --help: exit %d\n%s%s", code, out, stderr)
 	}
 }
