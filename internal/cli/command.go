@@ -1,4 +1,4 @@
-package webhookguard
+package cli
 
 import (
 	"bytes"
@@ -31,8 +31,8 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "webhook-guard",
-		Usage: "sign|send --provider <name> (--secret <s> | --secret-env <NAME>) [flags]",
-		Short: "Signs test webhooks as a provider would, and sends them",
+		Usage: "sign|send --provider <name> (--secret <s> | --secret-env <NAME>) [flags] | spool list|show|retry|discard|pause|resume [flags]",
+		Short: "Signs test webhooks as a provider would, and sends them; steers the spool",
 		Long: `
 Signs webhook deliveries the way a provider does, with the same code the
 webhook_guard handler verifies them with, so that a guard can be tried and
@@ -40,20 +40,22 @@ tested without the provider.
 
   caddy webhook-guard sign   prints the headers the provider would send
   caddy webhook-guard send   signs and POSTs deliveries to a URL
+  caddy webhook-guard spool  lists, shows, retries, discards spooled events,
+                             pauses and resumes delivery (admin API)
 
 Providers: ` + strings.Join(verify.Names(), ", ") + `.
 
-Run 'caddy webhook-guard sign --help' or 'caddy webhook-guard send --help'
-for their flags.
+Run 'caddy webhook-guard sign --help', 'caddy webhook-guard send --help' or
+'caddy webhook-guard spool --help' for their flags.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.AddCommand(newSignCommand(), newSendCommand())
+			cmd.AddCommand(newSignCommand(), newSendCommand(), newSpoolCommand())
 			cmd.RunE = func(cmd *cobra.Command, args []string) error {
 				if len(args) == 0 {
 					return cmd.Help()
 				}
 				// Not quoted back: a misplaced argument may be a secret.
-				return errors.New("unknown subcommand: use sign or send")
+				return errors.New("unknown subcommand: use sign, send or spool")
 			}
 		},
 	})

@@ -1,4 +1,4 @@
-package webhookguard
+package cli
 
 import (
 	"bytes"

@@ -1,0 +1,751 @@
+package webhookguard
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+)
+
+// adminTestSecret is in every credential of the test records, so that a leak
+// into an answer, an output or a log is easy to find.
+const adminTestSecret = "adm1n-s3cr3t-value"
+
+// fakeSpool is a spoolOperator over a map, recording the calls made.
+type fakeSpool struct {
+	mu     sync.Mutex
+	recs   map[uint64]SpoolRecord
+	paused map[string]bool
+	calls  []string
+	err    error // returned by every call when set
+}
+
+func newFakeSpool(recs ...SpoolRecord) *fakeSpool {
+	f := &fakeSpool{recs: map[uint64]SpoolRecord{}, paused: map[string]bool{}}
+	for _, r := range recs {
+		f.recs[r.ID] = r
+	}
+	return f
+}
+
+func (f *fakeSpool) call(format string, args ...any) error {
+	f.calls = append(f.calls, fmt.Sprintf(format, args...))
+	return f.err
+}
+
+func (f *fakeSpool) matches(r SpoolRecord, state, scope string) bool {
+	return (state == "" || r.State == state) && (scope == "" || r.Scope == scope)
+}
+
+func (f *fakeSpool) List(state, scope string) ([]SpoolRecord, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("List(%q, %q)", state, scope); err != nil {
+		return nil, err
+	}
+	var out []SpoolRecord
+	for _, id := range slices.Sorted(maps.Keys(f.recs)) {
+		r := f.recs[id]
+		if f.matches(r, state, scope) {
+			r.Header, r.Body = nil, nil
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+func (f *fakeSpool) Get(id uint64) (SpoolRecord, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("Get(%d)", id); err != nil {
+		return SpoolRecord{}, false, err
+	}
+	r, ok := f.recs[id]
+	return r, ok, nil
+}
+
+func (f *fakeSpool) Retry(id uint64) (bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("Retry(%d)", id); err != nil {
+		return false, err
+	}
+	r, ok := f.recs[id]
+	if ok {
+		r.State, r.NextAttemptAt = spoolPending, adminTestNow
+		f.recs[id] = r
+	}
+	return ok, nil
+}
+
+func (f *fakeSpool) RetryAll(state, scope string) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("RetryAll(%q, %q)", state, scope); err != nil {
+		return 0, err
+	}
+	n := 0
+	for id, r := range f.recs {
+		if f.matches(r, state, scope) {
+			r.State, r.NextAttemptAt = spoolPending, adminTestNow
+			f.recs[id] = r
+			n++
+		}
+	}
+	return n, nil
+}
+
+func (f *fakeSpool) Discard(id uint64) (SpoolRecord, bool, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("Discard(%d)", id); err != nil {
+		return SpoolRecord{}, false, err
+	}
+	r, ok := f.recs[id]
+	delete(f.recs, id)
+	return r, ok, nil
+}
+
+func (f *fakeSpool) Pause(scope string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("Pause(%q)", scope); err != nil {
+		return err
+	}
+	f.paused[scope] = true
+	return nil
+}
+
+func (f *fakeSpool) Resume(scope string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.call("Resume(%q)", scope); err != nil {
+		return err
+	}
+	delete(f.paused, scope)
+	return nil
+}
+
+// callLog returns the calls made so far and forgets them.
+func (f *fakeSpool) callLog() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	c := f.calls
+	f.calls = nil
+	return c
+}
+
+func (f *fakeSpool) setErr(err error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.err = err
+}
+
+func (f *fakeSpool) isPaused(scope string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.paused[scope]
+}
+
+func (f *fakeSpool) has(id uint64) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	_, ok := f.recs[id]
+	return ok
+}
+
+func (f *fakeSpool) record(id uint64) SpoolRecord {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.recs[id]
+}
+
+var adminTestNow = time.Date(2026, 11, 30, 22, 0, 0, 0, time.UTC)
+
+// adminTestRecords are two events of ivpay and one of stripe, with every
+// kind of credential header a provider or a careless client sends.
+func adminTestRecords() []SpoolRecord {
+	loc := time.FixedZone("UTC+2", 2*3600) // shown in UTC
+	return []SpoolRecord{
+		{
+			ID: 1, Scope: "ivpay", Provider: "ivpay", EventID: "pay_aaa", EventType: "PAID", State: spoolPending,
+			Attempts: 2, ReceivedAt: adminTestNow.Add(-10 * time.Minute).In(loc), NextAttemptAt: adminTestNow.Add(30 * time.Second),
+			LastError: "502 Bad Gateway", Method: "POST", Path: "/hooks/ivpay", Query: "token=" + adminTestSecret + "&shop=1",
+			ClientIP: "203.0.113.7",
+			Header: http.Header{
+				"Content-Type":          {"application/json"},
+				"X-Api-Key":             {adminTestSecret},
+				"Authorization":         {"Bearer " + adminTestSecret},
+				"Proxy-Authorization":   {"Basic " + adminTestSecret},
+				"Cookie":                {"session=" + adminTestSecret},
+				"Stripe-Signature":      {"t=1,v1=" + adminTestSecret},
+				"X-Hub-Signature-256":   {"sha256=" + adminTestSecret},
+				"X-Shopify-Hmac-Sha256": {adminTestSecret},
+				"X-Webhook-Secret":      {adminTestSecret},
+				"X-Auth-Token":          {adminTestSecret, adminTestSecret},
+				"User-Agent":            {"IVPAY/1.0"},
+			},
+			Body: []byte(`{"payment_id":"pay_aaa","status":"PAID","note":"é"}`),
+		},
+		{
+			ID: 2, Scope: "ivpay", Provider: "ivpay", EventID: "pay_bbb", EventType: "PAID", State: spoolDead,
+			Attempts: 25, ReceivedAt: adminTestNow.Add(-72 * time.Hour), LastError: "500 Internal Server Error",
+			Method: "POST", Path: "/hooks/ivpay", ClientIP: "203.0.113.8",
+			Header: http.Header{"Content-Type": {"application/octet-stream"}},
+			Body:   []byte{0xff, 0xfe, 0x00, 'x'},
+		},
+		{
+			ID: 3, Scope: "shop", Provider: "stripe", EventID: "evt_ccc", EventType: "charge.succeeded", State: spoolDead,
+			Attempts: 25, ReceivedAt: adminTestNow.Add(-5 * time.Hour), LastError: "dial tcp 127.0.0.1:9: connection refused",
+			Method: "POST", Path: "/hooks/stripe", ClientIP: "198.51.100.1",
+			Header: http.Header{"Stripe-Signature": {"t=1,v1=" + adminTestSecret}},
+			Body:   []byte(`{"id":"evt_ccc"}`),
+		},
+	}
+}
+
+// serveAdminRoutes serves routes as Caddy's admin endpoint does: a
+// ServeMux of the patterns, and an error returned by a handler written as
+// {"error": "..."} with the APIError's status (admin.go, handleError).
+func serveAdminRoutes(routes []caddy.AdminRoute) http.Handler {
+	mux := http.NewServeMux()
+	for _, route := range routes {
+		mux.Handle(route.Pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			err := route.Handler.ServeHTTP(w, r)
+			if err == nil {
+				return
+			}
+			apiErr, ok := err.(caddy.APIError)
+			if !ok {
+				apiErr = caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err}
+			}
+			if apiErr.HTTPStatus == 0 {
+				apiErr.HTTPStatus = http.StatusInternalServerError
+			}
+			if apiErr.Message == "" && apiErr.Err != nil {
+				apiErr.Message = apiErr.Err.Error()
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(apiErr.HTTPStatus)
+			json.NewEncoder(w).Encode(apiErr)
+		}))
+	}
+	return mux
+}
+
+// adminTest is the admin module over fake spools, served by httptest, with
+// its log captured and every answer's body kept for the leak check.
+type adminTest struct {
+	t      *testing.T
+	module *adminSpool
+	mu     sync.Mutex // guards spools, read by the server's goroutines
+	spools []*fakeSpool
+	logs   *observer.ObservedLogs
+	srv    *httptest.Server
+	bodies []string
+}
+
+func newAdminTest(t *testing.T, spools ...*fakeSpool) *adminTest {
+	t.Helper()
+	core, logs := observer.New(zapcore.DebugLevel)
+	a := &adminTest{t: t, spools: spools, logs: logs}
+	a.module = &adminSpool{logger: zap.New(core), spools: func() []spoolOperator {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		ops := make([]spoolOperator, len(a.spools))
+		for i, s := range a.spools {
+			ops[i] = s
+		}
+		return ops
+	}}
+	a.srv = httptest.NewServer(serveAdminRoutes(a.module.Routes()))
+	t.Cleanup(a.srv.Close)
+	t.Cleanup(func() {
+		for _, b := range a.bodies {
+			if strings.Contains(b, adminTestSecret) {
+				t.Errorf("an answer contains a secret:\n%s", b)
+			}
+		}
+		for _, e := range logs.All() {
+			if line := fmt.Sprint(e.Message, e.ContextMap()); strings.Contains(line, adminTestSecret) {
+				t.Errorf("a log line contains a secret: %s", line)
+			}
+		}
+	})
+	return a
+}
+
+// setSpools replaces the spools the module sees.
+func (a *adminTest) setSpools(spools ...*fakeSpool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.spools = spools
+}
+
+// do sends method uri and returns the answer's status and body.
+func (a *adminTest) do(method, uri string) (int, string) {
+	a.t.Helper()
+	req, err := http.NewRequest(method, a.srv.URL+uri, nil)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	resp, err := a.srv.Client().Do(req)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		a.t.Fatal(err)
+	}
+	a.bodies = append(a.bodies, string(b))
+	if resp.StatusCode < 400 && resp.Header.Get("Content-Type") != "application/json" {
+		a.t.Errorf("%s %s: Content-Type %q", method, uri, resp.Header.Get("Content-Type"))
+	}
+	return resp.StatusCode, string(b)
+}
+
+// want checks that method uri is answered status, and decodes its JSON into v
+// (when v is not nil).
+func (a *adminTest) want(method, uri string, status int, v any) string {
+	a.t.Helper()
+	code, body := a.do(method, uri)
+	if code != status {
+		a.t.Fatalf("%s %s: status %d, want %d\n%s", method, uri, code, status, body)
+	}
+	if v != nil {
+		dec := json.NewDecoder(strings.NewReader(body))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(v); err != nil {
+			a.t.Fatalf("%s %s: decoding %s: %v", method, uri, body, err)
+		}
+	}
+	return body
+}
+
+// wantError checks an error answer: its status and that its message
+// contains part.
+func (a *adminTest) wantError(method, uri string, status int, part string) {
+	a.t.Helper()
+	var e struct {
+		Error string `json:"error"`
+	}
+	a.want(method, uri, status, &e)
+	if !strings.Contains(e.Error, part) {
+		a.t.Errorf("%s %s: error %q, want it to contain %q", method, uri, e.Error, part)
+	}
+}
+
+func TestAdminSpoolList(t *testing.T) {
+	recs := adminTestRecords()
+	other := SpoolRecord{ID: 1, Scope: "github", Provider: "github", EventID: "d-1", EventType: "push", State: spoolPending,
+		ReceivedAt: adminTestNow.Add(-time.Hour), NextAttemptAt: adminTestNow.Add(time.Minute)}
+	s1, s2 := newFakeSpool(recs...), newFakeSpool(other)
+	a := newAdminTest(t, s1, s2)
+
+	body := a.want("GET", "/webhook_guard/spool", 200, nil)
+	want := `[` +
+		`{"id":2,"scope":"ivpay","provider":"ivpay","event_id":"pay_bbb","event_type":"PAID","state":"dead","attempts":25,"received_at":"2026-11-27T22:00:00Z","next_attempt_at":null,"last_error":"500 Internal Server Error"},` +
+		`{"id":3,"scope":"shop","provider":"stripe","event_id":"evt_ccc","event_type":"charge.succeeded","state":"dead","attempts":25,"received_at":"2026-11-30T17:00:00Z","next_attempt_at":null,"last_error":"dial tcp 127.0.0.1:9: connection refused"},` +
+		`{"id":1,"scope":"github","provider":"github","event_id":"d-1","event_type":"push","state":"pending","attempts":0,"received_at":"2026-11-30T21:00:00Z","next_attempt_at":"2026-11-30T22:01:00Z","last_error":""},` +
+		`{"id":1,"scope":"ivpay","provider":"ivpay","event_id":"pay_aaa","event_type":"PAID","state":"pending","attempts":2,"received_at":"2026-11-30T21:50:00Z","next_attempt_at":"2026-11-30T22:00:30Z","last_error":"502 Bad Gateway"}` +
+		"]\n"
+	if body != want {
+		t.Errorf("list, oldest first, merged over both ledgers:\n%s\nwant:\n%s", body, want)
+	}
+	for _, s := range []*fakeSpool{s1, s2} {
+		if c := s.callLog(); !slices.Equal(c, []string{`List("", "")`}) {
+			t.Errorf("calls %q", c)
+		}
+	}
+
+	var list []spoolEventJSON
+	a.want("GET", "/webhook_guard/spool?state=dead&scope=ivpay", 200, &list)
+	if len(list) != 1 || list[0].ID != 2 {
+		t.Errorf("state=dead&scope=ivpay: %+v", list)
+	}
+	if c := s1.callLog(); !slices.Equal(c, []string{`List("dead", "ivpay")`}) {
+		t.Errorf("filters not passed on: %q", c)
+	}
+	a.want("GET", "/webhook_guard/spool/?state=pending", 200, &list)
+	if len(list) != 2 || list[0].Scope != "github" || list[1].ID != 1 || list[1].Scope != "ivpay" {
+		t.Errorf("state=pending: %+v", list)
+	}
+
+	// Nothing spooled, or no spool at all, is an empty array, not null.
+	for _, spools := range [][]*fakeSpool{{newFakeSpool()}, nil} {
+		a.setSpools(spools...)
+		if body := a.want("GET", "/webhook_guard/spool", 200, nil); body != "[]\n" {
+			t.Errorf("empty list: %q", body)
+		}
+	}
+}
+
+func TestAdminSpoolShow(t *testing.T) {
+	a := newAdminTest(t, newFakeSpool(adminTestRecords()...))
+	var d spoolEventDetailJSON
+	raw := a.want("GET", "/webhook_guard/spool/1", 200, &d)
+	if !strings.Contains(raw, `"query":"token=[REDACTED]&shop=1"`) {
+		t.Errorf("the query is to read as sent, & unescaped:\n%s", raw)
+	}
+	if d.ID != 1 || d.Scope != "ivpay" || d.EventID != "pay_aaa" || d.State != spoolPending || d.Attempts != 2 ||
+		d.Method != "POST" || d.Path != "/hooks/ivpay" || d.ClientIP != "203.0.113.7" || d.LastError != "502 Bad Gateway" {
+		t.Errorf("record: %+v", d)
+	}
+	if d.ReceivedAt == nil || !d.ReceivedAt.Equal(adminTestNow.Add(-10*time.Minute)) || d.ReceivedAt.Location() != time.UTC {
+		t.Errorf("received_at %v", d.ReceivedAt)
+	}
+	if d.Query != "token="+redactedValue+"&shop=1" {
+		t.Errorf("query %q: the token parameter is to be redacted, the rest kept", d.Query)
+	}
+	for _, name := range []string{"X-Api-Key", "Authorization", "Proxy-Authorization", "Cookie", "Stripe-Signature",
+		"X-Hub-Signature-256", "X-Shopify-Hmac-Sha256", "X-Webhook-Secret"} {
+		if got := d.Headers[name]; !slices.Equal(got, []string{redactedValue}) {
+			t.Errorf("%s: %q, want redacted", name, got)
+		}
+	}
+	if got := d.Headers["X-Auth-Token"]; !slices.Equal(got, []string{redactedValue, redactedValue}) {
+		t.Errorf("X-Auth-Token: %q, want each value redacted", got)
+	}
+	if d.Headers.Get("Content-Type") != "application/json" || d.Headers.Get("User-Agent") != "IVPAY/1.0" || len(d.Headers) != 11 {
+		t.Errorf("headers other than credentials are to be kept: %v", d.Headers)
+	}
+	if d.Body == nil || *d.Body != `{"payment_id":"pay_aaa","status":"PAID","note":"é"}` || d.BodyBase64 != nil {
+		t.Errorf("body %v, body_base64 %v", d.Body, d.BodyBase64)
+	}
+
+	// A body that is not UTF-8 comes as body_base64, and only so.
+	body := a.want("GET", "/webhook_guard/spool/2", 200, nil)
+	if !strings.Contains(body, `"body_base64":"`+base64.StdEncoding.EncodeToString([]byte{0xff, 0xfe, 0x00, 'x'})+`"`) ||
+		strings.Contains(body, `"body":`) || !strings.Contains(body, `"next_attempt_at":null`) || !strings.Contains(body, `"query":""`) {
+		t.Errorf("binary body:\n%s", body)
+	}
+}
+
+func TestAdminSpoolRedaction(t *testing.T) {
+	for name, redacted := range map[string]bool{
+		"Authorization": true, "authorization": true, "X-Api-Key": true, "Cookie": true, "Set-Cookie": true,
+		"Webhook-Signature": true, "X-Slack-Signature": true, "X-Client-Secret": true, "X-Access-Token": true,
+		"X-Shopify-Hmac-Sha256": true, "Idempotency-Key": true, "X-Password": true,
+		"Content-Type": false, "Webhook-Id": false, "Webhook-Timestamp": false, "X-GitHub-Event": false, "User-Agent": false,
+	} {
+		if credentialName(name) != redacted {
+			t.Errorf("credentialName(%q) = %v", name, !redacted)
+		}
+	}
+	for raw, want := range map[string]string{
+		"":                             "",
+		"a=1&b=2":                      "a=1&b=2",
+		"access_token=x&a=1":           "access_token=" + redactedValue + "&a=1",
+		"a=1&api%5Fkey=x&api%5Fkey=y":  "a=1&api_key=" + redactedValue + "&api_key=" + redactedValue,
+		"signature":                    "signature=" + redactedValue,
+		"%zz=1&secret=s":               "%zz=1&secret=" + redactedValue,
+		"x=%zz&Token=1;a":              "x=%zz&Token=" + redactedValue,
+		"sig=keep&mykey=drop&keyless=": "sig=keep&mykey=" + redactedValue + "&keyless=" + redactedValue,
+	} {
+		if got := redactQuery(raw); got != want {
+			t.Errorf("redactQuery(%q) = %q, want %q", raw, got, want)
+		}
+	}
+	if h := redactHeader(nil); h == nil || len(h) != 0 {
+		t.Errorf("redactHeader(nil) = %#v, want empty, not nil (JSON {})", h)
+	}
+	in := http.Header{"X-Api-Key": {}, "Accept": {"*/*"}}
+	out := redactHeader(in)
+	if !slices.Equal(out["X-Api-Key"], []string{redactedValue}) || in["X-Api-Key"] == nil || len(in["X-Api-Key"]) != 0 {
+		t.Errorf("redactHeader: %v (input %v, which must be left as it was)", out, in)
+	}
+	out["Accept"][0] = "changed"
+	if in.Get("Accept") != "*/*" {
+		t.Error("redactHeader shares the input's value slices")
+	}
+}
+
+func TestAdminSpoolErrors(t *testing.T) {
+	s := newFakeSpool(adminTestRecords()...)
+	a := newAdminTest(t, s)
+
+	a.wantError("GET", "/webhook_guard/spool/99", 404, "no spooled event 99")
+	a.wantError("POST", "/webhook_guard/spool/99/retry", 404, "no spooled event 99")
+	a.wantError("DELETE", "/webhook_guard/spool/99", 404, "no spooled event 99")
+	a.wantError("GET", "/webhook_guard/spool/1?scope=shop", 404, "no spooled event 1")
+	a.wantError("GET", "/webhook_guard/other", 404, "no such admin route /webhook_guard/other")
+	a.wantError("GET", "/webhook_guard/spoolx", 404, "no such admin route")
+	a.wantError("GET", "/webhook_guard/spool/1/other", 404, "no such admin route")
+
+	for _, id := range []string{"abc", "-1", "%2B1", "1.5", "0x1", "18446744073709551616"} {
+		a.wantError("GET", "/webhook_guard/spool/"+id, 400, "bad event id")
+		a.wantError("POST", "/webhook_guard/spool/"+id+"/retry", 400, "bad event id")
+	}
+	for _, uri := range []string{"/webhook_guard/spool?state=delivered", "/webhook_guard/spool?state=DEAD"} {
+		a.wantError("GET", uri, 400, "bad state")
+	}
+	a.wantError("POST", "/webhook_guard/spool/retry?state=all", 400, "bad state")
+	a.wantError("GET", "/webhook_guard/spool?stat=dead", 400, `unknown query parameter "stat"`)
+	a.wantError("POST", "/webhook_guard/spool/retry?state=dead&scop=ivpay", 400, `unknown query parameter "scop"`)
+	a.wantError("GET", "/webhook_guard/spool?state=dead&state=pending", 400, "given more than once")
+	a.wantError("GET", "/webhook_guard/spool?state=%zz", 400, "bad query")
+	a.wantError("GET", "/webhook_guard/spool/1?state=dead", 400, "unknown query parameter")
+	a.wantError("POST", "/webhook_guard/spool/pause", 400, "scope is required")
+	a.wantError("POST", "/webhook_guard/spool/resume?scope=", 400, "scope is required")
+
+	for _, c := range []struct{ method, uri, allow string }{
+		{"POST", "/webhook_guard/spool", "GET"},
+		{"DELETE", "/webhook_guard/spool", "GET"},
+		{"PUT", "/webhook_guard/spool/1", "GET, DELETE"},
+		{"POST", "/webhook_guard/spool/1", "GET, DELETE"},
+		{"GET", "/webhook_guard/spool/1/retry", "POST"},
+		{"GET", "/webhook_guard/spool/retry?state=dead", "POST"},
+		{"DELETE", "/webhook_guard/spool/retry", "POST"},
+		{"GET", "/webhook_guard/spool/pause?scope=ivpay", "POST"},
+		{"GET", "/webhook_guard/spool/resume?scope=ivpay", "POST"},
+	} {
+		req, _ := http.NewRequest(c.method, a.srv.URL+c.uri, nil)
+		resp, err := a.srv.Client().Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 405 || resp.Header.Get("Allow") != c.allow {
+			t.Errorf("%s %s: %d, Allow %q; want 405, Allow %q", c.method, c.uri, resp.StatusCode, resp.Header.Get("Allow"), c.allow)
+		}
+	}
+	// None of these reached a mutating call.
+	for _, c := range s.callLog() {
+		if !strings.HasPrefix(c, "Get(") && !strings.HasPrefix(c, "List(") {
+			t.Errorf("a refused request called %s", c)
+		}
+	}
+	if !s.has(1) || !s.has(2) || !s.has(3) || s.record(2).State != spoolDead || s.isPaused("ivpay") {
+		t.Error("refused requests changed the spool")
+	}
+
+	// A spool that fails is a 500 naming the spool's error.
+	s.setErr(errors.New("ledger closed"))
+	a.wantError("GET", "/webhook_guard/spool", 500, "spool: ledger closed")
+	a.wantError("GET", "/webhook_guard/spool/1", 500, "spool: ledger closed")
+	a.wantError("POST", "/webhook_guard/spool/retry?state=dead", 500, "spool: ledger closed (0 events retried before it)")
+	a.wantError("POST", "/webhook_guard/spool/pause?scope=ivpay", 500, "spool: ledger closed")
+
+	// No spool loaded: ids are unknown, pause has nothing to hold.
+	a.setSpools()
+	a.wantError("GET", "/webhook_guard/spool/1", 404, "no spooled event 1")
+	a.wantError("POST", "/webhook_guard/spool/pause?scope=ivpay", 404, "no spool is loaded")
+	if got := a.want("POST", "/webhook_guard/spool/retry?state=dead", 200, nil); got != `{"retried":0}`+"\n" {
+		t.Errorf("retry without a spool: %s", got)
+	}
+}
+
+func TestAdminSpoolRetry(t *testing.T) {
+	s1 := newFakeSpool(adminTestRecords()...)
+	s2 := newFakeSpool(SpoolRecord{ID: 7, Scope: "gh", Provider: "github", State: spoolDead, ReceivedAt: adminTestNow})
+	a := newAdminTest(t, s1, s2)
+
+	var n map[string]int
+	a.want("POST", "/webhook_guard/spool/2/retry", 200, &n)
+	if n["retried"] != 1 || s1.record(2).State != spoolPending {
+		t.Errorf("retry 2: %v, state %s", n, s1.record(2).State)
+	}
+	if c := s1.callLog(); !slices.Equal(c, []string{"Get(2)", "Retry(2)"}) {
+		t.Errorf("calls of the spool holding 2: %q", c)
+	}
+	if c := s2.callLog(); !slices.Equal(c, []string{"Get(2)"}) {
+		t.Errorf("the other spool was retried too: %q", c)
+	}
+	if e := lastAdminLog(t, a.logs); e.Level != zapcore.InfoLevel || e.ContextMap()["id"] != uint64(2) || e.ContextMap()["event_id"] != "pay_bbb" {
+		t.Errorf("retry log: %v %v", e.Message, e.ContextMap())
+	}
+
+	a.want("POST", "/webhook_guard/spool/retry?state=dead", 200, &n)
+	if n["retried"] != 2 { // 3 in the first ledger, 7 in the second
+		t.Errorf("retry every dead: %v", n)
+	}
+	if c1, c2 := s1.callLog(), s2.callLog(); !slices.Equal(c1, []string{`RetryAll("dead", "")`}) || !slices.Equal(c2, []string{`RetryAll("dead", "")`}) {
+		t.Errorf("calls %q %q", c1, c2)
+	}
+	a.want("POST", "/webhook_guard/spool/retry?state=pending&scope=ivpay", 200, &n)
+	if c1, c2 := s1.callLog(), s2.callLog(); n["retried"] != 2 || !slices.Equal(c1, []string{`RetryAll("pending", "ivpay")`}) || !slices.Equal(c2, []string{`RetryAll("pending", "ivpay")`}) {
+		t.Errorf("retry pending of ivpay: %v, calls %q %q", n, c1, c2)
+	}
+	a.want("POST", "/webhook_guard/spool/retry/", 200, &n) // every state
+	if n["retried"] != 4 || !slices.Equal(s2.callLog(), []string{`RetryAll("", "")`}) {
+		t.Errorf("retry all: %v", n)
+	}
+}
+
+func TestAdminSpoolDiscard(t *testing.T) {
+	s := newFakeSpool(adminTestRecords()...)
+	a := newAdminTest(t, s)
+	var got map[string]spoolEventJSON
+	a.want("DELETE", "/webhook_guard/spool/3", 200, &got)
+	if d := got["discarded"]; d.ID != 3 || d.EventID != "evt_ccc" || d.Scope != "shop" {
+		t.Errorf("answer %+v", got)
+	}
+	if s.has(3) || !s.has(1) || !s.has(2) {
+		t.Error("discard removed the wrong events")
+	}
+	e := lastAdminLog(t, a.logs)
+	f := e.ContextMap()
+	if e.Level != zapcore.WarnLevel || e.Message != "spooled event discarded through the admin API" ||
+		f["id"] != uint64(3) || f["scope"] != "shop" || f["event_id"] != "evt_ccc" || f["provider"] != "stripe" ||
+		f["state"] != spoolDead || f["attempts"] != int64(25) {
+		t.Errorf("discard log: %s %s %v", e.Level, e.Message, f)
+	}
+	a.wantError("DELETE", "/webhook_guard/spool/3", 404, "no spooled event 3")
+	if n := len(a.logs.FilterLevelExact(zapcore.WarnLevel).All()); n != 1 {
+		t.Errorf("%d discard lines, want 1 (the second discard found nothing)", n)
+	}
+}
+
+func TestAdminSpoolPauseResume(t *testing.T) {
+	s1, s2 := newFakeSpool(), newFakeSpool()
+	a := newAdminTest(t, s1, s2)
+	var got map[string]any
+	a.want("POST", "/webhook_guard/spool/pause?scope=ivpay", 200, &got)
+	if got["scope"] != "ivpay" || got["paused"] != true || !s1.isPaused("ivpay") || !s2.isPaused("ivpay") {
+		t.Errorf("pause: %v", got)
+	}
+	if e := lastAdminLog(t, a.logs); e.Message != "spool deliveries paused through the admin API" || e.ContextMap()["scope"] != "ivpay" {
+		t.Errorf("pause log: %s %v", e.Message, e.ContextMap())
+	}
+	a.want("POST", "/webhook_guard/spool/resume?scope=ivpay", 200, &got)
+	if got["paused"] != false || s1.isPaused("ivpay") || s2.isPaused("ivpay") {
+		t.Errorf("resume: %v", got)
+	}
+	if c := s1.callLog(); !slices.Equal(c, []string{`Pause("ivpay")`, `Resume("ivpay")`}) {
+		t.Errorf("calls %q", c)
+	}
+}
+
+// TestAdminSpoolSameIDInTwoLedgers: ids are unique per ledger only; an id two
+// ledgers hold is refused unless ?scope= tells which, and is then acted on
+// in that ledger alone.
+func TestAdminSpoolSameIDInTwoLedgers(t *testing.T) {
+	s1 := newFakeSpool(SpoolRecord{ID: 5, Scope: "a", EventID: "ev-a", State: spoolDead})
+	s2 := newFakeSpool(SpoolRecord{ID: 5, Scope: "b", EventID: "ev-b", State: spoolDead})
+	a := newAdminTest(t, s1, s2)
+	a.wantError("GET", "/webhook_guard/spool/5", 409, "add ?scope=<scope> to choose")
+	a.wantError("DELETE", "/webhook_guard/spool/5", 409, "more than one ledger")
+	a.wantError("POST", "/webhook_guard/spool/5/retry", 409, "more than one ledger")
+	if !s1.has(5) || !s2.has(5) {
+		t.Fatal("an ambiguous discard removed an event")
+	}
+	var d spoolEventDetailJSON
+	a.want("GET", "/webhook_guard/spool/5?scope=b", 200, &d)
+	if d.EventID != "ev-b" {
+		t.Errorf("scope=b shows %q", d.EventID)
+	}
+	a.want("DELETE", "/webhook_guard/spool/5?scope=b", 200, nil)
+	if !s1.has(5) || s2.has(5) {
+		t.Error("discard with scope=b did not act on ledger b alone")
+	}
+	a.want("GET", "/webhook_guard/spool/5", 200, &d) // unique again
+	if d.EventID != "ev-a" {
+		t.Errorf("after the discard, 5 is %q", d.EventID)
+	}
+}
+
+func lastAdminLog(t *testing.T, logs *observer.ObservedLogs) observer.LoggedEntry {
+	t.Helper()
+	all := logs.All()
+	if len(all) == 0 {
+		t.Fatal("nothing logged")
+	}
+	return all[len(all)-1]
+}
+
+func TestRegisterSpool(t *testing.T) {
+	before := len(registeredSpools())
+	s1, s2 := newFakeSpool(), newFakeSpool()
+	un1 := registerSpool(s1)
+	un2 := registerSpool(s2)
+	un1again := registerSpool(s1)
+	if got := registeredSpools(); len(got) != before+3 {
+		t.Fatalf("%d registered, want %d", len(got), before+3)
+	}
+	un1()
+	un1() // a second call does nothing
+	got := registeredSpools()
+	if len(got) != before+2 || !slices.Contains(got, spoolOperator(s1)) || !slices.Contains(got, spoolOperator(s2)) {
+		t.Errorf("after one unregister of s1: %v", got)
+	}
+	un1again()
+	un2()
+	if got := registeredSpools(); len(got) != before {
+		t.Errorf("%d left registered", len(got)-before)
+	}
+
+	// Registering and serving at once is safe (run with -race).
+	m := &adminSpool{}
+	h := serveAdminRoutes(m.Routes())
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				registerSpool(newFakeSpool(SpoolRecord{ID: 1}))()
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, httptest.NewRequest("GET", "/webhook_guard/spool", nil))
+				if w.Code != 200 {
+					t.Errorf("list while registering: %d %s", w.Code, w.Body)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+func TestAdminSpoolModule(t *testing.T) {
+	info, err := caddy.GetModule("admin.api.webhook_guard")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := info.New()
+	router, ok := m.(caddy.AdminRouter)
+	if !ok {
+		t.Fatalf("%T is not a caddy.AdminRouter", m)
+	}
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer cancel()
+	if err := m.(caddy.Provisioner).Provision(ctx); err != nil {
+		t.Fatal(err)
+	}
+	routes := router.Routes()
+	if len(routes) != 1 || routes[0].Pattern != "/webhook_guard/" {
+		t.Fatalf("routes %+v", routes)
+	}
+
+	// The module serves the registered spools.
+	s := newFakeSpool(adminTestRecords()...)
+	defer registerSpool(s)()
+	w := httptest.NewRecorder()
+	if err := routes[0].Handler.ServeHTTP(w, httptest.NewRequest("GET", "/webhook_guard/spool/3", nil)); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(w.Body.Bytes(), []byte(`"event_id":"evt_ccc"`)) {
+		t.Errorf("GET 3 through the registry: %s", w.Body)
+	}
+}
