@@ -72,16 +72,6 @@ func (p *pooledStore) detach(h *Handler) {
 	p.users = slices.DeleteFunc(p.users, func(u storeUser) bool { return u.h == h })
 }
 
-// logger is the newest user's logger.
-func (p *pooledStore) logger() *zap.Logger {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if len(p.users) == 0 {
-		return zap.NewNop()
-	}
-	return p.users[len(p.users)-1].logger
-}
-
 // openStore finds or opens the configured store.
 func (h *Handler) openStore(ctx caddy.Context) error {
 	sc := StoreConfig{}
