@@ -340,7 +340,8 @@ func (s *File) shard(d *digest) *fileShard {
 	return &s.shards[d[0]%shardCount]
 }
 
-// Claim implements Store.
+// Claim implements Store. An id in flight is looked up in memory, a
+// delivered one in the file (a read transaction, no disk write).
 func (s *File) Claim(_ context.Context, key string, leaseFor time.Duration) (Claim, error) {
 	failed := Claim{Key: key, State: InFlight}
 	if leaseFor <= 0 {
@@ -511,7 +512,7 @@ func (s *File) Release(_ context.Context, c Claim) error {
 	return nil
 }
 
-// Renew implements Store.
+// Renew implements Store. Leases live in memory: nothing is written.
 func (s *File) Renew(_ context.Context, c Claim, leaseFor time.Duration) error {
 	if leaseFor <= 0 {
 		return fmt.Errorf("dedupe: lease must be positive, got %v", leaseFor)

@@ -168,8 +168,11 @@ type RedisConfig struct {
 // Redis is the replay store shared by several Caddy instances through
 // Redis. A claim is `SET key token NX PX lease` (in a script that also
 // reports what holds a taken key), a commit `SET key delivered PX window`, a
-// release a compare-and-delete on the token. Any Redis failure is returned
-// as an error wrapping ErrUnavailable, so the guard fails closed.
+// release a compare-and-delete and a renewal a compare-and-PEXPIRE on the
+// token. With MaxEvents, a sorted set indexes the keys held so that a claim
+// at capacity fails with ErrFull. Redis out of memory (OOM, under the
+// noeviction policy) is ErrFull too; any other Redis failure is returned as
+// an error wrapping ErrUnavailable, so the guard fails closed.
 type Redis struct {
 	client    redis.UniversalClient
 	prefix    string
