@@ -131,3 +131,56 @@ func BenchmarkFileBytesPerID(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDuplicateClaim is the claim of an event already delivered (a
+// provider's retry, a replay): from the file (a read transaction) and
+// through the cache in front of it.
+func BenchmarkDuplicateClaim(b *testing.B) {
+	ctx := context.Background()
+	f, err := OpenFile(FileConfig{Path: filepath.Join(b.TempDir(), "ledger.db")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	const n = 10_000
+	ks := make([]string, n)
+	for i := range ks {
+		ks[i] = Key("bench", "standard", "msg_"+strconv.Itoa(i))
+	}
+	cached := NewCached(f, n)
+	var wg sync.WaitGroup
+	for g := range 32 {
+		wg.Go(func() {
+			for i := g; i < n; i += 32 {
+				c, err := cached.Claim(ctx, ks[i], time.Minute)
+				if err == nil {
+					err = cached.Commit(ctx, c, time.Hour)
+				}
+				if err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	cached.(cachedUsage).cache.Wait()
+	for _, s := range []struct {
+		name  string
+		store Store
+	}{{"file", f}, {"cached-file", cached}} {
+		b.Run(s.name, func(b *testing.B) {
+			b.ReportAllocs()
+			var i atomic.Uint64
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					c, err := s.store.Claim(ctx, ks[i.Add(1)%n], time.Minute)
+					if err != nil || c.State != Delivered {
+						b.Errorf("Claim = %v, %v; want Delivered", c.State, err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
