@@ -2,6 +2,7 @@ package dedupe
 
 import (
 	"context"
+	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +17,11 @@ type countingStore struct {
 func (s *countingStore) Claim(ctx context.Context, key string, lease time.Duration) (Claim, error) {
 	s.claims.Add(1)
 	return s.Store.Claim(ctx, key, lease)
+}
+
+func (s *countingStore) claimWindow(ctx context.Context, key string, lease time.Duration) (Claim, time.Time, error) {
+	s.claims.Add(1)
+	return s.Store.(windowClaimer).claimWindow(ctx, key, lease)
 }
 
 // A duplicate of a committed event is answered from the cache, without a
@@ -57,6 +63,25 @@ func TestCachedAnswersDeliveredFromCache(t *testing.T) {
 	s.cache.Clear()
 	mustClaim(t, s, "k2", time.Minute, Delivered)
 
+	// A delivery the cache did not see (before a restart, by another
+	// instance) is answered by the store once, then by the cache until its
+	// window ends.
+	c = mustClaim(t, f, "k4", time.Minute, Fresh)
+	if err := f.Commit(ctx, c, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	before := inner.claims.Load()
+	mustClaim(t, s, "k4", time.Minute, Delivered)
+	s.cache.Wait()
+	for range 5 {
+		mustClaim(t, s, "k4", time.Minute, Delivered)
+	}
+	if n := inner.claims.Load() - before; n != 1 {
+		t.Fatalf("%d claims of a duplicate reached the store, want 1", n)
+	}
+	clock.advance(time.Hour + time.Second)
+	mustClaim(t, s, "k4", time.Minute, Fresh)
+
 	// A failed commit caches nothing.
 	c = mustClaim(t, s, "k3", time.Minute, Fresh)
 	if err := s.Commit(ctx, Claim{Key: "k3", State: InFlight}, time.Hour); err == nil {
@@ -96,4 +121,42 @@ func TestCachedForwardsUsageAndClose(t *testing.T) {
 	if _, ok := NewCached(struct{ Store }{f}, 0).(Usage); ok {
 		t.Fatal("a cache in front of a store without Usage implements Usage")
 	}
+}
+
+// A cache in front of Redis learns the deliveries of other instances from
+// Redis, with the window Redis has left.
+func TestCachedRedisLearnsOtherInstances(t *testing.T) {
+	srv := startRedis(t)
+	ctx := context.Background()
+	a := newTestRedis(t, srv.URL())
+	b := &countingStore{Store: newTestRedis(t, srv.URL())}
+	cached := NewCached(b, 100).(*Cached)
+	c := mustClaim(t, a, "evt", time.Minute, Fresh)
+	mustClaim(t, cached, "evt", time.Minute, InFlight)
+	if err := a.Commit(ctx, c, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	mustClaim(t, cached, "evt", time.Minute, Delivered)
+	cached.cache.Wait()
+	for range 5 {
+		mustClaim(t, cached, "evt", time.Minute, Delivered)
+	}
+	if n := b.claims.Load(); n != 2 {
+		t.Fatalf("%d claims reached Redis, want 2", n)
+	}
+	ttl, ok := cached.cache.GetTTL("evt")
+	if !ok || ttl <= 59*time.Minute || ttl > time.Hour+time.Second {
+		t.Fatalf("cache TTL %v (%v), want the hour Redis has left", ttl, ok)
+	}
+}
+
+func TestCachedRedisContract(t *testing.T) {
+	t.Parallel()
+	srv := startRedis(t)
+	var n atomic.Int64
+	testStoreContract(t, 500*time.Millisecond, func(t *testing.T, maxEvents int64) contractStore {
+		prefix := "cached" + strconv.FormatInt(n.Add(1), 10) + ":"
+		s := newTestRedisWith(t, RedisConfig{URL: srv.URL(), Prefix: prefix, MaxEvents: maxEvents})
+		return contractStore{Store: NewCached(s, 1000), advance: time.Sleep}
+	})
 }

@@ -342,72 +342,82 @@ func (s *File) shard(d *digest) *fileShard {
 
 // Claim implements Store. An id in flight is looked up in memory, a
 // delivered one in the file (a read transaction, no disk write).
-func (s *File) Claim(_ context.Context, key string, leaseFor time.Duration) (Claim, error) {
-	failed := Claim{Key: key, State: InFlight}
-	if leaseFor <= 0 {
-		return failed, fmt.Errorf("dedupe: lease must be positive, got %v", leaseFor)
-	}
-	d := digest(sha256.Sum256([]byte(key)))
-	c, full, err := s.claim(key, &d, leaseFor)
-	if err == nil && full && s.makeRoom() {
-		c, full, err = s.claim(key, &d, leaseFor)
-	}
-	if err != nil {
-		return failed, err
-	}
-	if full {
-		return failed, fmt.Errorf("%w: %d ids remembered or in flight, max_events %d (ledger %s)", ErrFull, s.used.Load(), s.capacity, s.path)
-	}
-	return c, nil
+func (s *File) Claim(ctx context.Context, key string, leaseFor time.Duration) (Claim, error) {
+	c, _, err := s.claimWindow(ctx, key, leaseFor)
+	return c, err
 }
 
-// claim is one attempt of Claim; full says the store had no room.
-func (s *File) claim(key string, d *digest, leaseFor time.Duration) (c Claim, full bool, err error) {
+// claimWindow implements windowClaimer.
+func (s *File) claimWindow(_ context.Context, key string, leaseFor time.Duration) (Claim, time.Time, error) {
+	failed := Claim{Key: key, State: InFlight}
+	if leaseFor <= 0 {
+		return failed, time.Time{}, fmt.Errorf("dedupe: lease must be positive, got %v", leaseFor)
+	}
+	d := digest(sha256.Sum256([]byte(key)))
+	c, until, full, err := s.claim(key, &d, leaseFor)
+	if err == nil && full && s.makeRoom() {
+		c, until, full, err = s.claim(key, &d, leaseFor)
+	}
+	if err != nil {
+		return failed, time.Time{}, err
+	}
+	if full {
+		return failed, time.Time{}, fmt.Errorf("%w: %d ids remembered or in flight, max_events %d (ledger %s)", ErrFull, s.used.Load(), s.capacity, s.path)
+	}
+	return c, until, nil
+}
+
+// claim is one attempt of Claim; full says the store had no room, until is
+// the end of the window of a Delivered claim.
+func (s *File) claim(key string, d *digest, leaseFor time.Duration) (c Claim, until time.Time, full bool, err error) {
 	sh := s.shard(d)
 	t := s.now()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if l, ok := sh.m[*d]; ok {
 		if t.Before(l.expires) {
-			return Claim{Key: key, State: InFlight}, false, nil
+			return Claim{Key: key, State: InFlight}, time.Time{}, false, nil
 		}
 		delete(sh.m, *d)
 		s.used.Add(-1)
 	}
-	delivered, err := s.delivered(d, t)
+	until, err = s.delivered(d, t)
 	if err != nil {
-		return Claim{}, false, err
+		return Claim{}, time.Time{}, false, err
 	}
-	if delivered {
-		return Claim{Key: key, State: Delivered}, false, nil
+	if !until.IsZero() {
+		return Claim{Key: key, State: Delivered}, until, false, nil
 	}
 	if !reserve(&s.used, s.capacity) {
-		return Claim{}, true, nil
+		return Claim{}, time.Time{}, true, nil
 	}
 	token := strconv.FormatUint(s.tokens.Add(1), 36)
 	sh.m[*d] = lease{token: token, expires: t.Add(leaseFor)}
-	return Claim{Key: key, State: Fresh, Token: token}, false, nil
+	return Claim{Key: key, State: Fresh, Token: token}, time.Time{}, false, nil
 }
 
-// delivered says whether the file records d as delivered (or accepted)
-// with a window that has not ended at t.
-func (s *File) delivered(d *digest, t time.Time) (ok bool, err error) {
+// delivered returns the end of the window of d if the file records it as
+// delivered (or accepted) with a window that has not ended at t, else the
+// zero time.
+func (s *File) delivered(d *digest, t time.Time) (until time.Time, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			ok, err = false, fmt.Errorf("%w: ledger %s: read failed: %v", ErrUnavailable, s.path, r)
+			until, err = time.Time{}, fmt.Errorf("%w: ledger %s: read failed: %v", ErrUnavailable, s.path, r)
 		}
 	}()
 	err = s.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketReplay).Get(d[:])
 		if len(v) == 9 && (v[0] == recordDelivered || v[0] == recordAccepted) {
-			ok = t.UnixNano() < int64(binary.BigEndian.Uint64(v[1:]))
+			if end := int64(binary.BigEndian.Uint64(v[1:])); t.UnixNano() < end {
+				until = time.Unix(0, end)
+			}
 		}
 		return nil
 	})
 	if err != nil {
-		return false, fmt.Errorf("%w: ledger %s: %v", ErrUnavailable, s.path, err)
+		return time.Time{}, fmt.Errorf("%w: ledger %s: %v", ErrUnavailable, s.path, err)
 	}
-	return ok, nil
+	return until, nil
 }
 
 // makeRoom, for a claim refused at capacity, forgets the leases that ended

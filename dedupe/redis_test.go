@@ -309,13 +309,13 @@ func TestRedisClaimScriptRetryIsFresh(t *testing.T) {
 	ctx := context.Background()
 	keys := []string{DefaultRedisPrefix + Key("shop", "ivy", "evt_retry")}
 	for i := range 2 {
-		n, err := redisClaimScript.Run(ctx, s.client, keys, "token-A", 60000).Int64()
-		if err != nil || n != 0 {
-			t.Fatalf("attempt %d with the same token = %d, %v; want 0 (fresh)", i, n, err)
+		n, err := redisClaimScript.Run(ctx, s.client, keys, "token-A", 60000).Int64Slice()
+		if err != nil || len(n) != 1 || n[0] != 0 {
+			t.Fatalf("attempt %d with the same token = %v, %v; want {0} (fresh)", i, n, err)
 		}
 	}
-	if n, err := redisClaimScript.Run(ctx, s.client, keys, "token-B", 60000).Int64(); err != nil || n != 1 {
-		t.Fatalf("other token = %d, %v; want 1 (in flight)", n, err)
+	if n, err := redisClaimScript.Run(ctx, s.client, keys, "token-B", 60000).Int64Slice(); err != nil || len(n) != 1 || n[0] != 1 {
+		t.Fatalf("other token = %v, %v; want {1} (in flight)", n, err)
 	}
 	// After a restart the script cache is empty: Run falls back to EVAL.
 	if err := s.client.ScriptFlush(ctx).Err(); err != nil {
