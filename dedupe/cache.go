@@ -56,13 +56,33 @@ func newCached(s Store, maxItems int64, clock func() time.Time) Store {
 	return c
 }
 
+// windowClaimer is implemented by the stores whose Claim can say when the
+// window of a Delivered id ends (the file, Redis), so that Cached keeps
+// their answers too: a duplicate of an event delivered before a restart, or
+// by another instance, reaches the store once, then the cache.
+type windowClaimer interface {
+	// claimWindow is Claim, with the end of the window of a Delivered
+	// claim (zero if unknown).
+	claimWindow(ctx context.Context, key string, lease time.Duration) (Claim, time.Time, error)
+}
+
 // Claim implements Store: a key the cache knows as delivered is answered
-// from the cache, any other from the store.
+// from the cache, any other from the store. A Delivered answer of the store
+// is kept in the cache until the window ends, if the store says when.
 func (c *Cached) Claim(ctx context.Context, key string, lease time.Duration) (Claim, error) {
-	if end, ok := c.cache.Get(key); ok && c.now().UnixNano() < end {
+	now := c.now()
+	if end, ok := c.cache.Get(key); ok && now.UnixNano() < end {
 		return Claim{Key: key, State: Delivered}, nil
 	}
-	return c.inner.Claim(ctx, key, lease)
+	wc, ok := c.inner.(windowClaimer)
+	if !ok {
+		return c.inner.Claim(ctx, key, lease)
+	}
+	cl, until, err := wc.claimWindow(ctx, key, lease)
+	if err == nil && cl.State == Delivered && until.After(now) {
+		c.cache.SetWithTTL(key, until.UnixNano(), 1, until.Sub(now))
+	}
+	return cl, err
 }
 
 // Commit implements Store: once the store has committed, the cache knows

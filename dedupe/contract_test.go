@@ -346,9 +346,10 @@ func TestCachedFileContract(t *testing.T) {
 }
 
 func TestRedisContract(t *testing.T) {
+	t.Parallel()
 	srv := startRedis(t)
 	var n atomic.Int64
-	testStoreContract(t, 300*time.Millisecond, func(t *testing.T, maxEvents int64) contractStore {
+	testStoreContract(t, 500*time.Millisecond, func(t *testing.T, maxEvents int64) contractStore {
 		prefix := "contract" + strconv.FormatInt(n.Add(1), 10) + ":"
 		s := newTestRedisWith(t, RedisConfig{URL: srv.URL(), Prefix: prefix, MaxEvents: maxEvents})
 		return contractStore{Store: s, advance: time.Sleep}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -189,12 +190,14 @@ func openFile(cfg FileConfig, clock func() time.Time) (*File, error) {
 // openLedger opens the bbolt file at path, checks or writes its schema and
 // counts its records.
 //
-// An existing file is first read through, in this goroutine, opened read
-// only: bbolt may panic on a corrupt page, and when it reopens the file for
-// writing it rebuilds its free list (the ledger does not store it) by
-// walking every page in a goroutine of its own, where a panic could not be
-// recovered and would end the process. Pages that passed the walk here pass
-// there.
+// An existing file is first read through, opened read only, in this
+// goroutine, where a panic of bbolt on a corrupt page can be recovered; it
+// counts the records on the way.
+//
+// The free list is stored (NoFreelistSync off): without it, bbolt rebuilds
+// the list by walking every page at each open and after each failed commit
+// (a full disk), in a goroutine of its own where a panic on a corrupt page
+// would end the process. Storing it costs no measurable commit time.
 func openLedger(path string, maxSize int) (db *bolt.DB, count int64, err error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, 0, err
@@ -212,10 +215,9 @@ func openLedger(path string, maxSize int) (db *bolt.DB, count int64, err error) 
 	}
 	defer recoverCorrupt(&err)
 	db, err = bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:        fileOpenTimeout,
-		NoFreelistSync: true,
-		FreelistType:   bolt.FreelistMapType,
-		MaxSize:        maxSize,
+		Timeout:      fileOpenTimeout,
+		FreelistType: bolt.FreelistMapType,
+		MaxSize:      maxSize,
 	})
 	if err != nil {
 		return nil, 0, openError(err)
@@ -338,73 +340,84 @@ func (s *File) shard(d *digest) *fileShard {
 	return &s.shards[d[0]%shardCount]
 }
 
-// Claim implements Store.
-func (s *File) Claim(_ context.Context, key string, leaseFor time.Duration) (Claim, error) {
-	failed := Claim{Key: key, State: InFlight}
-	if leaseFor <= 0 {
-		return failed, fmt.Errorf("dedupe: lease must be positive, got %v", leaseFor)
-	}
-	d := digest(sha256.Sum256([]byte(key)))
-	c, full, err := s.claim(key, &d, leaseFor)
-	if err == nil && full && s.makeRoom() {
-		c, full, err = s.claim(key, &d, leaseFor)
-	}
-	if err != nil {
-		return failed, err
-	}
-	if full {
-		return failed, fmt.Errorf("%w: %d ids remembered or in flight, max_events %d (ledger %s)", ErrFull, s.used.Load(), s.capacity, s.path)
-	}
-	return c, nil
+// Claim implements Store. An id in flight is looked up in memory, a
+// delivered one in the file (a read transaction, no disk write).
+func (s *File) Claim(ctx context.Context, key string, leaseFor time.Duration) (Claim, error) {
+	c, _, err := s.claimWindow(ctx, key, leaseFor)
+	return c, err
 }
 
-// claim is one attempt of Claim; full says the store had no room.
-func (s *File) claim(key string, d *digest, leaseFor time.Duration) (c Claim, full bool, err error) {
+// claimWindow implements windowClaimer.
+func (s *File) claimWindow(_ context.Context, key string, leaseFor time.Duration) (Claim, time.Time, error) {
+	failed := Claim{Key: key, State: InFlight}
+	if leaseFor <= 0 {
+		return failed, time.Time{}, fmt.Errorf("dedupe: lease must be positive, got %v", leaseFor)
+	}
+	d := digest(sha256.Sum256([]byte(key)))
+	c, until, full, err := s.claim(key, &d, leaseFor)
+	if err == nil && full && s.makeRoom() {
+		c, until, full, err = s.claim(key, &d, leaseFor)
+	}
+	if err != nil {
+		return failed, time.Time{}, err
+	}
+	if full {
+		return failed, time.Time{}, fmt.Errorf("%w: %d ids remembered or in flight, max_events %d (ledger %s)", ErrFull, s.used.Load(), s.capacity, s.path)
+	}
+	return c, until, nil
+}
+
+// claim is one attempt of Claim; full says the store had no room, until is
+// the end of the window of a Delivered claim.
+func (s *File) claim(key string, d *digest, leaseFor time.Duration) (c Claim, until time.Time, full bool, err error) {
 	sh := s.shard(d)
 	t := s.now()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if l, ok := sh.m[*d]; ok {
 		if t.Before(l.expires) {
-			return Claim{Key: key, State: InFlight}, false, nil
+			return Claim{Key: key, State: InFlight}, time.Time{}, false, nil
 		}
 		delete(sh.m, *d)
 		s.used.Add(-1)
 	}
-	delivered, err := s.delivered(d, t)
+	until, err = s.delivered(d, t)
 	if err != nil {
-		return Claim{}, false, err
+		return Claim{}, time.Time{}, false, err
 	}
-	if delivered {
-		return Claim{Key: key, State: Delivered}, false, nil
+	if !until.IsZero() {
+		return Claim{Key: key, State: Delivered}, until, false, nil
 	}
 	if !reserve(&s.used, s.capacity) {
-		return Claim{}, true, nil
+		return Claim{}, time.Time{}, true, nil
 	}
 	token := strconv.FormatUint(s.tokens.Add(1), 36)
 	sh.m[*d] = lease{token: token, expires: t.Add(leaseFor)}
-	return Claim{Key: key, State: Fresh, Token: token}, false, nil
+	return Claim{Key: key, State: Fresh, Token: token}, time.Time{}, false, nil
 }
 
-// delivered says whether the file records d as delivered (or accepted)
-// with a window that has not ended at t.
-func (s *File) delivered(d *digest, t time.Time) (ok bool, err error) {
+// delivered returns the end of the window of d if the file records it as
+// delivered (or accepted) with a window that has not ended at t, else the
+// zero time.
+func (s *File) delivered(d *digest, t time.Time) (until time.Time, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			ok, err = false, fmt.Errorf("%w: ledger %s: read failed: %v", ErrUnavailable, s.path, r)
+			until, err = time.Time{}, fmt.Errorf("%w: ledger %s: read failed: %v", ErrUnavailable, s.path, r)
 		}
 	}()
 	err = s.db.View(func(tx *bolt.Tx) error {
 		v := tx.Bucket(bucketReplay).Get(d[:])
 		if len(v) == 9 && (v[0] == recordDelivered || v[0] == recordAccepted) {
-			ok = t.UnixNano() < int64(binary.BigEndian.Uint64(v[1:]))
+			if end := int64(binary.BigEndian.Uint64(v[1:])); t.UnixNano() < end {
+				until = time.Unix(0, end)
+			}
 		}
 		return nil
 	})
 	if err != nil {
-		return false, fmt.Errorf("%w: ledger %s: %v", ErrUnavailable, s.path, err)
+		return time.Time{}, fmt.Errorf("%w: ledger %s: %v", ErrUnavailable, s.path, err)
 	}
-	return ok, nil
+	return until, nil
 }
 
 // makeRoom, for a claim refused at capacity, forgets the leases that ended
@@ -509,7 +522,7 @@ func (s *File) Release(_ context.Context, c Claim) error {
 	return nil
 }
 
-// Renew implements Store.
+// Renew implements Store. Leases live in memory: nothing is written.
 func (s *File) Renew(_ context.Context, c Claim, leaseFor time.Duration) error {
 	if leaseFor <= 0 {
 		return fmt.Errorf("dedupe: lease must be positive, got %v", leaseFor)
@@ -630,8 +643,10 @@ func (s *File) update(fn func(tx *bolt.Tx) error) (err error) {
 // writeError classifies the failure of a write transaction: a full disk
 // (or MaxSize reached) wraps ErrDiskFull, anything else ErrUnavailable.
 func (s *File) writeError(err error) error {
+	// bbolt formats some errors with %s (file resize), hence the text.
 	if errors.Is(err, berrors.ErrMaxSizeReached) || errors.Is(err, syscall.ENOSPC) ||
-		errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EFBIG) {
+		errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EFBIG) ||
+		strings.Contains(err.Error(), syscall.ENOSPC.Error()) {
 		return fmt.Errorf("%w: ledger %s: %v", ErrDiskFull, s.path, err)
 	}
 	return fmt.Errorf("%w: ledger %s: write failed: %v", ErrUnavailable, s.path, err)

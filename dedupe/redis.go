@@ -38,49 +38,50 @@ const redisDelivered = "delivered"
 
 // redisClaimScript takes KEYS[1] for the token ARGV[1] with a lease of
 // ARGV[2] ms if the key is free, and otherwise says what holds it, in one
-// atomic step: 0 fresh, 1 in flight, 2 delivered. A key that expires between
-// two commands cannot be misreported, as it could with SET NX then GET. A
-// retried call that finds its own token is fresh again, so a retry after a
-// lost reply does not lock the caller out of its own claim.
+// atomic step: {0} fresh, {1} in flight, {2, ms left of the window}
+// delivered. A key that expires between two commands cannot be misreported,
+// as it could with SET NX then GET. A retried call that finds its own token
+// is fresh again, so a retry after a lost reply does not lock the caller out
+// of its own claim.
 var redisClaimScript = redis.NewScript(`
 local v = redis.call('GET', KEYS[1])
 if not v then
 	redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-	return 0
+	return {0}
 end
 if v == ARGV[1] then
-	return 0
+	return {0}
 end
 if v == '` + redisDelivered + `' then
-	return 2
+	return {2, redis.call('PTTL', KEYS[1])}
 end
-return 1
+return {1}
 `)
 
 // redisIndexedClaimScript is redisClaimScript for a store with MaxEvents:
 // KEYS[2] is the index, a sorted set of every key held with the end of its
 // lease or window as score. Members whose score passed are trimmed first;
-// a new key is refused (3) when ARGV[3] members remain.
+// a new key is refused ({3}) when ARGV[3] members remain.
 var redisIndexedClaimScript = redis.NewScript(`
 local v = redis.call('GET', KEYS[1])
 if v == ARGV[1] then
-	return 0
+	return {0}
 end
 if v == '` + redisDelivered + `' then
-	return 2
+	return {2, redis.call('PTTL', KEYS[1])}
 end
 if v then
-	return 1
+	return {1}
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[3]) then
-	return 3
+	return {3}
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), KEYS[1])
-return 0
+return {0}
 `)
 
 // redisIndexedCommitScript sets KEYS[1] delivered for ARGV[1] ms and
@@ -168,8 +169,11 @@ type RedisConfig struct {
 // Redis is the replay store shared by several Caddy instances through
 // Redis. A claim is `SET key token NX PX lease` (in a script that also
 // reports what holds a taken key), a commit `SET key delivered PX window`, a
-// release a compare-and-delete on the token. Any Redis failure is returned
-// as an error wrapping ErrUnavailable, so the guard fails closed.
+// release a compare-and-delete and a renewal a compare-and-PEXPIRE on the
+// token. With MaxEvents, a sorted set indexes the keys held so that a claim
+// at capacity fails with ErrFull. Redis out of memory (OOM, under the
+// noeviction policy) is ErrFull too; any other Redis failure is returned as
+// an error wrapping ErrUnavailable, so the guard fails closed.
 type Redis struct {
 	client    redis.UniversalClient
 	prefix    string
@@ -287,34 +291,44 @@ func (s *Redis) keys(key string) []string {
 // never Fresh (the zero State), so that a caller who overlooks the error
 // still does not forward the event.
 func (s *Redis) Claim(ctx context.Context, key string, lease time.Duration) (Claim, error) {
+	c, _, err := s.claimWindow(ctx, key, lease)
+	return c, err
+}
+
+// claimWindow implements windowClaimer.
+func (s *Redis) claimWindow(ctx context.Context, key string, lease time.Duration) (Claim, time.Time, error) {
 	failed := Claim{Key: key, State: InFlight}
 	ms, err := redisMillis("lease", lease)
 	if err != nil {
-		return failed, err
+		return failed, time.Time{}, err
 	}
 	token := rand.Text()
 	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	var n int64
+	var reply []int64
 	if s.index == "" {
-		n, err = redisClaimScript.Run(ctx, s.client, s.keys(key), token, ms).Int64()
+		reply, err = redisClaimScript.Run(ctx, s.client, s.keys(key), token, ms).Int64Slice()
 	} else {
-		n, err = redisIndexedClaimScript.Run(ctx, s.client, s.keys(key), token, ms, s.maxEvents).Int64()
+		reply, err = redisIndexedClaimScript.Run(ctx, s.client, s.keys(key), token, ms, s.maxEvents).Int64Slice()
 	}
 	if err != nil {
-		return failed, s.unavailable("claim", err)
+		return failed, time.Time{}, s.unavailable("claim", err)
 	}
-	switch n {
-	case 0:
-		return Claim{Key: key, State: Fresh, Token: token}, nil
-	case 1:
-		return Claim{Key: key, State: InFlight}, nil
-	case 2:
-		return Claim{Key: key, State: Delivered}, nil
-	case 3:
-		return failed, fmt.Errorf("%w: redis on %s holds max_events %d ids", ErrFull, s.addr, s.maxEvents)
+	switch {
+	case len(reply) == 1 && reply[0] == 0:
+		return Claim{Key: key, State: Fresh, Token: token}, time.Time{}, nil
+	case len(reply) == 1 && reply[0] == 1:
+		return Claim{Key: key, State: InFlight}, time.Time{}, nil
+	case len(reply) == 2 && reply[0] == 2:
+		var until time.Time
+		if reply[1] > 0 {
+			until = time.Now().Add(time.Duration(reply[1]) * time.Millisecond)
+		}
+		return Claim{Key: key, State: Delivered}, until, nil
+	case len(reply) == 1 && reply[0] == 3:
+		return failed, time.Time{}, fmt.Errorf("%w: redis on %s holds max_events %d ids", ErrFull, s.addr, s.maxEvents)
 	}
-	return failed, s.unavailable("claim", fmt.Errorf("unexpected script reply %d", n))
+	return failed, time.Time{}, s.unavailable("claim", fmt.Errorf("unexpected script reply %v", reply))
 }
 
 // Commit implements Store. The key is set to delivered for window whether or

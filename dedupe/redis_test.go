@@ -309,13 +309,13 @@ func TestRedisClaimScriptRetryIsFresh(t *testing.T) {
 	ctx := context.Background()
 	keys := []string{DefaultRedisPrefix + Key("shop", "ivy", "evt_retry")}
 	for i := range 2 {
-		n, err := redisClaimScript.Run(ctx, s.client, keys, "token-A", 60000).Int64()
-		if err != nil || n != 0 {
-			t.Fatalf("attempt %d with the same token = %d, %v; want 0 (fresh)", i, n, err)
+		n, err := redisClaimScript.Run(ctx, s.client, keys, "token-A", 60000).Int64Slice()
+		if err != nil || len(n) != 1 || n[0] != 0 {
+			t.Fatalf("attempt %d with the same token = %v, %v; want {0} (fresh)", i, n, err)
 		}
 	}
-	if n, err := redisClaimScript.Run(ctx, s.client, keys, "token-B", 60000).Int64(); err != nil || n != 1 {
-		t.Fatalf("other token = %d, %v; want 1 (in flight)", n, err)
+	if n, err := redisClaimScript.Run(ctx, s.client, keys, "token-B", 60000).Int64Slice(); err != nil || len(n) != 1 || n[0] != 1 {
+		t.Fatalf("other token = %v, %v; want {1} (in flight)", n, err)
 	}
 	// After a restart the script cache is empty: Run falls back to EVAL.
 	if err := s.client.ScriptFlush(ctx).Err(); err != nil {
@@ -371,6 +371,7 @@ func TestRedisUnavailableThenBack(t *testing.T) {
 		},
 		"commit":  func() error { return s.Commit(ctx, held, time.Hour) },
 		"release": func() error { return s.Release(ctx, held) },
+		"renew":   func() error { return s.Renew(ctx, held, time.Minute) },
 		"ping":    func() error { return s.Ping(ctx) },
 	}
 	for range 3 { // again and again, not just on the first broken connection
@@ -698,4 +699,167 @@ func BenchmarkRedisClaimCommitParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// Renew moves the key's expiry (and its score in the index) to the new
+// lease; a claim whose key holds another value is not renewed.
+func TestRedisRenewTTL(t *testing.T) {
+	t.Parallel()
+	srv := startRedis(t)
+	ctx := context.Background()
+	for _, maxEvents := range []int64{0, 100} {
+		s := newTestRedisWith(t, RedisConfig{URL: srv.URL(), Prefix: "renew" + strconv.FormatInt(maxEvents, 10) + ":", MaxEvents: maxEvents})
+		key := Key("shop", "ivy", "evt_renew")
+		stored := s.prefix + key
+		c := mustClaim(t, s, key, time.Second, Fresh)
+		if err := s.Renew(ctx, c, time.Minute); err != nil {
+			t.Fatalf("Renew: %v", err)
+		}
+		if ttl := s.client.PTTL(ctx, stored).Val(); ttl <= 59*time.Second || ttl > time.Minute {
+			t.Fatalf("PTTL after Renew = %v, want the 1m lease", ttl)
+		}
+		if maxEvents > 0 {
+			score := s.client.ZScore(ctx, s.index, stored).Val()
+			if until := time.Until(time.UnixMilli(int64(score))); until <= 58*time.Second || until > time.Minute {
+				t.Fatalf("index score after Renew ends in %v, want about 1m", until)
+			}
+		}
+		if err := s.Renew(ctx, Claim{Key: key, State: Fresh, Token: "someone_else"}, time.Minute); !errors.Is(err, ErrNotHeld) {
+			t.Fatalf("Renew with another token = %v, want ErrNotHeld", err)
+		}
+		if err := s.Renew(ctx, Claim{Key: key, State: InFlight}, time.Minute); !errors.Is(err, ErrNotHeld) {
+			t.Fatalf("Renew of an in-flight claim = %v, want ErrNotHeld", err)
+		}
+		if err := s.Renew(ctx, c, 0); err == nil || errors.Is(err, ErrNotHeld) {
+			t.Fatalf("Renew with lease 0 = %v, want a usage error", err)
+		}
+	}
+}
+
+// With MaxEvents, the index holds every key in flight or delivered, and
+// forgets those whose lease or window ended; Usage reads it.
+func TestRedisIndex(t *testing.T) {
+	t.Parallel()
+	srv := startRedis(t)
+	ctx := context.Background()
+	s := newTestRedisWith(t, RedisConfig{URL: srv.URL(), MaxEvents: 3})
+	if s.index != DefaultRedisPrefix+"index" {
+		t.Fatalf("index key %q", s.index)
+	}
+	c := mustClaim(t, s, "a", 50*time.Millisecond, Fresh) // will expire
+	c2 := mustClaim(t, s, "b", time.Minute, Fresh)
+	if err := s.Commit(ctx, c2, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	c3 := mustClaim(t, s, "c", time.Minute, Fresh)
+	if n, capacity := s.Usage(); n != 3 || capacity != 3 {
+		t.Fatalf("Usage() = %d, %d; want 3, 3", n, capacity)
+	}
+	if _, err := s.Claim(ctx, "d", time.Minute); !errors.Is(err, ErrFull) || !strings.Contains(err.Error(), "max_events 3") {
+		t.Fatalf("Claim at capacity = %v, want ErrFull saying max_events", err)
+	}
+	if err := s.Release(ctx, c3); err != nil {
+		t.Fatal(err)
+	}
+	if n := s.client.ZCard(ctx, s.index).Val(); n != 2 {
+		t.Fatalf("index holds %d keys after a release, want 2", n)
+	}
+	mustClaim(t, s, "d", time.Minute, Fresh)
+	waitUntil(t, 5*time.Second, "lease of a expires", func() bool {
+		return s.client.Exists(ctx, s.prefix+"a").Val() == 0
+	})
+	mustClaim(t, s, "e", time.Minute, Fresh) // a's place, trimmed from the index
+	if s.client.ZScore(ctx, s.index, s.prefix+"a").Err() != redis.Nil {
+		t.Fatal("expired key a still in the index")
+	}
+	_ = c
+	// Without MaxEvents there is no index.
+	plain := newTestRedisWith(t, RedisConfig{URL: srv.URL(), Prefix: "plain:"})
+	mustClaim(t, plain, "x", time.Minute, Fresh)
+	if n := s.client.Exists(ctx, "plain:index").Val(); n != 0 {
+		t.Fatal("an index without MaxEvents")
+	}
+	if n, capacity := plain.Usage(); n != 0 || capacity != 0 {
+		t.Fatalf("Usage() without MaxEvents = %d, %d; want 0, 0", n, capacity)
+	}
+}
+
+// Redis out of memory (maxmemory under noeviction) refuses a claim with
+// ErrFull, not ErrUnavailable, and keeps every key it has.
+func TestRedisOutOfMemoryIsFull(t *testing.T) {
+	t.Parallel()
+	srv := startRedisWith(t, testkit.RedisOptions{Args: []string{"--maxmemory", "3mb", "--maxmemory-policy", "noeviction"}})
+	s := newTestRedis(t, srv.URL())
+	ctx := context.Background()
+	long := strings.Repeat("x", 2000)
+	var held []string
+	for i := 0; ; i++ {
+		if i == 100_000 {
+			t.Fatal("100,000 claims did not fill 3 MB")
+		}
+		key := Key("oom", "ivy", long+strconv.Itoa(i))
+		c, err := s.Claim(ctx, key, time.Hour)
+		if err == nil {
+			held = append(held, key)
+			continue
+		}
+		if !errors.Is(err, ErrFull) || errors.Is(err, ErrUnavailable) || c.State == Fresh {
+			t.Fatalf("Claim with Redis out of memory = %v, %v; want ErrFull", c.State, err)
+		}
+		if !strings.HasPrefix(err.Error(), "replay store full: redis claim on "+srv.Addr) {
+			t.Fatalf("error %q does not say the store is full", err)
+		}
+		break
+	}
+	for _, key := range held {
+		mustClaim(t, s, key, time.Minute, InFlight)
+	}
+}
+
+// An evicting maxmemory-policy is reported once, at the first connection;
+// noeviction is not reported.
+func TestRedisEvictingPolicy(t *testing.T) {
+	t.Parallel()
+	for _, policy := range []string{"allkeys-lru", "volatile-ttl", "noeviction"} {
+		srv := startRedisWith(t, testkit.RedisOptions{Args: []string{"--maxmemory-policy", policy}})
+		var mu sync.Mutex
+		var reported []string
+		s := newTestRedisWith(t, RedisConfig{URL: srv.URL(), OnEvictingPolicy: func(p string) {
+			mu.Lock()
+			defer mu.Unlock()
+			reported = append(reported, p)
+		}})
+		var wg sync.WaitGroup
+		for i := range 20 { // several connections
+			wg.Go(func() {
+				if _, err := s.Claim(context.Background(), "k"+strconv.Itoa(i), time.Minute); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+		wg.Wait()
+		mu.Lock()
+		got := reported
+		mu.Unlock()
+		want := []string{policy}
+		if policy == "noeviction" {
+			want = nil
+		}
+		if len(got) != len(want) || (len(want) == 1 && got[0] != want[0]) {
+			t.Fatalf("policy %s: reported %q, want %q", policy, got, want)
+		}
+	}
+}
+
+// A server that refuses CONFIG (as managed Redis may) is not reported and
+// works as usual.
+func TestRedisEvictingPolicyConfigRefused(t *testing.T) {
+	t.Parallel()
+	srv := startRedisWith(t, testkit.RedisOptions{Args: []string{"--maxmemory-policy", "allkeys-lru", "--rename-command", "CONFIG", ""}})
+	var called atomic.Bool
+	s := newTestRedisWith(t, RedisConfig{URL: srv.URL(), OnEvictingPolicy: func(string) { called.Store(true) }})
+	mustClaim(t, s, "k", time.Minute, Fresh)
+	if called.Load() {
+		t.Fatal("reported a policy it could not read")
+	}
 }

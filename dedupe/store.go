@@ -2,10 +2,15 @@
 // delivered so that a replayed or duplicate delivery is dropped, and which are
 // in flight so that concurrent copies of one event reach the upstream once.
 //
-// The guarantee (see the README): within the replay window, and while the
-// store is below capacity, exactly one copy of an event reaches the upstream
-// with a 2xx answer; and no event is marked delivered unless the upstream
-// answered 2xx.
+// The guarantee (see the README): within the replay window exactly one copy
+// of an event reaches the upstream with a 2xx answer, and no event is marked
+// delivered unless the upstream answered 2xx. A store remembers every id
+// until its window ends: at capacity it refuses new events (ErrFull) rather
+// than forget one.
+//
+// The stores: File (a bbolt ledger that survives restarts and crashes),
+// Memory (an exact map, lost on restart), Redis (shared by several
+// instances), and Cached, a cache of "delivered" answers in front of any.
 package dedupe
 
 import (

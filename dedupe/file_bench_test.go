@@ -1,0 +1,186 @@
+package dedupe
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// benchClaimCommit runs a fresh Claim and its Commit per iteration from
+// goroutines goroutines (rounded up to a multiple of GOMAXPROCS), each
+// event with its own key, as the guard does for every forwarded event.
+func benchClaimCommit(b *testing.B, s Store, goroutines int) {
+	ctx := context.Background()
+	var seq atomic.Uint64
+	run := func() error {
+		key := Key("bench", "standard", "msg_"+strconv.FormatUint(seq.Add(1), 10))
+		c, err := s.Claim(ctx, key, time.Minute)
+		if err != nil {
+			return err
+		}
+		return s.Commit(ctx, c, time.Hour)
+	}
+	b.ReportAllocs()
+	if goroutines == 1 {
+		for b.Loop() {
+			if err := run(); err != nil {
+				b.Fatal(err)
+			}
+		}
+	} else {
+		b.SetParallelism((goroutines + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				if err := run(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "commits/s")
+}
+
+// BenchmarkFileClaimCommit is the cost of a forwarded event's Claim and
+// durable Commit on the file store, from 1 and from 32 goroutines (group
+// commit: one fsync per transaction).
+func BenchmarkFileClaimCommit(b *testing.B) {
+	for _, g := range []int{1, 32} {
+		b.Run("goroutines="+strconv.Itoa(g), func(b *testing.B) {
+			s, err := OpenFile(FileConfig{Path: filepath.Join(b.TempDir(), "ledger.db")})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			benchClaimCommit(b, s, g)
+		})
+	}
+}
+
+// BenchmarkMemoryClaimCommitGoroutines is BenchmarkFileClaimCommit for the
+// memory store.
+func BenchmarkMemoryClaimCommitGoroutines(b *testing.B) {
+	for _, g := range []int{1, 32} {
+		b.Run("goroutines="+strconv.Itoa(g), func(b *testing.B) {
+			s, err := NewMemory(MemoryConfig{MaxEvents: 1 << 40})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			benchClaimCommit(b, s, g)
+		})
+	}
+}
+
+// BenchmarkFileBytesPerID fills a ledger with 1,000,000 ids through Claim
+// and Commit (256 committers) and reports its size on disk per id: B/id
+// (file size) and B/id-allocated (blocks the file system allocated). It is
+// skipped under -short; run it alone with -benchtime 1x:
+//
+//	go test -run '^$' -bench BenchmarkFileBytesPerID -benchtime 1x ./dedupe/
+func BenchmarkFileBytesPerID(b *testing.B) {
+	if testing.Short() {
+		b.Skip("-short: skipping filling a ledger with a million ids")
+	}
+	const n = 1_000_000
+	for b.Loop() {
+		path := filepath.Join(b.TempDir(), "ledger.db")
+		s, err := OpenFile(FileConfig{Path: path})
+		if err != nil {
+			b.Fatal(err)
+		}
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		ctx := context.Background()
+		for range 256 {
+			wg.Go(func() {
+				for i := next.Add(1); i <= n; i = next.Add(1) {
+					key := Key("scope", "standard", "msg_2vYCZ4kPq"+strconv.FormatInt(i, 10))
+					c, err := s.Claim(ctx, key, time.Minute)
+					if err == nil {
+						err = s.Commit(ctx, c, 24*time.Hour)
+					}
+					if err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if used, _ := s.Usage(); used != n {
+			b.Fatalf("Usage() = %d, want %d", used, n)
+		}
+		if err := s.Close(); err != nil {
+			b.Fatal(err)
+		}
+		fi, err := os.Stat(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(fi.Size())/n, "B/id")
+		if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+			b.ReportMetric(float64(st.Blocks*512)/n, "B/id-allocated")
+		}
+	}
+}
+
+// BenchmarkDuplicateClaim is the claim of an event already delivered (a
+// provider's retry, a replay): from the file (a read transaction) and
+// through the cache in front of it.
+func BenchmarkDuplicateClaim(b *testing.B) {
+	ctx := context.Background()
+	f, err := OpenFile(FileConfig{Path: filepath.Join(b.TempDir(), "ledger.db")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	const n = 10_000
+	ks := make([]string, n)
+	for i := range ks {
+		ks[i] = Key("bench", "standard", "msg_"+strconv.Itoa(i))
+	}
+	cached := NewCached(f, n)
+	var wg sync.WaitGroup
+	for g := range 32 {
+		wg.Go(func() {
+			for i := g; i < n; i += 32 {
+				c, err := cached.Claim(ctx, ks[i], time.Minute)
+				if err == nil {
+					err = cached.Commit(ctx, c, time.Hour)
+				}
+				if err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	cached.(cachedUsage).cache.Wait()
+	for _, s := range []struct {
+		name  string
+		store Store
+	}{{"file", f}, {"cached-file", cached}} {
+		b.Run(s.name, func(b *testing.B) {
+			b.ReportAllocs()
+			var i atomic.Uint64
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					c, err := s.store.Claim(ctx, ks[i.Add(1)%n], time.Minute)
+					if err != nil || c.State != Delivered {
+						b.Errorf("Claim = %v, %v; want Delivered", c.State, err)
+						return
+					}
+				}
+			})
+		})
+	}
+}
