@@ -241,9 +241,13 @@ func spoolEventDetail(rec SpoolRecord) spoolEventDetailJSON {
 // credentialWords are the parts of a header or query parameter name that
 // make its value a credential in the admin API's eyes (compared in lower
 // case). They cover Authorization, Proxy-Authorization, X-Api-Key, Cookie,
-// Set-Cookie and the providers' signature headers, X-Shopify-Hmac-Sha256
-// included.
-var credentialWords = []string{"signature", "secret", "token", "key", "auth", "cookie", "password", "credential", "hmac"}
+// Set-Cookie, the providers' signature headers (X-Shopify-Hmac-Sha256
+// included) and the usual names of an hmac scheme's header (X-Sig,
+// X-Hash, X-Digest). Redacting a harmless header is the cheaper mistake.
+var credentialWords = []string{
+	"signature", "sig", "secret", "token", "key", "auth", "cookie", "session",
+	"pass", "credential", "mac", "hash", "digest",
+}
 
 // credentialName reports whether the value of a header or query parameter
 // called name is to be redacted.
@@ -257,38 +261,56 @@ func credentialName(name string) bool {
 	return false
 }
 
-// redactHeader returns a copy of h with the values of credential headers
-// replaced by redactedValue; never nil.
+// credentialValue reports whether a header value is a credential whatever
+// the header's name: an HTTP authentication scheme and its token.
+func credentialValue(v string) bool {
+	scheme, _, ok := strings.Cut(strings.TrimSpace(v), " ")
+	return ok && slices.Contains([]string{"basic", "bearer", "digest", "token"}, strings.ToLower(scheme))
+}
+
+// redactHeader returns a copy of h with the values of credential headers,
+// and credential values of any header, replaced by redactedValue; never nil.
 func redactHeader(h http.Header) http.Header {
 	out := make(http.Header, len(h))
 	for name, values := range h {
 		if credentialName(name) {
-			values = slices.Repeat([]string{redactedValue}, max(len(values), 1))
-		} else {
-			values = slices.Clone(values)
+			out[name] = slices.Repeat([]string{redactedValue}, max(len(values), 1))
+			continue
 		}
-		out[name] = values
+		kept := make([]string, len(values))
+		for i, v := range values {
+			if credentialValue(v) {
+				v = redactedValue
+			}
+			kept[i] = v
+		}
+		out[name] = kept
 	}
 	return out
 }
 
 // redactQuery returns the raw query with the values of credential
 // parameters (?token=...) replaced by redactedValue, the rest as it was.
+// Parameters are separated by & and, as some servers still read them, ;.
 func redactQuery(raw string) string {
-	if raw == "" {
-		return ""
-	}
-	parts := strings.Split(raw, "&")
-	for i, part := range parts {
-		name, _, _ := strings.Cut(part, "=")
-		if n, err := url.QueryUnescape(name); err == nil {
+	var b strings.Builder
+	for raw != "" {
+		part, sep := raw, ""
+		if i := strings.IndexAny(raw, "&;"); i >= 0 {
+			part, sep = raw[:i], raw[i:i+1]
+		}
+		raw = raw[len(part)+len(sep):]
+		rawName, _, _ := strings.Cut(part, "=")
+		name := rawName
+		if n, err := url.QueryUnescape(rawName); err == nil {
 			name = n
 		}
-		if credentialName(name) {
-			parts[i] = url.QueryEscape(name) + "=" + redactedValue
+		if credentialName(name) || credentialName(rawName) {
+			part = rawName + "=" + redactedValue
 		}
+		b.WriteString(part + sep)
 	}
-	return strings.Join(parts, "&")
+	return b.String()
 }
 
 // serveSpool routes a request under /webhook_guard/.

@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -442,26 +443,41 @@ func TestAdminSpoolRedaction(t *testing.T) {
 	for name, redacted := range map[string]bool{
 		"Authorization": true, "authorization": true, "X-Api-Key": true, "Cookie": true, "Set-Cookie": true,
 		"Webhook-Signature": true, "X-Slack-Signature": true, "X-Client-Secret": true, "X-Access-Token": true,
-		"X-Shopify-Hmac-Sha256": true, "Idempotency-Key": true, "X-Password": true,
-		"Content-Type": false, "Webhook-Id": false, "Webhook-Timestamp": false, "X-GitHub-Event": false, "User-Agent": false,
+		"X-Shopify-Hmac-Sha256": true, "Idempotency-Key": true, "X-Password": true, "X-Sig": true, "X-Hook-Hash": true,
+		"Digest": true, "X-Session-Id": true,
+		"Content-Type": false, "Content-Length": false, "Webhook-Id": false, "Webhook-Timestamp": false, "X-GitHub-Event": false,
+		"X-GitHub-Delivery": false, "X-Shopify-Topic": false, "User-Agent": false, "Accept": false, "X-Request-Id": false,
 	} {
 		if credentialName(name) != redacted {
 			t.Errorf("credentialName(%q) = %v", name, !redacted)
 		}
 	}
 	for raw, want := range map[string]string{
-		"":                             "",
-		"a=1&b=2":                      "a=1&b=2",
-		"access_token=x&a=1":           "access_token=" + redactedValue + "&a=1",
-		"a=1&api%5Fkey=x&api%5Fkey=y":  "a=1&api_key=" + redactedValue + "&api_key=" + redactedValue,
-		"signature":                    "signature=" + redactedValue,
-		"%zz=1&secret=s":               "%zz=1&secret=" + redactedValue,
-		"x=%zz&Token=1;a":              "x=%zz&Token=" + redactedValue,
-		"sig=keep&mykey=drop&keyless=": "sig=keep&mykey=" + redactedValue + "&keyless=" + redactedValue,
+		"":                            "",
+		"a=1&b=2":                     "a=1&b=2",
+		"access_token=x&a=1":          "access_token=" + redactedValue + "&a=1",
+		"a=1&api%5Fkey=x&api%5Fkey=y": "a=1&api%5Fkey=" + redactedValue + "&api%5Fkey=" + redactedValue,
+		"signature":                   "signature=" + redactedValue,
+		"%zz=1&secret=s":              "%zz=1&secret=" + redactedValue,
+		"x=%zz&Token=1;a":             "x=%zz&Token=" + redactedValue + ";a",
+		"a=1;token=s;b=2":             "a=1;token=" + redactedValue + ";b=2",
+		"tok%65n=s&&x":                "tok%65n=" + redactedValue + "&&x",
+		"token%zz=s":                  "token%zz=" + redactedValue,
+		"sig=1&mykey=2&keyless=&id=3": "sig=" + redactedValue + "&mykey=" + redactedValue + "&keyless=" + redactedValue + "&id=3",
+		"shop=1&":                     "shop=1&",
 	} {
 		if got := redactQuery(raw); got != want {
 			t.Errorf("redactQuery(%q) = %q, want %q", raw, got, want)
 		}
+	}
+	h := redactHeader(http.Header{
+		"X-Forwarded-Authz": {"Bearer " + adminTestSecret},
+		"X-Upstream":        {"token " + adminTestSecret, "plain"},
+		"X-Note":            {"basically fine"},
+	})
+	if !slices.Equal(h["X-Forwarded-Authz"], []string{redactedValue}) || !slices.Equal(h["X-Upstream"], []string{redactedValue, "plain"}) ||
+		!slices.Equal(h["X-Note"], []string{"basically fine"}) {
+		t.Errorf("credential values under other names: %v", h)
 	}
 	if h := redactHeader(nil); h == nil || len(h) != 0 {
 		t.Errorf("redactHeader(nil) = %#v, want empty, not nil (JSON {})", h)
@@ -748,4 +764,38 @@ func TestAdminSpoolModule(t *testing.T) {
 	if !bytes.Contains(w.Body.Bytes(), []byte(`"event_id":"evt_ccc"`)) {
 		t.Errorf("GET 3 through the registry: %s", w.Body)
 	}
+}
+
+// FuzzRedactQuery: whatever the stored query, every parameter whose name
+// (escaped or not) is a credential's comes out with the redacted value, and
+// the others come out as they were.
+func FuzzRedactQuery(f *testing.F) {
+	for _, seed := range []string{"", "a=1&token=s", "a=1;secret=s", "tok%65n=s", "%zz=1&api_key", "&&;=&x=%", "key=a=b&k=v"} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		out := redactQuery(raw)
+		split := func(s string) []string {
+			return strings.FieldsFunc(s, func(r rune) bool { return r == '&' || r == ';' })
+		}
+		in, got := split(raw), split(out)
+		if len(in) != len(got) {
+			t.Fatalf("%q → %q: %d parameters became %d", raw, out, len(in), len(got))
+		}
+		for i := range in {
+			rawName, _, _ := strings.Cut(in[i], "=")
+			name, err := url.QueryUnescape(rawName)
+			if err != nil {
+				name = rawName
+			}
+			switch {
+			case credentialName(name) || credentialName(rawName):
+				if got[i] != rawName+"="+redactedValue {
+					t.Fatalf("%q → %q: parameter %q not redacted", raw, out, in[i])
+				}
+			case got[i] != in[i]:
+				t.Fatalf("%q → %q: parameter %q changed", raw, out, in[i])
+			}
+		}
+	})
 }
