@@ -204,6 +204,8 @@ func openLedger(path string, maxSize int) (db *bolt.DB, count int64, err error) 
 	}
 	fi, err := os.Stat(path)
 	switch {
+	case err == nil && fi.IsDir():
+		return nil, 0, errors.New("is a directory, not a file")
 	case err == nil && !fi.Mode().IsRegular():
 		return nil, 0, fmt.Errorf("not a regular file (%s)", fi.Mode().Type())
 	case err == nil && fi.Size() > 0:

@@ -402,7 +402,7 @@ func TestFileUnreadable(t *testing.T) {
 	if err := os.Mkdir(folder, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	wantOpenError(t, folder, "not a regular file")
+	wantOpenError(t, folder, "is a directory")
 	// A file where the folder should be.
 	file := filepath.Join(dir, "file")
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
