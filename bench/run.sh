@@ -134,7 +134,7 @@ caddyfile() {
 		[ "$provider" = ivy ] && allow="allow_ips 127.0.0.1"
 		[ "$provider" = standard ] && tolerance="tolerance 24h"
 		local store=
-		[ "$mode" = M ] && store="store memory { max_events 10000000 }"
+		[ "$mode" = M ] && store=$'store memory {\n\t\t\tmax_events 10000000\n\t\t}'
 		cat <<-EOF
 			webhook_guard $provider {
 				secret {env.$(secret_env "$provider")}

@@ -184,6 +184,7 @@ type Redis struct {
 	maxEvents int64
 	index     string       // key of the index, when maxEvents > 0
 	held      atomic.Int64 // last size of the index that Usage read
+	counted   atomic.Int64 // when Usage last counted the index (unix ms)
 	checked   atomic.Bool  // the eviction policy was looked at
 }
 
@@ -401,6 +402,13 @@ func (s *Redis) Renew(ctx context.Context, c Claim, lease time.Duration) error {
 func (s *Redis) Usage() (remembered, capacity int64) {
 	if s.index == "" {
 		return 0, 0
+	}
+	// Counting is a round trip: at most once a second; in between the last
+	// count is answered.
+	t := time.Now().UnixMilli()
+	last := s.counted.Load()
+	if t-last < 1000 || !s.counted.CompareAndSwap(last, t) {
+		return s.held.Load(), s.maxEvents
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.opTimeout)
 	defer cancel()
