@@ -417,7 +417,6 @@ func (d *delivery) spoolEvent(w http.ResponseWriter, body []byte, claim dedupe.C
 		d.drop(w, outcomeDuplicate, "event already accepted")
 		return nil
 	}
-	h.spool.worker.Wake()
 	d.drop(w, outcomeSpooled, "event stored; id %d", rec.Seq)
 	return nil
 }

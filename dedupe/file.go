@@ -113,6 +113,10 @@ type File struct {
 	onSweep   func(error)
 	closeOnce sync.Once
 	closeErr  error
+
+	// spooled, when set, is called after each event spooled: the spool
+	// worker's wake-up.
+	spooled atomic.Pointer[func()]
 }
 
 type fileShard struct {

@@ -184,7 +184,8 @@ func (s *File) Spool(ctx context.Context, key string, rec *SpoolRecord, acceptFo
 				duplicate = true
 				return nil
 			}
-			spool := tx.Bucket(bucketSpool)
+			spool, due := tx.Bucket(bucketSpool), tx.Bucket(bucketDue)
+			spool.FillPercent, due.FillPercent = 1, 1 // appended to, mostly
 			seq, err := spool.NextSequence()
 			if err != nil {
 				return err
@@ -197,7 +198,7 @@ func (s *File) Spool(ctx context.Context, key string, rec *SpoolRecord, acceptFo
 			if err := spool.Put(seqKey(seq), enc); err != nil {
 				return err
 			}
-			if err := tx.Bucket(bucketDue).Put(indexKey(rec.NextAt, seq), dueValue(rec)); err != nil {
+			if err := due.Put(indexKey(rec.NextAt, seq), dueValue(rec)); err != nil {
 				return err
 			}
 			if len(old) == 9 {
@@ -228,6 +229,9 @@ func (s *File) Spool(ctx context.Context, key string, rec *SpoolRecord, acceptFo
 	}
 	if err := s.queue(ctx, op); err != nil {
 		return false, err
+	}
+	if wake := s.spooled.Load(); wake != nil && !duplicate {
+		(*wake)()
 	}
 	return duplicate, nil
 }

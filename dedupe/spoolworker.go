@@ -183,6 +183,8 @@ func (w *SpoolWorker) Start() error {
 	w.paused = paused
 	w.started = true
 	w.mu.Unlock()
+	wake := w.Wake
+	w.f.spooled.Store(&wake)
 	go w.run()
 	return nil
 }
@@ -192,6 +194,7 @@ func (w *SpoolWorker) Start() error {
 // returns once they have ended. The ledger stays open.
 func (w *SpoolWorker) Stop() {
 	w.once.Do(func() {
+		w.f.spooled.Store(nil)
 		close(w.stop)
 		w.cancel()
 		w.mu.Lock()
