@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -27,16 +28,22 @@ const MaxRetryAfter = 24 * time.Hour
 // spoolJitter is the jitter's share of a delay.
 const spoolJitter = 0.2
 
-// SpoolBackoff is the delay before the attempt after the nth failed one:
-// the schedule with jitter (jitter in [-1, 1] scales ±20 %), or the
-// backend's retryAfter when that is longer.
+// MinRetryAfter is the shortest delay a backend's Retry-After gets.
+const MinRetryAfter = time.Second
+
+// SpoolBackoff is the delay before the attempt after the nth failed one
+// (1-based): the backend's retryAfter when it sent one (between
+// MinRetryAfter and MaxRetryAfter: the backend knows when it will be back),
+// else the schedule with jitter (jitter in [-1, 1] scales ±20 %).
 func SpoolBackoff(attempt int, retryAfter time.Duration, jitter float64) time.Duration {
+	if retryAfter > 0 {
+		return min(max(retryAfter, MinRetryAfter), MaxRetryAfter)
+	}
 	base := SpoolEvery
 	if attempt >= 1 && attempt <= len(SpoolSchedule) {
 		base = SpoolSchedule[attempt-1]
 	}
-	d := base + time.Duration(float64(base)*spoolJitter*max(-1, min(1, jitter)))
-	return max(d, min(retryAfter, MaxRetryAfter))
+	return base + time.Duration(float64(base)*spoolJitter*max(-1, min(1, jitter)))
 }
 
 // ParseRetryAfter reads a Retry-After header value: delay-seconds or an
@@ -64,7 +71,8 @@ func ParseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 type Attempt struct {
 	// Status is the backend's status, 0 when it did not answer.
 	Status int
-	// RetryAfter is the delay the backend asked for (Retry-After), 0 none.
+	// RetryAfter is the delay the backend asked for (Retry-After), 0 none;
+	// a Retry-After of 0 is MinRetryAfter.
 	RetryAfter time.Duration
 	// Err is why there was no answer (connection, TLS, timeout).
 	Err error
@@ -102,7 +110,8 @@ type SpoolTarget struct {
 	Concurrency int
 	// Window is how long the id of a delivered event stays remembered.
 	Window time.Duration
-	// OnAttempt, when set, is told each attempt's result.
+	// OnAttempt, when set, is told each attempt's result once it is
+	// recorded (rec with the attempts made, last error and next time).
 	OnAttempt func(rec *SpoolRecord, a Attempt)
 	// OnDead, when set, is told each event that becomes dead.
 	OnDead func(rec SpoolRecord)
@@ -134,6 +143,10 @@ type SpoolWorker struct {
 	// hold keeps an event whose result could not be written (ledger full
 	// or failing) from being attempted again before the time it maps to.
 	hold map[uint64]time.Time
+
+	// passes counts the dispatch passes started and finished (tests wait
+	// for a pass that began after a change).
+	passesStarted, passesDone atomic.Int64
 
 	wake    chan struct{}
 	stop    chan struct{}
@@ -353,6 +366,8 @@ func (w *SpoolWorker) reportCounts() {
 // dispatch starts an attempt of every due event it may start now, and
 // returns the next due time (zero: none, or every target busy).
 func (w *SpoolWorker) dispatch() (next time.Time) {
+	w.passesStarted.Add(1)
+	defer w.passesDone.Add(1)
 	t := w.now()
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -446,25 +461,35 @@ func (w *SpoolWorker) attempt(t *SpoolTarget, seq uint64) {
 	if !a.Delivered() && w.ctx.Err() != nil {
 		return // stopping: not counted, delivered after the restart
 	}
-	if t.OnAttempt != nil {
-		t.OnAttempt(&rec, a)
-	}
+	rec.Attempts = n
 	if a.Delivered() {
 		if err := w.f.SpoolDelivered(ctx, seq, t.Window); err != nil && !errors.Is(err, ErrNoSpool) {
 			w.report(t, &rec, err)
 		}
+		w.attempted(t, &rec, a)
 		return
 	}
+	rec.LastError = a.Reason()
 	if n >= t.MaxAttempts {
+		rec.NextAt = time.Time{} // none: it dies
+		w.attempted(t, &rec, a)
 		w.die(ctx, t, &rec, n, a.Reason())
 		return
 	}
-	nextAt := w.now().Add(SpoolBackoff(n, a.RetryAfter, w.jitter()))
-	if end := rec.AgeFrom().Add(t.MaxAge); nextAt.After(end) {
-		nextAt = end // then it dies, on time
+	rec.NextAt = w.now().Add(SpoolBackoff(n, a.RetryAfter, w.jitter()))
+	if end := rec.AgeFrom().Add(t.MaxAge); rec.NextAt.After(end) {
+		rec.NextAt = end // then it dies, on time
 	}
-	if err := w.f.SpoolFailed(ctx, seq, n, a.Reason(), nextAt); err != nil && !errors.Is(err, ErrNoSpool) {
+	if err := w.f.SpoolFailed(ctx, seq, n, a.Reason(), rec.NextAt); err != nil && !errors.Is(err, ErrNoSpool) {
 		w.report(t, &rec, err)
+	}
+	w.attempted(t, &rec, a)
+}
+
+// attempted tells the target of an attempt whose result is recorded.
+func (w *SpoolWorker) attempted(t *SpoolTarget, rec *SpoolRecord, a Attempt) {
+	if t.OnAttempt != nil {
+		t.OnAttempt(rec, a)
 	}
 }
 
