@@ -131,9 +131,8 @@ type SpoolWorker struct {
 	f      *File
 	now    func() time.Time
 	jitter func() float64
-	// OnCounts, when set, gets what the spool holds by scope after changes
-	// (at most once a second) and every CountsEvery while events are
-	// pending, for gauges.
+	// onCounts, when set, gets what the spool holds by scope after changes
+	// (at most once a second) and every CountsEvery, for gauges.
 	onCounts func(map[string]SpoolCounts)
 
 	mu       sync.Mutex
@@ -158,8 +157,8 @@ type SpoolWorker struct {
 	once    sync.Once
 }
 
-// CountsEvery is how often the worker reports counts while events are
-// pending (the oldest pending age grows).
+// CountsEvery is how often the worker reports counts when nothing changed
+// (the oldest pending age grows).
 const CountsEvery = 10 * time.Second
 
 // NewSpoolWorker returns the worker of f's spool; Start starts it.
@@ -324,15 +323,21 @@ func (w *SpoolWorker) run() {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	var lastCounts time.Time
+	dirty := true // the counts may have changed since the last report
 	for {
 		next := w.dispatch()
 		t := w.now()
-		if w.onCounts != nil && t.Sub(lastCounts) >= time.Second {
-			lastCounts = t
+		if w.onCounts != nil && t.Sub(lastCounts) >= time.Second && (dirty || t.Sub(lastCounts) >= CountsEvery) {
+			lastCounts, dirty = t, false
 			w.reportCounts()
 		}
-		// Next wake: the next due time, or the next report of counts.
+		// Next wake: the next due time, or the next report of counts (a
+		// second after the last one when something changed: changes come
+		// in bursts, an ingest, an attempt ending).
 		wait := CountsEvery
+		if w.onCounts != nil && dirty {
+			wait = max(lastCounts.Add(time.Second).Sub(t), 0)
+		}
 		if !next.IsZero() {
 			wait = min(wait, max(next.Sub(t), 0))
 		}
@@ -341,8 +346,7 @@ func (w *SpoolWorker) run() {
 		case <-w.stop:
 			return
 		case <-w.wake:
-			// Changes come in bursts (an ingest, an attempt ending): let
-			// the counts wait for the next second.
+			dirty = true
 			if !timer.Stop() {
 				select {
 				case <-timer.C:

@@ -518,6 +518,13 @@ func TestSpoolDeadRetryPauseDiscard(t *testing.T) {
 	if l := spoolList(t, g, "?state=pending"); len(l) != 0 {
 		t.Fatalf("pending: %+v", l)
 	}
+	// The metrics: the gauges follow within about a second of a change.
+	waitMetrics(t, g,
+		`caddy_webhook_guard_spool_dead_total{scope="held"} 1`,
+		`caddy_webhook_guard_delivery_attempts_total{result="refused",scope="held"} 2`,
+		`caddy_webhook_guard_spool_events{scope="held",state="dead"} 1`,
+		`caddy_webhook_guard_spool_events{scope="held",state="pending"} 0`,
+	)
 	out := spoolCLI(t, g, "list", "--state", "dead")
 	if !strings.Contains(out, id) || !strings.Contains(out, strconv.FormatUint(entry.ID, 10)) {
 		t.Fatalf("CLI list does not show the dead event:\n%s", out)
@@ -700,6 +707,29 @@ func TestSpoolFullLedger(t *testing.T) {
 		t.Fatalf("the spool holds %d events, want the %d answered 200", len(list), accepted)
 	}
 	t.Logf("%d events of 16 KiB spooled before the 512 KiB budget was full", accepted)
+}
+
+// waitMetrics polls the admin endpoint's /metrics (bounded) until it has every line of want.
+func waitMetrics(t testing.TB, g *guard, want ...string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, body := g.AdminGet(t, "/metrics")
+		missing := ""
+		for _, line := range want {
+			if !bytes.Contains(body, []byte("\n"+line+"\n")) {
+				missing = line
+				break
+			}
+		}
+		if missing == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/metrics has no line %s within 15s", missing)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 // withMaxSize sets max_size on the file store of every webhook_guard handler of a JSON config.
