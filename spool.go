@@ -392,6 +392,9 @@ func (h *Handler) spoolHeader(r *http.Request) map[string][]string {
 	return out
 }
 
+// spoolWriteTimeout bounds the wait for an event's ledger write.
+const spoolWriteTimeout = 30 * time.Second
+
 // spoolEvent stores the verified event, claimed fresh, in the ledger and
 // answers 200 spooled; the worker delivers it.
 func (d *delivery) spoolEvent(w http.ResponseWriter, body []byte, claim dedupe.Claim) error {
@@ -412,7 +415,11 @@ func (d *delivery) spoolEvent(w http.ResponseWriter, body []byte, claim dedupe.C
 	}
 	// Remembered while it may be delivered, and a window after: a
 	// provider's late retry of a pending or dead event is a duplicate.
-	dup, err := h.spool.ledger.Spool(context.WithoutCancel(r.Context()), claim.Key, rec, h.spool.maxAge+h.window)
+	// Not cancelled when the sender hangs up (the write is queued), but
+	// bounded: a stalled disk answers 503.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), spoolWriteTimeout)
+	defer cancel()
+	dup, err := h.spool.ledger.Spool(ctx, claim.Key, rec, h.spool.maxAge+h.window)
 	switch {
 	case errors.Is(err, dedupe.ErrFull):
 		return d.refuse(w, outcomeStoreFull, "spool: %v", err)

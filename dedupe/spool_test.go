@@ -154,6 +154,20 @@ func TestSpoolLifecycle(t *testing.T) {
 	// The accepted key expires with its window, then the id is fresh.
 	clock.advance(101 * time.Hour)
 	mustClaim(t, s, Key("shop", "ivy", "evt_b"), time.Minute, Fresh)
+
+	// An operator's retry keeps the key accepted as long again from the
+	// retry: a provider's retry stays a duplicate while it may be
+	// delivered.
+	c, _ := spoolOne(t, s, "shop", "evt_c", []byte("c"), clock.now())
+	if _, err := s.SpoolDie(ctx, c.Seq, 25, "status 500"); err != nil {
+		t.Fatal(err)
+	}
+	clock.advance(99 * time.Hour)
+	if err := s.SpoolRetry(ctx, c.Seq); err != nil {
+		t.Fatal(err)
+	}
+	clock.advance(99 * time.Hour) // 198h after it was received
+	mustClaim(t, s, Key("shop", "ivy", "evt_c"), time.Minute, Delivered)
 }
 
 // Records, indexes and pause state survive a reopen.
