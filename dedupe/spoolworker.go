@@ -375,6 +375,13 @@ func (w *SpoolWorker) dispatch() (next time.Time) {
 	t := w.now()
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if len(w.hold) > 1024 { // entries of events gone meanwhile
+		for seq, h := range w.hold {
+			if !h.After(t) {
+				delete(w.hold, seq)
+			}
+		}
+	}
 	busy := map[string]bool{}
 	open := 0 // targets not paused
 	for scope := range w.targets {
@@ -445,6 +452,11 @@ func (w *SpoolWorker) attempt(t *SpoolTarget, seq uint64) {
 		return
 	}
 	if !ok || rec.State != SpoolPending {
+		// A due entry without its pending record (never written so:
+		// they change in one transaction): not looked at again soon.
+		w.mu.Lock()
+		w.hold[seq] = w.now().Add(SpoolEvery)
+		w.mu.Unlock()
 		return
 	}
 	// Records are written without a context: a result must land even
