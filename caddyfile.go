@@ -140,6 +140,8 @@ func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, option string) error {
 		return h.unmarshalStore(d)
 	case "scope":
 		return oneArgInto1(d, &h.Scope)
+	case "spool":
+		return h.unmarshalSpool(d)
 	case "forward_credentials":
 		if d.NextArg() {
 			return d.ArgErr()
@@ -230,6 +232,16 @@ func (h *Handler) checkCaddyfile(directive caddyfile.Token, at map[string][]cadd
 	}
 	if h.DedupeOff && h.StoreRaw != nil {
 		return errAt("store", errors.New("store given with dedupe off"))
+	}
+	if h.Spool != nil {
+		switch t := storeType(h.StoreRaw); {
+		case h.DedupeOff:
+			return errAt("spool", errSpoolStore("dedupe off"))
+		case t != "" && t != "file":
+			return errAt("store", errSpoolStore("store "+t))
+		case h.ForwardCredentials:
+			return errAt("forward_credentials", errors.New("forward_credentials: the spool never stores a credential, so it cannot forward one"))
+		}
 	}
 	return nil
 }

@@ -34,6 +34,7 @@ const (
 	outcomeNoUpstream       = "no_upstream"
 	outcomeStoreUnavailable = "store_unavailable"
 	outcomeStoreFull        = "store_full"
+	outcomeSpooled          = "spooled"
 )
 
 // outcomeFacts is what an outcome means to the sender and to the operator.
@@ -67,6 +68,7 @@ var outcomes = map[string]outcomeFacts{
 	outcomeNoUpstream:       {http.StatusBadGateway, zapcore.ErrorLevel, "webhook not delivered: nothing after webhook_guard answered", false},
 	outcomeStoreUnavailable: {http.StatusServiceUnavailable, zapcore.ErrorLevel, "webhook refused", true},
 	outcomeStoreFull:        {http.StatusServiceUnavailable, zapcore.ErrorLevel, "webhook refused", true},
+	outcomeSpooled:          {http.StatusOK, zapcore.InfoLevel, "webhook spooled", false},
 }
 
 // delivery is one inbound webhook request on its way through the pipeline.

@@ -91,6 +91,11 @@ type Handler struct {
 	// X-API-KEY) in the request forwarded upstream, for an upstream that
 	// checks it too. By default it is removed once verified.
 	ForwardCredentials bool `json:"forward_credentials,omitempty"`
+	// Spool, when set, makes the guard acknowledge each verified, first-seen
+	// event once it is on disk (200, Webhook-Guard-Outcome: spooled) and
+	// deliver it itself, with retries, to the backend: the handler is then
+	// the last of its route. It needs the file store.
+	Spool *SpoolConfig `json:"spool,omitempty"`
 
 	verifier  verify.Verifier
 	scheme    verify.Scheme
@@ -112,6 +117,8 @@ type Handler struct {
 
 	errChain    *errChainCache // the server's error routes (credentials.go)
 	proxyWarned *proxyWarning  // loose trusted_proxies warned (proxies.go)
+
+	spool *spoolTarget // the provisioned spool block (spool.go)
 }
 
 // CaddyModule returns the Caddy module information.
@@ -168,6 +175,15 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			h.events[e] = struct{}{}
 		}
 	}
+	if h.Spool != nil && h.DedupeOff {
+		return errSpoolStore("dedupe off")
+	}
+	if t := storeType(h.StoreRaw); h.Spool != nil && t != "" && t != "file" {
+		return errSpoolStore("store " + t)
+	}
+	if h.Spool != nil && h.ForwardCredentials {
+		return errors.New("forward_credentials: the spool never stores a credential, so it cannot forward one")
+	}
 	if h.DedupeOff {
 		if h.StoreRaw != nil {
 			return errors.New("store: given with dedupe off")
@@ -202,6 +218,9 @@ func (h *Handler) loadStore(ctx caddy.Context) error {
 		return fmt.Errorf("store: module %T is not a replay store", mod)
 	}
 	h.store, h.lease = rs.ReplayStore()
+	if h.Spool != nil {
+		return h.provisionSpool(ctx, mod)
+	}
 	return nil
 }
 
@@ -240,9 +259,11 @@ func (h *Handler) Validate() error {
 	return nil
 }
 
-// Cleanup gives up the handler's key space; Caddy cleans up the store
+// Cleanup gives up the handler's key space and its spool's registration;
+// Caddy cleans up the store
 // module, whose store lives on while a newer config (after a reload) uses it.
 func (h *Handler) Cleanup() error {
+	h.cleanupSpool()
 	h.releaseKeySpace()
 	return nil
 }
@@ -321,6 +342,9 @@ func (h *Handler) pipeline(w http.ResponseWriter, r *http.Request, next caddyhtt
 		return d.refuse(w, outcomeInFlight, "another delivery of this event is in flight")
 	}
 	h.checkUsage()
+	if h.spool != nil {
+		return d.spoolEvent(w, body, claim)
+	}
 	return d.forward(w, next, &claim)
 }
 

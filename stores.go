@@ -58,9 +58,16 @@ type pooledStore struct {
 	dedupe.Store
 	kind  string // file, memory or redis
 	close func() error
+	// ledger is the file store's ledger (kind file), for the spool.
+	ledger *dedupe.File
 
 	mu    sync.Mutex
 	users []storeUser // oldest first
+	// worker delivers the ledger's spool, started by the first handler
+	// with a spool block (spool.go); unregisterSpool takes it off the
+	// admin API.
+	worker          *dedupe.SpoolWorker
+	unregisterSpool func()
 }
 
 // storeUser is a module using a pooled store, with its logger.
@@ -69,8 +76,19 @@ type storeUser struct {
 	logger *zap.Logger
 }
 
-// Destruct closes the store when its last user is cleaned up.
+// Destruct closes the store when its last user is cleaned up, after
+// stopping the spool's worker.
 func (p *pooledStore) Destruct() error {
+	p.mu.Lock()
+	w, unregister := p.worker, p.unregisterSpool
+	p.worker, p.unregisterSpool = nil, nil
+	p.mu.Unlock()
+	if unregister != nil {
+		unregister()
+	}
+	if w != nil {
+		w.Stop()
+	}
 	if p.close == nil {
 		return nil
 	}
@@ -183,6 +201,12 @@ type FileStore struct {
 	// that count new events are refused with 503 until ids expire. Default
 	// 10,000,000.
 	MaxEvents int64 `json:"max_events,omitempty"`
+	// MaxSize bounds the ledger file in bytes (JSON only; 0: no bound), a
+	// disk budget: at that size writes fail as on a full disk, and new
+	// events are answered 503 with Retry-After until ids expire or spooled
+	// events are delivered. It applies when the file is opened (a reload
+	// that changes it takes effect at the next restart).
+	MaxSize int `json:"max_size,omitempty"`
 	storeHandle
 }
 
@@ -201,6 +225,9 @@ func (s *FileStore) Provision(ctx caddy.Context) error {
 	if s.MaxEvents < 0 {
 		return errors.New("store file: max_events must be positive")
 	}
+	if s.MaxSize < 0 {
+		return errors.New("store file: max_size must be positive")
+	}
 	path := s.Path
 	if path == "" {
 		path = DefaultLedgerPath()
@@ -209,11 +236,12 @@ func (s *FileStore) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("store file %s: %v", path, err)
 	}
-	return s.open(ctx, "file", "file:"+abs, func(*pooledStore) (dedupe.Store, func() error, error) {
-		f, err := dedupe.OpenFile(dedupe.FileConfig{Path: abs, MaxEvents: s.MaxEvents})
+	return s.open(ctx, "file", "file:"+abs, func(p *pooledStore) (dedupe.Store, func() error, error) {
+		f, err := dedupe.OpenFile(dedupe.FileConfig{Path: abs, MaxEvents: s.MaxEvents, MaxSize: s.MaxSize})
 		if err != nil {
 			return nil, nil, fmt.Errorf("store file: %w", err)
 		}
+		p.ledger = f
 		return dedupe.NewCached(f, cacheItems), f.Close, nil
 	})
 }

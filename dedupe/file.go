@@ -113,6 +113,10 @@ type File struct {
 	onSweep   func(error)
 	closeOnce sync.Once
 	closeErr  error
+
+	// spooled, when set, is called after each event spooled: the spool
+	// worker's wake-up.
+	spooled atomic.Pointer[func()]
 }
 
 type fileShard struct {
@@ -247,8 +251,15 @@ func readLedger(path string) (count int64, err error) {
 		if err != nil || fresh {
 			return err
 		}
-		for _, name := range [][]byte{bucketMeta, bucketReplay, bucketExpiry} {
+		// A file cut short may still hold every page the buckets reach.
+		if fi, err := os.Stat(path); err == nil && fi.Size() < tx.Size() {
+			return fmt.Errorf("corrupt file: %d bytes where its pages need %d (cut short?); move it away to start an empty ledger", fi.Size(), tx.Size())
+		}
+		for _, name := range [][]byte{bucketMeta, bucketReplay, bucketExpiry, bucketSpool, bucketDue, bucketDead} {
 			b := tx.Bucket(name)
+			if b == nil { // the spool's, in a ledger that predates it
+				continue
+			}
 			n := b.Stats().KeyN // every page, branches included
 			if err := b.ForEach(func(k, v []byte) error { return nil }); err != nil {
 				return err
@@ -288,10 +299,25 @@ func initLedger(db *bolt.DB) error {
 		fresh, err = checkSchema(tx)
 		return err
 	})
-	if err != nil || !fresh {
+	if err != nil {
 		return err
 	}
+	if !fresh {
+		// A ledger written before the spool gets its buckets.
+		var missing bool
+		_ = db.View(func(tx *bolt.Tx) error {
+			missing = tx.Bucket(bucketSpool) == nil || tx.Bucket(bucketDue) == nil || tx.Bucket(bucketDead) == nil
+			return nil
+		})
+		if !missing {
+			return nil
+		}
+		return db.Update(spoolBuckets)
+	}
 	return db.Update(func(tx *bolt.Tx) error {
+		if err := spoolBuckets(tx); err != nil {
+			return err
+		}
 		meta, err := tx.CreateBucket(bucketMeta)
 		if err != nil {
 			return err
