@@ -176,9 +176,28 @@ func (s *storeHandle) Cleanup() error {
 	return err
 }
 
-// unmarshalLease parses the `lease` subdirective common to every store.
-func (s *storeHandle) unmarshalLease(d *caddyfile.Dispenser) error {
-	return durationArg(d, "lease", &s.Lease)
+// unmarshalBlock parses a store's block: `lease` and `max_events`, which
+// every store has, and the store's own one-argument options in more.
+func (s *storeHandle) unmarshalBlock(d *caddyfile.Dispenser, kind string, maxEvents *int64, more map[string]*string) error {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch opt := d.Val(); {
+		case opt == "lease":
+			if err := durationArg(d, "lease", &s.Lease); err != nil {
+				return err
+			}
+		case opt == "max_events":
+			if err := maxEventsArg(d, maxEvents); err != nil {
+				return err
+			}
+		case more[opt] != nil:
+			if err := oneArgInto1(d, more[opt]); err != nil {
+				return err
+			}
+		default:
+			return d.Errf("unrecognized store %s subdirective '%s'", kind, opt)
+		}
+	}
+	return nil
 }
 
 // cacheItems bounds the cache of delivered answers in front of the file and
@@ -255,21 +274,7 @@ func (s *FileStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			return d.Errf("store file: one path at most, got '%s' too", d.Val())
 		}
 	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch d.Val() {
-		case "lease":
-			if err := s.unmarshalLease(d); err != nil {
-				return err
-			}
-		case "max_events":
-			if err := maxEventsArg(d, &s.MaxEvents); err != nil {
-				return err
-			}
-		default:
-			return d.Errf("unrecognized store file subdirective '%s'", d.Val())
-		}
-	}
-	return nil
+	return s.unmarshalBlock(d, "file", &s.MaxEvents, nil)
 }
 
 // MemoryStore keeps the replay memory in this process only: it is lost at
@@ -312,21 +317,7 @@ func (s *MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.Errf("store memory: takes no argument, got '%s'", d.Val())
 	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch d.Val() {
-		case "lease":
-			if err := s.unmarshalLease(d); err != nil {
-				return err
-			}
-		case "max_events":
-			if err := maxEventsArg(d, &s.MaxEvents); err != nil {
-				return err
-			}
-		default:
-			return d.Errf("unrecognized store memory subdirective '%s'", d.Val())
-		}
-	}
-	return nil
+	return s.unmarshalBlock(d, "memory", &s.MaxEvents, nil)
 }
 
 // RedisStore shares the replay memory between several Caddy instances
@@ -417,25 +408,7 @@ func (s *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if d.NextArg() {
 		return d.Errf("store redis: one URL only, got '%s' too", d.Val())
 	}
-	for nesting := d.Nesting(); d.NextBlock(nesting); {
-		switch d.Val() {
-		case "lease":
-			if err := s.unmarshalLease(d); err != nil {
-				return err
-			}
-		case "max_events":
-			if err := maxEventsArg(d, &s.MaxEvents); err != nil {
-				return err
-			}
-		case "prefix":
-			if err := oneArgInto1(d, &s.Prefix); err != nil {
-				return err
-			}
-		default:
-			return d.Errf("unrecognized store redis subdirective '%s'", d.Val())
-		}
-	}
-	return nil
+	return s.unmarshalBlock(d, "redis", &s.MaxEvents, map[string]*string{"prefix": &s.Prefix})
 }
 
 // maxEventsArg parses a positive max_events.
