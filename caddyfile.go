@@ -146,7 +146,7 @@ func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, option string) error {
 		if d.NextArg() {
 			return d.ArgErr()
 		}
-		if len(credentialHeaders[h.Provider]) == 0 {
+		if scheme, _ := verify.Lookup(h.Provider); len(scheme.CredentialHeaders) == 0 {
 			return d.Errf("forward_credentials: the %s provider sends no static credential to keep", h.Provider)
 		}
 		h.ForwardCredentials = true

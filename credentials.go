@@ -9,20 +9,10 @@ import (
 	"go.uber.org/zap"
 )
 
-// credentialHeaders are, per provider, the request headers that carry a
-// static credential: the configured secret itself, not a signature derived
-// from it. Such a header is a bearer credential: whoever reads it can send
-// events.
-//
-// TODO(merge): a fact of the provider, to move into its verify.Scheme.
-var credentialHeaders = map[string][]string{
-	"ivpay": {"X-Api-Key"},
-}
-
 // carriesCredential reports whether r carries one of the provider's static
 // credential headers (valid or not: a refused request may carry a real key).
 func (h *Handler) carriesCredential(r *http.Request) bool {
-	for _, name := range credentialHeaders[h.Provider] {
+	for _, name := range h.scheme.CredentialHeaders {
 		if len(r.Header[name]) > 0 {
 			return true
 		}
@@ -39,7 +29,7 @@ func (h *Handler) dropCredentials(r *http.Request) {
 	if h.ForwardCredentials {
 		return
 	}
-	for _, name := range credentialHeaders[h.Provider] {
+	for _, name := range h.scheme.CredentialHeaders {
 		r.Header.Del(name)
 	}
 }

@@ -386,7 +386,7 @@ func (h *Handler) spoolHeader(r *http.Request) map[string][]string {
 	for _, name := range []string{"Authorization", "Cookie"} {
 		delete(out, name)
 	}
-	for _, name := range credentialHeaders[h.Provider] {
+	for _, name := range h.scheme.CredentialHeaders {
 		delete(out, textproto.CanonicalMIMEHeaderKey(name))
 	}
 	return out

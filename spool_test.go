@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+
+	"github.com/hookguard/caddy-webhook-guard/verify"
 )
 
 // spoolDelivery is one request the backend of a unit test received.
@@ -86,7 +88,8 @@ func TestSpoolProvisionErrors(t *testing.T) {
 // Stored headers leave out hop-by-hop headers (those named by Connection
 // too) and credentials: Authorization, Cookie, the provider's static key.
 func TestSpoolHeaderDropsCredentials(t *testing.T) {
-	h := &Handler{Provider: "ivpay"}
+	scheme, _ := verify.Lookup("ivpay")
+	h := &Handler{Provider: "ivpay", scheme: scheme}
 	r := httptest.NewRequest(http.MethodPost, "/hooks", nil)
 	for name, v := range map[string]string{
 		"X-Api-Key": "key", "Authorization": "Bearer t", "Proxy-Authorization": "Basic x", "Cookie": "s=1",

@@ -14,7 +14,8 @@ import (
 const ivpayKeyHeader = "X-Api-Key"
 
 func init() {
-	Register(Scheme{Name: "ivpay", New: newIVPAY, KeyOption: KeyOptionAPIKey, TestEvent: ivpayTestEvent})
+	Register(Scheme{Name: "ivpay", New: newIVPAY, KeyOption: KeyOptionAPIKey, TestEvent: ivpayTestEvent,
+		CredentialHeaders: []string{ivpayKeyHeader}})
 }
 
 // ivpayTestEvent is {"payment_id":"<random hex>","status":"PAID"}.

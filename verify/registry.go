@@ -38,6 +38,12 @@ type Scheme struct {
 	NewDeliveryID func() string
 	// TestEvent returns a fresh body for the CLI's generated test event.
 	TestEvent func() []byte
+	// CredentialHeaders name the request headers that carry a static
+	// credential — the configured key itself, not a signature derived from
+	// it (ivpay's X-Api-Key). Whoever reads one can send events, so the guard
+	// removes it before forwarding, never stores it and keeps it out of
+	// Caddy's error log.
+	CredentialHeaders []string
 }
 
 // KeyOptionSecret and KeyOptionAPIKey are the values of Scheme.KeyOption.
