@@ -557,25 +557,9 @@ func (q jsonQuery) object(s *jsonScanner, d int, live uint64, out [][]byte) bool
 		}
 		s.pos++
 		s.skipSpace()
-		if matched != 0 {
-			ok = q.value(s, d+1, matched, out)
-		} else {
-			ok = s.scanValue()
+		if done, ok := q.member(s, d, matched, out, '}'); done || !ok {
+			return ok
 		}
-		if !ok {
-			return false
-		}
-		s.skipSpace()
-		c := s.peek()
-		s.pos++
-		if c == '}' {
-			s.depth--
-			return true
-		}
-		if c != ',' {
-			return false
-		}
-		s.skipSpace()
 	}
 }
 
@@ -598,27 +582,36 @@ func (q jsonQuery) array(s *jsonScanner, d int, live uint64, out [][]byte) bool 
 				matched |= 1 << i
 			}
 		}
-		var ok bool
-		if matched != 0 {
-			ok = q.value(s, d+1, matched, out)
-		} else {
-			ok = s.scanValue()
+		if done, ok := q.member(s, d, matched, out, ']'); done || !ok {
+			return ok
 		}
-		if !ok {
-			return false
-		}
-		s.skipSpace()
-		c := s.peek()
-		s.pos++
-		if c == ']' {
-			s.depth--
-			return true
-		}
-		if c != ',' {
-			return false
-		}
-		s.skipSpace()
 	}
+}
+
+// member reads the value at s.pos of an object member or array element at
+// depth d — recording it for the matched fields, else only checking it — and
+// the separator after it: done at the container's close, more after a comma.
+func (q jsonQuery) member(s *jsonScanner, d int, matched uint64, out [][]byte, close byte) (done, ok bool) {
+	if matched != 0 {
+		ok = q.value(s, d+1, matched, out)
+	} else {
+		ok = s.scanValue()
+	}
+	if !ok {
+		return false, false
+	}
+	s.skipSpace()
+	c := s.peek()
+	s.pos++
+	if c == close {
+		s.depth--
+		return true, true
+	}
+	if c != ',' {
+		return false, false
+	}
+	s.skipSpace()
+	return false, true
 }
 
 // matchKey returns the fields of live whose key at depth d is the quoted key.
