@@ -350,20 +350,13 @@ func (a *adminSpool) serveSpool(w http.ResponseWriter, r *http.Request) error {
 
 // serveList is GET /webhook_guard/spool?state=&scope=.
 func (a *adminSpool) serveList(w http.ResponseWriter, r *http.Request) error {
-	if r.Method != http.MethodGet {
-		return methodNotAllowed(w, r, http.MethodGet)
-	}
-	q, err := spoolQuery(r, "state", "scope")
-	if err != nil {
-		return err
-	}
-	state, err := stateFilter(q)
+	state, scope, err := selection(w, r, http.MethodGet)
 	if err != nil {
 		return err
 	}
 	var recs []SpoolRecord
 	for _, op := range a.registered() {
-		got, err := op.List(state, q.Get("scope"))
+		got, err := op.List(state, scope)
 		if err != nil {
 			return spoolFailed(err)
 		}
@@ -448,27 +441,20 @@ func (a *adminSpool) serveRetry(w http.ResponseWriter, r *http.Request, id uint6
 
 // serveRetryAll is POST /webhook_guard/spool/retry?state=&scope=.
 func (a *adminSpool) serveRetryAll(w http.ResponseWriter, r *http.Request) error {
-	if r.Method != http.MethodPost {
-		return methodNotAllowed(w, r, http.MethodPost)
-	}
-	q, err := spoolQuery(r, "state", "scope")
-	if err != nil {
-		return err
-	}
-	state, err := stateFilter(q)
+	state, scope, err := selection(w, r, http.MethodPost)
 	if err != nil {
 		return err
 	}
 	total := 0
 	for _, op := range a.registered() {
-		n, err := op.RetryAll(state, q.Get("scope"))
+		n, err := op.RetryAll(state, scope)
 		total += n
 		if err != nil {
 			return spoolFailed(fmt.Errorf("%w (%d events retried before it)", err, total))
 		}
 	}
 	a.log().Info("spooled events retried through the admin API",
-		zap.String("state", state), zap.String("scope", q.Get("scope")), zap.Int("retried", total))
+		zap.String("state", state), zap.String("scope", scope), zap.Int("retried", total))
 	return writeAdminJSON(w, map[string]int{"retried": total})
 }
 
@@ -568,6 +554,22 @@ func spoolQuery(r *http.Request, allowed ...string) (url.Values, error) {
 		}
 	}
 	return q, nil
+}
+
+// selection checks a request that selects events (list, retry all): its
+// method, and its optional state and scope parameters.
+func selection(w http.ResponseWriter, r *http.Request, method string) (state, scope string, err error) {
+	if r.Method != method {
+		return "", "", methodNotAllowed(w, r, method)
+	}
+	q, err := spoolQuery(r, "state", "scope")
+	if err != nil {
+		return "", "", err
+	}
+	if state, err = stateFilter(q); err != nil {
+		return "", "", err
+	}
+	return state, q.Get("scope"), nil
 }
 
 // stateFilter returns the state parameter: pending, dead, or "" for both.
