@@ -183,6 +183,20 @@ func (c cliSpoolRun) query(names ...string) (string, error) {
 	return "?" + q.Encode(), nil
 }
 
+// eventURI is the admin route of the event named by the command's <id>
+// argument, followed by suffix and the --scope parameter.
+func (c cliSpoolRun) eventURI(suffix string) (string, error) {
+	id, err := c.id()
+	if err != nil {
+		return "", err
+	}
+	q, err := c.query("scope")
+	if err != nil {
+		return "", err
+	}
+	return cliSpoolPath + "/" + strconv.FormatUint(id, 10) + suffix + q, nil
+}
+
 // id returns the event id argument, checked.
 func (c cliSpoolRun) id() (uint64, error) {
 	id, err := strconv.ParseUint(c.args[0], 10, 64)
@@ -302,15 +316,11 @@ func cliFilterText(fl caddycmd.Flags) string {
 
 // cmdSpoolShow is `caddy webhook-guard spool show <id>`.
 func cmdSpoolShow(c cliSpoolRun) error {
-	id, err := c.id()
+	uri, err := c.eventURI("")
 	if err != nil {
 		return err
 	}
-	q, err := c.query("scope")
-	if err != nil {
-		return err
-	}
-	body, err := c.call(http.MethodGet, cliSpoolPath+"/"+strconv.FormatUint(id, 10)+q)
+	body, err := c.call(http.MethodGet, uri)
 	if err != nil {
 		return err
 	}
@@ -382,15 +392,10 @@ func cmdSpoolRetry(c cliSpoolRun) error {
 		if c.flags.Changed("state") {
 			return cliUsagef("--state", "retries every event in a state: not with an <id>")
 		}
-		id, err := c.id()
-		if err != nil {
+		var err error
+		if uri, err = c.eventURI("/retry"); err != nil {
 			return err
 		}
-		q, err := c.query("scope")
-		if err != nil {
-			return err
-		}
-		uri = cliSpoolPath + "/" + strconv.FormatUint(id, 10) + "/retry" + q
 	} else {
 		if !c.flags.Changed("state") {
 			return cliUsagef("--state", "give an event <id>, or --state dead (or pending) to retry every event in that state")
@@ -421,15 +426,11 @@ func cmdSpoolRetry(c cliSpoolRun) error {
 
 // cmdSpoolDiscard is `caddy webhook-guard spool discard <id>`.
 func cmdSpoolDiscard(c cliSpoolRun) error {
-	id, err := c.id()
+	uri, err := c.eventURI("")
 	if err != nil {
 		return err
 	}
-	q, err := c.query("scope")
-	if err != nil {
-		return err
-	}
-	body, err := c.call(http.MethodDelete, cliSpoolPath+"/"+strconv.FormatUint(id, 10)+q)
+	body, err := c.call(http.MethodDelete, uri)
 	if err != nil {
 		return err
 	}
