@@ -178,6 +178,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.Spool != nil && h.DedupeOff {
 		return errSpoolStore("dedupe off")
 	}
+	if t := storeType(h.StoreRaw); h.Spool != nil && t != "" && t != "file" {
+		return errSpoolStore("store " + t)
+	}
 	if h.Spool != nil && h.ForwardCredentials {
 		return errors.New("forward_credentials: the spool never stores a credential, so it cannot forward one")
 	}

@@ -246,22 +246,27 @@ func (h *Handler) provisionSpool(ctx caddy.Context, storeMod any) error {
 				result = deliveryRefused
 			}
 			deliveryAttempts.WithLabelValues(scope, result).Inc()
-			level := zap.DebugLevel
-			if !a.Delivered() {
-				level = zap.WarnLevel
+			if a.Delivered() {
+				logger.Info("spooled webhook delivered",
+					zap.String("scope", scope), zap.Uint64("id", rec.Seq), zap.String("provider", rec.Provider),
+					zap.String("event_id", rec.EventID), zap.String("event_type", rec.EventType),
+					zap.Int("attempt", rec.Attempts), zap.Int("status", a.Status))
+				return
 			}
-			if ce := logger.Check(level, "spooled webhook delivery attempt"); ce != nil {
-				ce.Write(zap.String("scope", scope), zap.Uint64("id", rec.Seq), zap.String("event_id", rec.EventID),
-					zap.Int("attempt", rec.Attempts+1), zap.String("result", result), zap.Int("status", a.Status),
-					zap.String("error", errText(a.Err)))
-			}
+			logger.Warn("spooled webhook delivery failed",
+				zap.String("scope", scope), zap.Uint64("id", rec.Seq), zap.String("provider", rec.Provider),
+				zap.String("event_id", rec.EventID), zap.String("event_type", rec.EventType),
+				zap.Int("attempt", rec.Attempts), zap.String("result", result), zap.Int("status", a.Status),
+				zap.String("error", errText(a.Err)), zap.Time("next_attempt_at", rec.NextAt),
+				zap.Bool("dead", rec.NextAt.IsZero()))
 		},
 		OnDead: func(rec dedupe.SpoolRecord) {
 			spoolDeadTotal.WithLabelValues(scope).Inc()
-			logger.Error("spooled webhook is dead: out of attempts or age; kept until retried or discarded (caddy webhook-guard spool list --state dead)",
+			logger.Error("spooled webhook is dead",
 				zap.String("scope", scope), zap.Uint64("id", rec.Seq), zap.String("provider", rec.Provider),
 				zap.String("event_id", rec.EventID), zap.String("event_type", rec.EventType),
-				zap.Int("attempts", rec.Attempts), zap.String("last_error", rec.LastError))
+				zap.Int("attempts", rec.Attempts), zap.String("last_error", rec.LastError),
+				zap.String("hint", "out of attempts or max_age; kept until retried or discarded: caddy webhook-guard spool list --state dead"))
 		},
 		OnError: func(rec *dedupe.SpoolRecord, err error) {
 			logger.Error("spool: the result of a delivery attempt could not be written to the ledger; the event stays due",
@@ -351,7 +356,7 @@ func (t *spoolTarget) deliver(ctx context.Context, rec *dedupe.SpoolRecord, atte
 	_ = resp.Body.Close()
 	a := dedupe.Attempt{Status: resp.StatusCode}
 	if d, ok := dedupe.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
-		a.RetryAfter = d
+		a.RetryAfter = max(d, dedupe.MinRetryAfter)
 	}
 	return a
 }
@@ -387,6 +392,9 @@ func (h *Handler) spoolHeader(r *http.Request) map[string][]string {
 	return out
 }
 
+// spoolWriteTimeout bounds the wait for an event's ledger write.
+const spoolWriteTimeout = 30 * time.Second
+
 // spoolEvent stores the verified event, claimed fresh, in the ledger and
 // answers 200 spooled; the worker delivers it.
 func (d *delivery) spoolEvent(w http.ResponseWriter, body []byte, claim dedupe.Claim) error {
@@ -407,7 +415,11 @@ func (d *delivery) spoolEvent(w http.ResponseWriter, body []byte, claim dedupe.C
 	}
 	// Remembered while it may be delivered, and a window after: a
 	// provider's late retry of a pending or dead event is a duplicate.
-	dup, err := h.spool.ledger.Spool(context.WithoutCancel(r.Context()), claim.Key, rec, h.spool.maxAge+h.window)
+	// Not cancelled when the sender hangs up (the write is queued), but
+	// bounded: a stalled disk answers 503.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), spoolWriteTimeout)
+	defer cancel()
+	dup, err := h.spool.ledger.Spool(ctx, claim.Key, rec, h.spool.maxAge+h.window)
 	switch {
 	case errors.Is(err, dedupe.ErrFull):
 		return d.refuse(w, outcomeStoreFull, "spool: %v", err)

@@ -249,6 +249,10 @@ func readLedger(path string) (count int64, err error) {
 		if err != nil || fresh {
 			return err
 		}
+		// A file cut short may still hold every page the buckets reach.
+		if fi, err := os.Stat(path); err == nil && fi.Size() < tx.Size() {
+			return fmt.Errorf("corrupt file: %d bytes where its pages need %d (cut short?); move it away to start an empty ledger", fi.Size(), tx.Size())
+		}
 		for _, name := range [][]byte{bucketMeta, bucketReplay, bucketExpiry, bucketSpool, bucketDue, bucketDead} {
 			b := tx.Bucket(name)
 			if b == nil { // the spool's, in a ledger that predates it

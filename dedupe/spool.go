@@ -82,6 +82,9 @@ type SpoolRecord struct {
 	Body []byte `json:"-"`
 	// Digest is the SHA-256 of the replay key, to mark it delivered.
 	Digest []byte `json:"digest"`
+	// AcceptFor is how long the key stays accepted from ReceivedAt (or
+	// from an operator's retry).
+	AcceptFor time.Duration `json:"accept_for,omitempty"`
 }
 
 // AgeFrom is when the event's max_age starts: when it was received, or
@@ -164,6 +167,7 @@ func (s *File) Spool(ctx context.Context, key string, rec *SpoolRecord, acceptFo
 	}
 	d := digest(sha256.Sum256([]byte(key)))
 	rec.Digest = d[:]
+	rec.AcceptFor = acceptFor
 	rec.State = SpoolPending
 	if rec.NextAt.IsZero() {
 		rec.NextAt = rec.ReceivedAt
@@ -358,15 +362,50 @@ func (s *File) SpoolDie(ctx context.Context, seq uint64, attempts int, lastError
 // SpoolRetry makes seq due now: a dead event pending again with its
 // attempts reset (so max_attempts applies afresh; received_at is kept), a
 // pending one due at once. A missing record is ErrNoSpool.
+//
+// The key stays accepted for AcceptFor from now (if that is later than it
+// was), so that a provider's retry stays a duplicate while the event may
+// still be delivered.
 func (s *File) SpoolRetry(ctx context.Context, seq uint64) error {
-	return s.spoolUpdate(ctx, seq, func(_ *bolt.Tx, rec *SpoolRecord) (*SpoolRecord, error) {
+	var added bool
+	err := s.spoolUpdate(ctx, seq, func(tx *bolt.Tx, rec *SpoolRecord) (*SpoolRecord, error) {
+		added = false
 		if rec.State == SpoolDead {
 			rec.Attempts = 0
 		}
 		t := s.now()
 		rec.State, rec.DiedAt, rec.NextAt, rec.RetriedAt = SpoolPending, time.Time{}, t, t
+		if len(rec.Digest) == sha256.Size && rec.AcceptFor > 0 {
+			var d digest
+			copy(d[:], rec.Digest)
+			exp := t.Add(rec.AcceptFor).UnixNano()
+			replay, expiry := tx.Bucket(bucketReplay), tx.Bucket(bucketExpiry)
+			old := replay.Get(d[:])
+			if len(old) == 9 && int64(binary.BigEndian.Uint64(old[1:])) >= exp {
+				return rec, nil
+			}
+			if len(old) == 9 {
+				if err := expiry.Delete(expiryKey(int64(binary.BigEndian.Uint64(old[1:])), &d)); err != nil {
+					return nil, err
+				}
+			}
+			added = old == nil
+			val := make([]byte, 9)
+			val[0] = recordAccepted
+			binary.BigEndian.PutUint64(val[1:], uint64(exp))
+			if err := replay.Put(d[:], val); err != nil {
+				return nil, err
+			}
+			if err := expiry.Put(expiryKey(exp, &d), nil); err != nil {
+				return nil, err
+			}
+		}
 		return rec, nil
 	})
+	if err == nil && added {
+		s.used.Add(1)
+	}
+	return err
 }
 
 // SpoolDiscard deletes seq and its index entries and returns it (without

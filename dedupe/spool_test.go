@@ -154,6 +154,20 @@ func TestSpoolLifecycle(t *testing.T) {
 	// The accepted key expires with its window, then the id is fresh.
 	clock.advance(101 * time.Hour)
 	mustClaim(t, s, Key("shop", "ivy", "evt_b"), time.Minute, Fresh)
+
+	// An operator's retry keeps the key accepted as long again from the
+	// retry: a provider's retry stays a duplicate while it may be
+	// delivered.
+	c, _ := spoolOne(t, s, "shop", "evt_c", []byte("c"), clock.now())
+	if _, err := s.SpoolDie(ctx, c.Seq, 25, "status 500"); err != nil {
+		t.Fatal(err)
+	}
+	clock.advance(99 * time.Hour)
+	if err := s.SpoolRetry(ctx, c.Seq); err != nil {
+		t.Fatal(err)
+	}
+	clock.advance(99 * time.Hour) // 198h after it was received
+	mustClaim(t, s, Key("shop", "ivy", "evt_c"), time.Minute, Delivered)
 }
 
 // Records, indexes and pause state survive a reopen.
@@ -271,8 +285,9 @@ func TestSpoolBackoff(t *testing.T) {
 		{7, 0, -1, 96 * time.Minute},
 		{7, 0, 5, 144 * time.Minute}, // jitter clamped to ±20 %
 		{1, time.Minute, 0, time.Minute},
-		{3, time.Second, 0, 2 * time.Minute}, // Retry-After shorter than the schedule
-		{1, 48 * time.Hour, 0, 24 * time.Hour},
+		{3, time.Second, 0, time.Second}, // the backend knows: shorter than the schedule
+		{3, time.Millisecond, 0, time.Second},
+		{1, 48 * time.Hour, 1, 24 * time.Hour},
 	} {
 		if got := SpoolBackoff(c.attempt, c.retryAfter, c.jitter); got != c.want {
 			t.Errorf("SpoolBackoff(%d, %v, %v) = %v, want %v", c.attempt, c.retryAfter, c.jitter, got, c.want)
@@ -360,13 +375,11 @@ func (b *fakeBackend) nextCall(t *testing.T) string {
 	}
 }
 
-// noCall checks that no attempt is made while the worker has been woken
-// and has gone idle (its dispatch ran; nothing was due).
+// noCall checks that no attempt is made by a dispatch pass that begins
+// after the call (everything due now is looked at).
 func (b *fakeBackend) noCall(t *testing.T, w *SpoolWorker) {
 	t.Helper()
-	w.Wake()
-	w.Wake() // the second wake is taken once the first dispatch ran
-	waitIdle(t, w)
+	waitPass(t, w)
 	select {
 	case c := <-b.calls:
 		t.Fatalf("unexpected attempt %s", c)
@@ -374,19 +387,24 @@ func (b *fakeBackend) noCall(t *testing.T, w *SpoolWorker) {
 	}
 }
 
-// waitIdle waits until the worker has no attempt in flight and has taken
-// the last wake.
-func waitIdle(t *testing.T, w *SpoolWorker) {
+// waitPass wakes the worker and waits until a dispatch pass that began
+// after the wake has finished and no attempt is in flight.
+func waitPass(t *testing.T, w *SpoolWorker) {
 	t.Helper()
-	waitUntil(t, 10*time.Second, "worker idle", func() bool {
+	started := w.passesStarted.Load()
+	w.Wake()
+	waitUntil(t, 10*time.Second, "a dispatch pass", func() bool {
 		w.mu.Lock()
 		n := len(w.inflight)
 		w.mu.Unlock()
-		return n == 0 && len(w.wake) == 0
+		return w.passesDone.Load() > started && n == 0
 	})
-	// The dispatch that took the wake may still run: let it finish.
-	w.mu.Lock()
-	w.mu.Unlock() //nolint:staticcheck // an empty critical section: wait for dispatch
+}
+
+// waitIdle waits until no attempt is in flight and a pass after it ran.
+func waitIdle(t *testing.T, w *SpoolWorker) {
+	t.Helper()
+	waitPass(t, w)
 }
 
 // The worker's schedule, with the ledger's fake clock: a failed attempt is
@@ -406,7 +424,7 @@ func TestSpoolWorkerSchedule(t *testing.T) {
 	var deadMu sync.Mutex
 	var dead []SpoolRecord
 	target := &SpoolTarget{
-		Deliver: backend.deliver, MaxAttempts: 3, MaxAge: time.Hour, Timeout: time.Second,
+		Deliver: backend.deliver, MaxAttempts: 4, MaxAge: 2 * time.Hour, Timeout: time.Second,
 		Concurrency: 2, Window: time.Hour,
 		OnDead: func(rec SpoolRecord) { deadMu.Lock(); dead = append(dead, rec); deadMu.Unlock() },
 	}
@@ -432,7 +450,7 @@ func TestSpoolWorkerSchedule(t *testing.T) {
 		t.Fatalf("second attempt %s", c)
 	}
 	waitIdle(t, w)
-	// Retry-After longer than the schedule's 30s is honoured next time.
+	// Retry-After, longer than the schedule's 30s, is honoured.
 	backend.setAnswer(func(*SpoolRecord, int) Attempt { return Attempt{Status: 429, RetryAfter: 10 * time.Minute} })
 	clock.advance(31 * time.Second)
 	w.Wake()
@@ -440,13 +458,21 @@ func TestSpoolWorkerSchedule(t *testing.T) {
 		t.Fatalf("third attempt %s", c)
 	}
 	waitIdle(t, w)
-	// Third failed attempt of max_attempts 3: dead, reported, kept.
+	clock.advance(9 * time.Minute)
+	backend.noCall(t, w)
+	clock.advance(61 * time.Second)
+	w.Wake()
+	if c := backend.nextCall(t); c != "evt_1#4" {
+		t.Fatalf("fourth attempt %s", c)
+	}
+	waitIdle(t, w)
+	// Fourth failed attempt of max_attempts 4: dead, reported, kept.
 	got, _, _ = s.SpoolGet(rec.Seq)
-	if got.State != SpoolDead || got.Attempts != 3 || got.LastError != "status 429" {
+	if got.State != SpoolDead || got.Attempts != 4 || got.LastError != "status 429" {
 		t.Fatalf("after max_attempts: %+v", got)
 	}
 	deadMu.Lock()
-	if len(dead) != 1 || dead[0].EventID != "evt_1" || dead[0].Attempts != 3 {
+	if len(dead) != 1 || dead[0].EventID != "evt_1" || dead[0].Attempts != 4 {
 		t.Fatalf("OnDead got %+v", dead)
 	}
 	deadMu.Unlock()
@@ -475,7 +501,7 @@ func TestSpoolWorkerSchedule(t *testing.T) {
 	mustClaim(t, s, Key("shop", "ivy", "evt_1"), time.Minute, Delivered)
 
 	// max_age: an event older than it dies without an attempt.
-	old, _ := spoolOne(t, s, "shop", "evt_old", nil, clock.now().Add(-2*time.Hour))
+	old, _ := spoolOne(t, s, "shop", "evt_old", nil, clock.now().Add(-3*time.Hour))
 	waitUntil(t, 10*time.Second, "old event dead", func() bool {
 		got, _, _ := s.SpoolGet(old.Seq)
 		return got.State == SpoolDead

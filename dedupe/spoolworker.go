@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -27,16 +28,22 @@ const MaxRetryAfter = 24 * time.Hour
 // spoolJitter is the jitter's share of a delay.
 const spoolJitter = 0.2
 
-// SpoolBackoff is the delay before the attempt after the nth failed one:
-// the schedule with jitter (jitter in [-1, 1] scales ±20 %), or the
-// backend's retryAfter when that is longer.
+// MinRetryAfter is the shortest delay a backend's Retry-After gets.
+const MinRetryAfter = time.Second
+
+// SpoolBackoff is the delay before the attempt after the nth failed one
+// (1-based): the backend's retryAfter when it sent one (between
+// MinRetryAfter and MaxRetryAfter: the backend knows when it will be back),
+// else the schedule with jitter (jitter in [-1, 1] scales ±20 %).
 func SpoolBackoff(attempt int, retryAfter time.Duration, jitter float64) time.Duration {
+	if retryAfter > 0 {
+		return min(max(retryAfter, MinRetryAfter), MaxRetryAfter)
+	}
 	base := SpoolEvery
 	if attempt >= 1 && attempt <= len(SpoolSchedule) {
 		base = SpoolSchedule[attempt-1]
 	}
-	d := base + time.Duration(float64(base)*spoolJitter*max(-1, min(1, jitter)))
-	return max(d, min(retryAfter, MaxRetryAfter))
+	return base + time.Duration(float64(base)*spoolJitter*max(-1, min(1, jitter)))
 }
 
 // ParseRetryAfter reads a Retry-After header value: delay-seconds or an
@@ -64,7 +71,8 @@ func ParseRetryAfter(v string, now time.Time) (time.Duration, bool) {
 type Attempt struct {
 	// Status is the backend's status, 0 when it did not answer.
 	Status int
-	// RetryAfter is the delay the backend asked for (Retry-After), 0 none.
+	// RetryAfter is the delay the backend asked for (Retry-After), 0 none;
+	// a Retry-After of 0 is MinRetryAfter.
 	RetryAfter time.Duration
 	// Err is why there was no answer (connection, TLS, timeout).
 	Err error
@@ -102,7 +110,8 @@ type SpoolTarget struct {
 	Concurrency int
 	// Window is how long the id of a delivered event stays remembered.
 	Window time.Duration
-	// OnAttempt, when set, is told each attempt's result.
+	// OnAttempt, when set, is told each attempt's result once it is
+	// recorded (rec with the attempts made, last error and next time).
 	OnAttempt func(rec *SpoolRecord, a Attempt)
 	// OnDead, when set, is told each event that becomes dead.
 	OnDead func(rec SpoolRecord)
@@ -122,9 +131,8 @@ type SpoolWorker struct {
 	f      *File
 	now    func() time.Time
 	jitter func() float64
-	// OnCounts, when set, gets what the spool holds by scope after changes
-	// (at most once a second) and every CountsEvery while events are
-	// pending, for gauges.
+	// onCounts, when set, gets what the spool holds by scope after changes
+	// (at most once a second) and every CountsEvery, for gauges.
 	onCounts func(map[string]SpoolCounts)
 
 	mu       sync.Mutex
@@ -134,6 +142,10 @@ type SpoolWorker struct {
 	// hold keeps an event whose result could not be written (ledger full
 	// or failing) from being attempted again before the time it maps to.
 	hold map[uint64]time.Time
+
+	// passes counts the dispatch passes started and finished (tests wait
+	// for a pass that began after a change).
+	passesStarted, passesDone atomic.Int64
 
 	wake    chan struct{}
 	stop    chan struct{}
@@ -145,8 +157,8 @@ type SpoolWorker struct {
 	once    sync.Once
 }
 
-// CountsEvery is how often the worker reports counts while events are
-// pending (the oldest pending age grows).
+// CountsEvery is how often the worker reports counts when nothing changed
+// (the oldest pending age grows).
 const CountsEvery = 10 * time.Second
 
 // NewSpoolWorker returns the worker of f's spool; Start starts it.
@@ -311,15 +323,21 @@ func (w *SpoolWorker) run() {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	var lastCounts time.Time
+	dirty := true // the counts may have changed since the last report
 	for {
 		next := w.dispatch()
 		t := w.now()
-		if w.onCounts != nil && t.Sub(lastCounts) >= time.Second {
-			lastCounts = t
+		if w.onCounts != nil && t.Sub(lastCounts) >= time.Second && (dirty || t.Sub(lastCounts) >= CountsEvery) {
+			lastCounts, dirty = t, false
 			w.reportCounts()
 		}
-		// Next wake: the next due time, or the next report of counts.
+		// Next wake: the next due time, or the next report of counts (a
+		// second after the last one when something changed: changes come
+		// in bursts, an ingest, an attempt ending).
 		wait := CountsEvery
+		if w.onCounts != nil && dirty {
+			wait = max(lastCounts.Add(time.Second).Sub(t), 0)
+		}
 		if !next.IsZero() {
 			wait = min(wait, max(next.Sub(t), 0))
 		}
@@ -328,8 +346,7 @@ func (w *SpoolWorker) run() {
 		case <-w.stop:
 			return
 		case <-w.wake:
-			// Changes come in bursts (an ingest, an attempt ending): let
-			// the counts wait for the next second.
+			dirty = true
 			if !timer.Stop() {
 				select {
 				case <-timer.C:
@@ -353,9 +370,18 @@ func (w *SpoolWorker) reportCounts() {
 // dispatch starts an attempt of every due event it may start now, and
 // returns the next due time (zero: none, or every target busy).
 func (w *SpoolWorker) dispatch() (next time.Time) {
+	w.passesStarted.Add(1)
+	defer w.passesDone.Add(1)
 	t := w.now()
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	if len(w.hold) > 1024 { // entries of events gone meanwhile
+		for seq, h := range w.hold {
+			if !h.After(t) {
+				delete(w.hold, seq)
+			}
+		}
+	}
 	busy := map[string]bool{}
 	open := 0 // targets not paused
 	for scope := range w.targets {
@@ -426,6 +452,11 @@ func (w *SpoolWorker) attempt(t *SpoolTarget, seq uint64) {
 		return
 	}
 	if !ok || rec.State != SpoolPending {
+		// A due entry without its pending record (never written so:
+		// they change in one transaction): not looked at again soon.
+		w.mu.Lock()
+		w.hold[seq] = w.now().Add(SpoolEvery)
+		w.mu.Unlock()
 		return
 	}
 	// Records are written without a context: a result must land even
@@ -446,25 +477,35 @@ func (w *SpoolWorker) attempt(t *SpoolTarget, seq uint64) {
 	if !a.Delivered() && w.ctx.Err() != nil {
 		return // stopping: not counted, delivered after the restart
 	}
-	if t.OnAttempt != nil {
-		t.OnAttempt(&rec, a)
-	}
+	rec.Attempts = n
 	if a.Delivered() {
 		if err := w.f.SpoolDelivered(ctx, seq, t.Window); err != nil && !errors.Is(err, ErrNoSpool) {
 			w.report(t, &rec, err)
 		}
+		w.attempted(t, &rec, a)
 		return
 	}
+	rec.LastError = a.Reason()
 	if n >= t.MaxAttempts {
+		rec.NextAt = time.Time{} // none: it dies
+		w.attempted(t, &rec, a)
 		w.die(ctx, t, &rec, n, a.Reason())
 		return
 	}
-	nextAt := w.now().Add(SpoolBackoff(n, a.RetryAfter, w.jitter()))
-	if end := rec.AgeFrom().Add(t.MaxAge); nextAt.After(end) {
-		nextAt = end // then it dies, on time
+	rec.NextAt = w.now().Add(SpoolBackoff(n, a.RetryAfter, w.jitter()))
+	if end := rec.AgeFrom().Add(t.MaxAge); rec.NextAt.After(end) {
+		rec.NextAt = end // then it dies, on time
 	}
-	if err := w.f.SpoolFailed(ctx, seq, n, a.Reason(), nextAt); err != nil && !errors.Is(err, ErrNoSpool) {
+	if err := w.f.SpoolFailed(ctx, seq, n, a.Reason(), rec.NextAt); err != nil && !errors.Is(err, ErrNoSpool) {
 		w.report(t, &rec, err)
+	}
+	w.attempted(t, &rec, a)
+}
+
+// attempted tells the target of an attempt whose result is recorded.
+func (w *SpoolWorker) attempted(t *SpoolTarget, rec *SpoolRecord, a Attempt) {
+	if t.OnAttempt != nil {
+		t.OnAttempt(rec, a)
 	}
 }
 

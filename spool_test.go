@@ -1,0 +1,197 @@
+package webhookguard
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+)
+
+// spoolDelivery is one request the backend of a unit test received.
+type spoolDelivery struct {
+	method, path, query string
+	header              http.Header
+	body                string
+}
+
+// recordingBackend answers 200 and hands each request to the channel.
+func recordingBackend(got chan<- spoolDelivery) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- spoolDelivery{r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Clone(), string(b)}
+		w.WriteHeader(http.StatusOK)
+	})
+}
+
+func waitDelivery(t *testing.T, got <-chan spoolDelivery) spoolDelivery {
+	t.Helper()
+	select {
+	case d := <-got:
+		return d
+	case <-time.After(10 * time.Second):
+		t.Fatal("no delivery within 10s")
+		return spoolDelivery{}
+	}
+}
+
+// spoolGuard provisions an ivy handler with a spool to `to` on a ledger of
+// its own in dir.
+func spoolGuardIn(t *testing.T, dir string, spool *SpoolConfig) *Handler {
+	t.Helper()
+	store, _ := json.Marshal(map[string]any{"type": "file", "path": filepath.Join(dir, "ledger.db")})
+	h, _ := guard(t, &Handler{
+		Provider: "ivy",
+		Secrets:  []string{testIvySecret},
+		AllowIPs: []string{"any"},
+		StoreRaw: store,
+		Spool:    spool,
+	})
+	return h
+}
+
+// The spool refuses a store that is not the ledger, and a missing or bad
+// `to`, at provisioning (JSON configs), naming why.
+func TestSpoolProvisionErrors(t *testing.T) {
+	to := "http://127.0.0.1:9"
+	for _, c := range []struct {
+		h    Handler
+		want string
+	}{
+		{Handler{Provider: "ivy", Secrets: []string{"s"}, StoreRaw: memoryStore(7), Spool: &SpoolConfig{To: to}}, "spool needs the file store (the default ledger), not store memory"},
+		{Handler{Provider: "ivy", Secrets: []string{"s"}, StoreRaw: json.RawMessage(`{"type":"redis","url":"redis://127.0.0.1:1/0"}`), Spool: &SpoolConfig{To: to}}, "not store redis: it stores the event and marks its id accepted in one ledger transaction"},
+		{Handler{Provider: "ivy", Secrets: []string{"s"}, DedupeOff: true, Spool: &SpoolConfig{To: to}}, "not dedupe off"},
+		{Handler{Provider: "ivpay", APIKeys: []string{"k"}, ForwardCredentials: true, Spool: &SpoolConfig{To: to}}, "forward_credentials: the spool never stores a credential"},
+		{Handler{Provider: "ivy", Secrets: []string{"s"}, StoreRaw: json.RawMessage(`{"type":"file","path":"` + filepath.Join(t.TempDir(), "l.db") + `"}`), Spool: &SpoolConfig{}}, "spool: to is required"},
+		{Handler{Provider: "ivy", Secrets: []string{"s"}, StoreRaw: json.RawMessage(`{"type":"file","path":"` + filepath.Join(t.TempDir(), "l.db") + `"}`), Spool: &SpoolConfig{To: "unix/relative.sock"}}, "want unix//absolute/path.sock"},
+	} {
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		h := c.h
+		err := h.Provision(ctx)
+		h.Cleanup()
+		cancel()
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: error %v, want %q", c.h, err, c.want)
+		}
+	}
+}
+
+// Stored headers leave out hop-by-hop headers (those named by Connection
+// too) and credentials: Authorization, Cookie, the provider's static key.
+func TestSpoolHeaderDropsCredentials(t *testing.T) {
+	h := &Handler{Provider: "ivpay"}
+	r := httptest.NewRequest(http.MethodPost, "/hooks", nil)
+	for name, v := range map[string]string{
+		"X-Api-Key": "key", "Authorization": "Bearer t", "Proxy-Authorization": "Basic x", "Cookie": "s=1",
+		"Connection": "close, X-Hop", "X-Hop": "1", "Keep-Alive": "timeout=5", "Te": "trailers",
+		"Transfer-Encoding": "chunked", "Upgrade": "h2c", "Expect": "100-continue",
+		"Content-Type": "application/json", "X-Request-Id": "abc", "User-Agent": "ivpay/1.0",
+	} {
+		r.Header.Set(name, v)
+	}
+	got := h.spoolHeader(r)
+	want := map[string]bool{"Content-Type": true, "X-Request-Id": true, "User-Agent": true}
+	for name := range got {
+		if !want[name] {
+			t.Errorf("stored header %s", name)
+		}
+	}
+	for name := range want {
+		if _, ok := got[name]; !ok {
+			t.Errorf("header %s not stored", name)
+		}
+	}
+}
+
+// An event spooled by the handler is answered 200 spooled and delivered
+// through a unix socket (reverse_proxy's dial info), with the exact body,
+// the original method, path, query and headers (credentials left out),
+// and the spool's headers; a copy is a duplicate.
+func TestSpoolDeliversToUnixSocket(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "backend.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan spoolDelivery, 10)
+	srv := &http.Server{Handler: recordingBackend(got)}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+
+	h := spoolGuardIn(t, dir, &SpoolConfig{To: "unix/" + sock})
+	body := `{"id":"evt_unix","type":"payment.succeeded"}`
+	hdr := ivyHeaders(body)
+	hdr.Set("Authorization", "Bearer secret-token")
+	hdr.Set("Content-Type", "application/json")
+	w, err := send(t, h, nil, http.MethodPost, "192.0.2.1:1234", hdr, body)
+	if err != nil || w.Code != http.StatusOK || w.Header().Get(outcomeHeader) != outcomeSpooled {
+		t.Fatalf("ingest: %d %v %v", w.Code, w.Header(), err)
+	}
+	d := waitDelivery(t, got)
+	if d.method != http.MethodPost || d.path != "/hooks" || d.body != body {
+		t.Fatalf("delivery %+v", d)
+	}
+	if d.header.Get(eventIDHeader) != "evt_unix" || d.header.Get(attemptHeader) != "1" ||
+		d.header.Get("Content-Type") != "application/json" || d.header.Get("X-Ivy-Signature") != hdr.Get("X-Ivy-Signature") {
+		t.Fatalf("delivery headers %v", d.header)
+	}
+	if d.header.Get("Authorization") != "" {
+		t.Fatal("the Authorization header was stored and delivered")
+	}
+	w, err = send(t, h, nil, http.MethodPost, "192.0.2.1:1234", hdr, body)
+	if err != nil || w.Code != http.StatusOK || w.Header().Get(outcomeHeader) != outcomeDuplicate {
+		t.Fatalf("copy: %d %v %v", w.Code, w.Header(), err)
+	}
+}
+
+// Over https, with the transport given as in reverse_proxy, to a `to`
+// with a path: that path and query are used.
+func TestSpoolDeliversOverHTTPS(t *testing.T) {
+	got := make(chan spoolDelivery, 10)
+	srv := httptest.NewTLSServer(recordingBackend(got))
+	t.Cleanup(srv.Close)
+	h := spoolGuardIn(t, t.TempDir(), &SpoolConfig{
+		To:           srv.URL + "/in?src=guard",
+		TransportRaw: json.RawMessage(`{"protocol":"http","tls":{"insecure_skip_verify":true}}`),
+	})
+	body := `{"id":"evt_tls","type":"payment.succeeded"}`
+	w, err := send(t, h, nil, http.MethodPost, "192.0.2.1:1234", ivyHeaders(body), body)
+	if err != nil || w.Header().Get(outcomeHeader) != outcomeSpooled {
+		t.Fatalf("ingest: %d %v", w.Code, err)
+	}
+	d := waitDelivery(t, got)
+	if d.path != "/in" || d.query != "src=guard" || d.body != body {
+		t.Fatalf("delivery %+v", d)
+	}
+}
+
+// A reload provisions the new handler before cleaning up the old: the
+// old one's cleanup leaves the new target in place, and events keep
+// flowing through the same worker.
+func TestSpoolTargetSurvivesReload(t *testing.T) {
+	dir := t.TempDir()
+	got := make(chan spoolDelivery, 10)
+	srv := httptest.NewServer(recordingBackend(got))
+	t.Cleanup(srv.Close)
+	old := spoolGuardIn(t, dir, &SpoolConfig{To: srv.URL})
+	h := spoolGuardIn(t, dir, &SpoolConfig{To: srv.URL + "/new"})
+	if old.spool.worker != h.spool.worker {
+		t.Fatal("two workers for one ledger")
+	}
+	old.Cleanup()
+	body := `{"id":"evt_reload","type":"payment.succeeded"}`
+	if w, err := send(t, h, nil, http.MethodPost, "192.0.2.1:1234", ivyHeaders(body), body); err != nil || w.Header().Get(outcomeHeader) != outcomeSpooled {
+		t.Fatalf("ingest: %d %v", w.Code, err)
+	}
+	if d := waitDelivery(t, got); d.path != "/new" || d.body != body {
+		t.Fatalf("delivery %+v, want it through the new handler's target", d)
+	}
+}
