@@ -175,6 +175,11 @@ stop_caddy() {
 	CADDY_PID=
 }
 admin() { curl -fsS "$@"; }
+# CPU accounting, as in run.sh: the machine's busy and total clock ticks, and a
+# live process's ticks.
+HZ=$(getconf CLK_TCK)
+machine_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat; }
+process_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 metric() {
 	admin "http://127.0.0.1:$ADMIN_PORT/metrics" | awk -v m="$1" 'index($0, m " ") == 1 { v = $2 } END { print v + 0 }'
 }
@@ -201,7 +206,7 @@ if [[ " $PARTS " == *" ingest "* ]]; then
 	INGEST_UP=$UP INGEST_UP_PID=$UP_PID
 	caddyfile "$INGEST_UP" >"$WORK/Caddyfile.ingest"
 	ROWS=$WORK/ingest.tsv
-	printf 'round\trps\tp50_us\tp99_us\trequests\terrors\tspooled_metric\tlisted\tload1\n' >"$ROWS"
+	printf 'round\trps\tp50_us\tp99_us\trequests\terrors\tspooled_metric\tlisted\tload1\tother_cpu_pct\n' >"$ROWS"
 	for round in $(seq 0 "$ROUNDS"); do
 		data=$WORK/ingest-$round.data
 		rm -rf "$data"
@@ -220,8 +225,20 @@ if [[ " $PARTS " == *" ingest "* ]]; then
 			prof_pid=$!
 		fi
 		load1=$(awk '{ print $1 }' /proc/loadavg)
-		wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/events.lua \
-			"http://127.0.0.1:$HTTP_PORT/hook" -- "$ev" "$THREADS" >"$WORK/wrk-ingest-$round.txt"
+		read -r busy0 total0 < <(machine_ticks)
+		caddy0=$(process_ticks "$CADDY_PID")
+		TIMEFORMAT='%U %S'
+		{ time wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/events.lua \
+			"http://127.0.0.1:$HTTP_PORT/hook" -- "$ev" "$THREADS" >"$WORK/wrk-ingest-$round.txt"; } 2>"$WORK/wrk-time-$round.txt"
+		read -r busy1 total1 < <(machine_ticks)
+		caddy1=$(process_ticks "$CADDY_PID")
+		# The share of the machine's CPU used by anything but wrk and Caddy (the
+		# paused backend does nothing) during the round. The kernel's work not
+		# charged to them counts too: its journal threads committing the
+		# ledger's fsyncs, so it is well above 0 on an idle machine.
+		other_cpu=$(tail -1 "$WORK/wrk-time-$round.txt" | awk -v hz="$HZ" \
+			-v busy=$((busy1 - busy0)) -v total=$((total1 - total0)) -v ours=$((caddy1 - caddy0)) \
+			'{ o = busy - ours - ($1 + $2) * hz; if (o < 0) o = 0; printf "%.1f", 100 * o / total }')
 		[ -z "$prof_pid" ] || wait "$prof_pid" || echo "spool bench: profiling failed" >&2
 		line=$(grep '^WGBENCH ' "$WORK/wrk-ingest-$round.txt") || die "no WGBENCH line: $(cat "$WORK/wrk-ingest-$round.txt")"
 		requests=$(field requests "$line")
@@ -246,9 +263,9 @@ if [[ " $PARTS " == *" ingest "* ]]; then
 		stop_caddy
 		rm -rf "$data"
 		rps=$(field rps "$line")
-		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$rps" "$(field p50_us "$line")" "$(field p99_us "$line")" \
-			"$requests" "$errors" "$spooled" "$pending" "$load1" >>"$ROWS"
-		say "ingest round $round: $rps req/s  p50 $(field p50_us "$line") us  p99 $(field p99_us "$line") us  requests $requests  errors $errors  spooled $spooled  listed pending $pending  load1 $load1  ${problem:-ok}"
+		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$rps" "$(field p50_us "$line")" "$(field p99_us "$line")" \
+			"$requests" "$errors" "$spooled" "$pending" "$load1" "$other_cpu" >>"$ROWS"
+		say "ingest round $round: $rps req/s  p50 $(field p50_us "$line") us  p99 $(field p99_us "$line") us  requests $requests  errors $errors  spooled $spooled  listed pending $pending  load1 $load1  other CPU $other_cpu%  ${problem:-ok}"
 		[ -z "$problem" ] || FAILED=1
 	done
 	stop_up "$INGEST_UP_PID"
@@ -259,6 +276,7 @@ if [[ " $PARTS " == *" ingest "* ]]; then
 	say "  p50 us: $(col 3 | spread)"
 	say "  p99 us: $(col 4 | spread)"
 	say "  errors: $(col 6 | spread)"
+	say "  other work during the rounds, % of the machine's CPU: $(col 10 | spread)"
 fi
 
 if [[ " $PARTS " == *" restart "* ]]; then
