@@ -201,7 +201,7 @@ func TestSpoolCrashLoop(t *testing.T) {
 
 	// The last Caddy is not killed: the senders send what went unanswered once more, then stop.
 	s.stopping.Store(true)
-	if !waitGroup(&senders, crashWaitSenders) {
+	if !crashWaitGroup(&senders, crashWaitSenders) {
 		t.Fatalf("the senders did not finish their retries within %v", crashWaitSenders)
 	}
 	s.mu.Lock()
@@ -402,7 +402,7 @@ func (s *crashState) waitDrained(t *testing.T, g *guard, up *testkit.Upstream, a
 	for {
 		// The list first: a record leaves it only after the upstream recorded its delivery,
 		// so the upstream's requests read after an empty list hold every delivery.
-		listed := spoolList(t, g, "")
+		listed := crashSpoolList(t, g, "")
 		if n := up.Count(); n != seenCount {
 			seenCount = n
 			delivered := map[string]bool{}
@@ -444,8 +444,8 @@ func (s *crashState) waitDrained(t *testing.T, g *guard, up *testkit.Upstream, a
 	}
 }
 
-// spoolListed is an entry of the admin API's spool list.
-type spoolListed struct {
+// crashListed is an entry of the admin API's spool list.
+type crashListed struct {
 	ID        uint64 `json:"id"`
 	EventID   string `json:"event_id"`
 	State     string `json:"state"`
@@ -453,8 +453,8 @@ type spoolListed struct {
 	LastError string `json:"last_error"`
 }
 
-// spoolList is GET /webhook_guard/spool[?state=] on g's admin endpoint.
-func spoolList(t *testing.T, g *guard, state string) []spoolListed {
+// crashSpoolList is GET /webhook_guard/spool[?state=] on g's admin endpoint.
+func crashSpoolList(t *testing.T, g *guard, state string) []crashListed {
 	t.Helper()
 	path := "/webhook_guard/spool"
 	if state != "" {
@@ -464,7 +464,7 @@ func spoolList(t *testing.T, g *guard, state string) []spoolListed {
 	if status != http.StatusOK {
 		t.Fatalf("GET %s: status %d: %s", path, status, body)
 	}
-	var out []spoolListed
+	var out []crashListed
 	if err := json.Unmarshal(body, &out); err != nil {
 		t.Fatalf("GET %s: %v: %s", path, err, body)
 	}
@@ -511,7 +511,7 @@ func (s *crashState) checkDeliveries(t *testing.T, up *testkit.Upstream, acked m
 		attempts[ev.id]++
 		if r.Status/100 == 2 {
 			delivered[ev.id]++
-			conns[[3]string{ev.id, r.RemoteAddr, fmt.Sprint(epochOf(killSeqs, r.Seq))}]++
+			conns[[3]string{ev.id, r.RemoteAddr, fmt.Sprint(crashEpochOf(killSeqs, r.Seq))}]++
 		} else {
 			refused++
 		}
@@ -595,15 +595,15 @@ func (s *crashState) checkDeliveries(t *testing.T, up *testkit.Upstream, acked m
 	}
 }
 
-// epochOf is the number of the Caddy that sent the upstream's request seq, as far as the counts
+// crashEpochOf is the number of the Caddy that sent the upstream's request seq, as far as the counts
 // taken after each kill tell (a request of a killed Caddy recorded after the count is put in the
 // next one's).
-func epochOf(killSeqs []int, seq int) int {
+func crashEpochOf(killSeqs []int, seq int) int {
 	return sort.SearchInts(killSeqs, seq)
 }
 
-// waitGroup waits for wg, at most d; false when d passed first.
-func waitGroup(wg *sync.WaitGroup, d time.Duration) bool {
+// crashWaitGroup waits for wg, at most d; false when d passed first.
+func crashWaitGroup(wg *sync.WaitGroup, d time.Duration) bool {
 	done := make(chan struct{})
 	go func() {
 		wg.Wait()
