@@ -310,6 +310,8 @@ if [[ " $PARTS " == *" restart "* ]]; then
 		deadline=$(($(date +%s) + DRAIN_TIMEOUT))
 		while :; do
 			stats=$(up_stats "$DRAIN_UP")
+			# Progress, to see whether the rate holds as the spool empties.
+			echo "$(date +%s%N) $(field count "$stats")" >>"$WORK/drain-$round.progress"
 			[ "$(field distinct "$stats")" -lt "$PENDING" ] || break
 			[ "$(date +%s)" -lt "$deadline" ] || die "restart round $round: not drained within ${DRAIN_TIMEOUT}s: $stats"
 			sleep 0.5
@@ -342,6 +344,15 @@ if [[ " $PARTS " == *" restart "* ]]; then
 	say "  drain rate, deliveries/s: $(col 6 | spread)"
 	say "  drain time, s: $(col 5 | spread)"
 	say "  redeliveries: $(col 9 | spread)"
+	for f in "$WORK"/drain-*.progress; do
+		# Deliveries/s over the first and the last 20 % of the events.
+		awk -v n="$PENDING" -v f="$(basename "$f")" '{ t[NR] = $1; c[NR] = $2 }
+			END { for (i = 1; i <= NR; i++) { if (!a && c[i] >= 0.02 * n) a = i; if (!b && c[i] >= 0.2 * n) b = i
+				if (!x && c[i] >= 0.8 * n) x = i; if (!y && c[i] >= 0.98 * n) y = i }
+			if (a && b && x && y && t[b] > t[a] && t[y] > t[x])
+				printf "  %s: %.0f/s from 2 %% to 20 %% delivered, %.0f/s from 80 %% to 98 %%\n", f,
+					(c[b] - c[a]) / ((t[b] - t[a]) / 1e9), (c[y] - c[x]) / ((t[y] - t[x]) / 1e9) }' "$f" | tee -a "$SUMMARY"
+	done
 fi
 say "load average after: $(uptime | sed 's/.*load average: //')"
 [ "$FAILED" = 0 ] || say "PROBLEMS were found: see above"
