@@ -33,6 +33,8 @@
 #       round uses them afresh on an empty ledger; they must outnumber a round's requests)
 #   PENDING [100000]  RESTART_ROUNDS [3]  FILL_CONNECTIONS [32]
 #   CONCURRENCY []: the spool's concurrency for the restart (default: the module's, 4)
+#   STOP [int]: how Caddy is stopped after the fill: int (SIGINT, graceful) or
+#       kill (SIGKILL, a crash)
 #   DRAIN_TIMEOUT [900]: seconds allowed for the drain
 #   HTTP_PORT [28580]  ADMIN_PORT [28519]
 #   PROFILE [0]: 1 takes 5 s CPU profiles of Caddy (ingest round 1, and the
@@ -59,11 +61,12 @@ RESTART_ROUNDS=${RESTART_ROUNDS:-3}
 FILL_CONNECTIONS=${FILL_CONNECTIONS:-32}
 CONCURRENCY=${CONCURRENCY:-}
 DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-900}
+STOP=${STOP:-int}
 HTTP_PORT=${HTTP_PORT:-28580}
 ADMIN_PORT=${ADMIN_PORT:-28519}
 PROFILE=${PROFILE:-0}
 CADDY=${CADDY:-}
-COMMAND="$(for v in PARTS ROUNDS DURATION THREADS CONNECTIONS SIZE PENDING RESTART_ROUNDS CONCURRENCY; do printf '%s=%q ' "$v" "${!v}"; done)bench/spool.sh"
+COMMAND="$(for v in PARTS ROUNDS DURATION THREADS CONNECTIONS SIZE PENDING RESTART_ROUNDS CONCURRENCY STOP; do printf '%s=%q ' "$v" "${!v}"; done)bench/spool.sh"
 
 die() { echo "spool bench: $*" >&2; exit 1; }
 for tool in go curl awk wrk; do
@@ -294,7 +297,15 @@ if [[ " $PARTS " == *" restart "* ]]; then
 			-c "$FILL_CONNECTIONS" -size "$SIZE" -secret-env BENCH_IVY_SECRET) || die "fill failed: $fill_out"
 		pending=$(listed pending)
 		[ "$pending" -eq "$PENDING" ] || die "after the fill the ledger lists $pending pending, want $PENDING"
-		stop_caddy
+		case $STOP in
+		int) stop_caddy ;;
+		kill)
+			kill -KILL "$CADDY_PID"
+			wait "$CADDY_PID" 2>/dev/null || true
+			CADDY_PID=
+			;;
+		*) die "STOP=$STOP: want int or kill" ;;
+		esac
 		stop_up "$HOLD_PID"
 		ls -l "$data/caddy/webhook_guard/" >"$WORK/ledger-$round.txt" 2>&1 || true
 
@@ -338,7 +349,7 @@ if [[ " $PARTS " == *" restart "* ]]; then
 		say "restart round $round: fill $(field rps "$fill_out") ev/s; caddy run -> admin answers $admin_ms ms, -> first delivery $first_ms ms; drain $count deliveries ($distinct distinct) in $drain_s s = $drain_rps/s  ${problem:-ok}"
 	done
 	col() { tail -n +2 "$ROWS" | cut -f"$1"; }
-	say "RESTART with $PENDING pending 1 KiB events ($RESTART_ROUNDS rounds, median (min-max)), spool concurrency ${CONCURRENCY:-4 (default)}:"
+	say "RESTART with $PENDING pending 1 KiB events ($RESTART_ROUNDS rounds, median (min-max)), spool concurrency ${CONCURRENCY:-4 (default)}, Caddy stopped with SIG$(echo "$STOP" | tr a-z A-Z) after the fill:"
 	say "  caddy run -> admin endpoint answers, ms: $(col 3 | spread)"
 	say "  caddy run -> first delivery, ms: $(col 4 | spread)"
 	say "  drain rate, deliveries/s: $(col 6 | spread)"
