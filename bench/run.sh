@@ -37,6 +37,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 MODES=${MODES:-"A B M C"}
 ROUNDS=${ROUNDS:-5}
@@ -65,7 +67,6 @@ command -v wrk >/dev/null || die "wrk is required and not installed.
   macOS:         brew install wrk
   other:         https://github.com/wg/wrk (make; put wrk on PATH)"
 
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in "$HTTP_PORT" "$ADMIN_PORT"; do
 	port_busy "$p" && die "port $p is in use; set HTTP_PORT / ADMIN_PORT"
 done
@@ -112,18 +113,8 @@ upstream_count() { curl -fsS "http://$UPSTREAM/__count"; }
 # errors, with no access log, in both modes.
 caddyfile() {
 	local mode=$1 provider=$2
+	global_options
 	cat <<-EOF
-	{
-		admin 127.0.0.1:$ADMIN_PORT
-		http_port $HTTP_PORT
-		auto_https off
-		persist_config off
-		default_bind 127.0.0.1
-		log {
-			output stderr
-			level ERROR
-		}
-	}
 	:$HTTP_PORT {
 	EOF
 	if [ "$mode" = B ] || [ "$mode" = M ]; then
@@ -185,19 +176,11 @@ stop_caddy() {
 	rm -rf "$CADDY_DATA"
 }
 
-# metric NAME_AND_LABELS: a sample's value from Caddy's /metrics, 0 if absent.
-metric() {
-	curl -fsS "http://127.0.0.1:$ADMIN_PORT/metrics" |
-		awk -v m="$1" 'index($0, m " ") == 1 { v = $2 } END { print v + 0 }'
-}
 
 field() { sed -n "s/.*[ ]$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 
-# CPU accounting, to show how much other work disturbed a round: the
-# machine's busy and total clock ticks, and a live process's ticks.
+# CPU accounting (lib.sh), to show how much other work disturbed a round.
 HZ=$(getconf CLK_TCK)
-machine_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat; }
-process_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
 LOAD_BEFORE=$(uptime | sed 's/.*load average: //')
 echo "bench: load average before the run: $LOAD_BEFORE"

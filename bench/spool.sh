@@ -47,6 +47,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 
 PARTS=${PARTS:-"ingest restart"}
 ROUNDS=${ROUNDS:-5}
@@ -72,7 +74,6 @@ die() { echo "spool bench: $*" >&2; exit 1; }
 for tool in go curl awk wrk; do
 	command -v "$tool" >/dev/null || die "$tool is required"
 done
-port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 for p in "$HTTP_PORT" "$ADMIN_PORT"; do
 	port_busy "$p" && die "port $p is in use; set HTTP_PORT / ADMIN_PORT"
 done
@@ -125,18 +126,8 @@ field() { sed -n "s/.*\b$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 # errors, no access log.
 caddyfile() {
 	local to=$1 timeout=${2:-}
+	global_options
 	cat <<-EOF
-	{
-		admin 127.0.0.1:$ADMIN_PORT
-		http_port $HTTP_PORT
-		auto_https off
-		persist_config off
-		default_bind 127.0.0.1
-		log {
-			output stderr
-			level ERROR
-		}
-	}
 	:$HTTP_PORT {
 		webhook_guard ivy {
 			secret {env.BENCH_IVY_SECRET}
@@ -178,14 +169,8 @@ stop_caddy() {
 	CADDY_PID=
 }
 admin() { curl -fsS "$@"; }
-# CPU accounting, as in run.sh: the machine's busy and total clock ticks, and a
-# live process's ticks.
+# CPU accounting (lib.sh), as in run.sh.
 HZ=$(getconf CLK_TCK)
-machine_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t - $5 - $6, t }' /proc/stat; }
-process_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat" 2>/dev/null || echo 0; }
-metric() {
-	admin "http://127.0.0.1:$ADMIN_PORT/metrics" | awk -v m="$1" 'index($0, m " ") == 1 { v = $2 } END { print v + 0 }'
-}
 # listed STATE: how many events the admin API lists in STATE.
 listed() { admin "http://127.0.0.1:$ADMIN_PORT/webhook_guard/spool?state=$1" | { grep -o '"event_id"' || true; } | wc -l; }
 # med/min/max of a column of numbers on stdin: "median (min-max)".
