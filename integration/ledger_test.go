@@ -216,7 +216,7 @@ func TestLedgerSettling(t *testing.T) {
 	up := testkit.StartUpstream(t)
 	secret := newSecret(t, "ivy_")
 	g := startGuard(t, globalOptions()+site(
-		guardRoute("/ivy", "ivy {\n secret {env.IVY_SECRET}\n allow_ips 127.0.0.1\n store file {\n lease 1s\n }\n}", up.Addr(), ""),
+		guardRoute("/ivy", "ivy {\n secret {env.IVY_SECRET}\n allow_ips 127.0.0.1\n store file {\n lease 2s\n }\n}", up.Addr(), ""),
 		guardRoute("/ivy30", "ivy {\n secret {env.IVY_SECRET}\n allow_ips 127.0.0.1\n}", up.Addr(), ""),
 		"handle /alone {\n webhook_guard ivy {\n secret {env.IVY_SECRET}\n allow_ips 127.0.0.1\n scope alone\n }\n}\n",
 	), map[string]string{"IVY_SECRET": secret})
@@ -280,8 +280,8 @@ func TestLedgerSettling(t *testing.T) {
 		}
 		go send()
 		up.WaitArrival(t)
-		// The scenario is time passing: the upstream holds the event for three leases.
-		time.Sleep(3 * time.Second)
+		// The scenario is time passing: the upstream holds the event for two and a half leases (renewed every lease/3 meanwhile).
+		time.Sleep(5 * time.Second)
 		for range copies - 1 {
 			go send()
 		}
