@@ -1,6 +1,8 @@
 package webhookguard
 
 import (
+	"github.com/hookguard/caddy-webhook-guard/internal/spoolapi"
+
 	"bytes"
 	"cmp"
 	"encoding/base64"
@@ -167,35 +169,8 @@ func (a *adminSpool) Routes() []caddy.AdminRoute {
 	}}
 }
 
-// spoolEventJSON is an event in the admin API's answers.
-type spoolEventJSON struct {
-	ID            uint64     `json:"id"`
-	Scope         string     `json:"scope"`
-	Provider      string     `json:"provider"`
-	EventID       string     `json:"event_id"`
-	EventType     string     `json:"event_type"`
-	State         string     `json:"state"`
-	Attempts      int        `json:"attempts"`
-	ReceivedAt    *time.Time `json:"received_at"`
-	NextAttemptAt *time.Time `json:"next_attempt_at"` // null when not due (dead)
-	LastError     string     `json:"last_error"`
-}
-
-// spoolEventDetailJSON is one event with its request, redacted.
-type spoolEventDetailJSON struct {
-	spoolEventJSON
-	Method   string      `json:"method"`
-	Path     string      `json:"path"`
-	Query    string      `json:"query"`
-	ClientIP string      `json:"client_ip"`
-	Headers  http.Header `json:"headers"`
-	// Body is the body when it is valid UTF-8, else BodyBase64 is.
-	Body       *string `json:"body,omitempty"`
-	BodyBase64 *string `json:"body_base64,omitempty"`
-}
-
 // spoolEventSummary is rec as GET /webhook_guard/spool lists it.
-func spoolEventSummary(rec SpoolRecord) spoolEventJSON {
+func spoolEventSummary(rec SpoolRecord) spoolapi.Event {
 	utc := func(t time.Time) *time.Time {
 		if t.IsZero() {
 			return nil
@@ -203,7 +178,7 @@ func spoolEventSummary(rec SpoolRecord) spoolEventJSON {
 		t = t.UTC()
 		return &t
 	}
-	return spoolEventJSON{
+	return spoolapi.Event{
 		ID:            rec.ID,
 		Scope:         rec.Scope,
 		Provider:      rec.Provider,
@@ -219,14 +194,14 @@ func spoolEventSummary(rec SpoolRecord) spoolEventJSON {
 
 // spoolEventDetail is rec as GET /webhook_guard/spool/<id> shows it, its
 // credentials redacted.
-func spoolEventDetail(rec SpoolRecord) spoolEventDetailJSON {
-	d := spoolEventDetailJSON{
-		spoolEventJSON: spoolEventSummary(rec),
-		Method:         rec.Method,
-		Path:           rec.Path,
-		Query:          redactQuery(rec.Query),
-		ClientIP:       rec.ClientIP,
-		Headers:        redactHeader(rec.Header),
+func spoolEventDetail(rec SpoolRecord) spoolapi.EventDetail {
+	d := spoolapi.EventDetail{
+		Event:    spoolEventSummary(rec),
+		Method:   rec.Method,
+		Path:     rec.Path,
+		Query:    redactQuery(rec.Query),
+		ClientIP: rec.ClientIP,
+		Headers:  redactHeader(rec.Header),
 	}
 	if utf8.Valid(rec.Body) {
 		s := string(rec.Body)
@@ -365,7 +340,7 @@ func (a *adminSpool) serveList(w http.ResponseWriter, r *http.Request) error {
 	slices.SortStableFunc(recs, func(x, y SpoolRecord) int {
 		return cmp.Or(x.ReceivedAt.Compare(y.ReceivedAt), cmp.Compare(x.Scope, y.Scope), cmp.Compare(x.ID, y.ID))
 	})
-	list := make([]spoolEventJSON, len(recs))
+	list := make([]spoolapi.Event, len(recs))
 	for i, rec := range recs {
 		list[i] = spoolEventSummary(rec)
 	}
@@ -411,7 +386,7 @@ func (a *adminSpool) serveDiscard(w http.ResponseWriter, r *http.Request, id uin
 		zap.String("state", rec.State),
 		zap.Int("attempts", rec.Attempts),
 		zap.String("remote_addr", r.RemoteAddr))
-	return writeAdminJSON(w, map[string]spoolEventJSON{"discarded": spoolEventSummary(rec)})
+	return writeAdminJSON(w, map[string]spoolapi.Event{"discarded": spoolEventSummary(rec)})
 }
 
 // serveRetry is POST /webhook_guard/spool/<id>/retry[?scope=].

@@ -1,6 +1,8 @@
 package webhookguard
 
 import (
+	"github.com/hookguard/caddy-webhook-guard/internal/spoolapi"
+
 	"bytes"
 	"context"
 	"encoding/base64"
@@ -376,7 +378,7 @@ func TestAdminSpoolList(t *testing.T) {
 		}
 	}
 
-	var list []spoolEventJSON
+	var list []spoolapi.Event
 	a.want("GET", "/webhook_guard/spool?state=dead&scope=ivpay", 200, &list)
 	if len(list) != 1 || list[0].ID != 2 {
 		t.Errorf("state=dead&scope=ivpay: %+v", list)
@@ -400,7 +402,7 @@ func TestAdminSpoolList(t *testing.T) {
 
 func TestAdminSpoolShow(t *testing.T) {
 	a := newAdminTest(t, newFakeSpool(adminTestRecords()...))
-	var d spoolEventDetailJSON
+	var d spoolapi.EventDetail
 	raw := a.want("GET", "/webhook_guard/spool/1", 200, &d)
 	if !strings.Contains(raw, `"query":"token=[REDACTED]&shop=1"`) {
 		t.Errorf("the query is to read as sent, & unescaped:\n%s", raw)
@@ -608,7 +610,7 @@ func TestAdminSpoolRetry(t *testing.T) {
 func TestAdminSpoolDiscard(t *testing.T) {
 	s := newFakeSpool(adminTestRecords()...)
 	a := newAdminTest(t, s)
-	var got map[string]spoolEventJSON
+	var got map[string]spoolapi.Event
 	a.want("DELETE", "/webhook_guard/spool/3", 200, &got)
 	if d := got["discarded"]; d.ID != 3 || d.EventID != "evt_ccc" || d.Scope != "shop" {
 		t.Errorf("answer %+v", got)
@@ -662,7 +664,7 @@ func TestAdminSpoolSameIDInTwoLedgers(t *testing.T) {
 	if !s1.has(5) || !s2.has(5) {
 		t.Fatal("an ambiguous discard removed an event")
 	}
-	var d spoolEventDetailJSON
+	var d spoolapi.EventDetail
 	a.want("GET", "/webhook_guard/spool/5?scope=b", 200, &d)
 	if d.EventID != "ev-b" {
 		t.Errorf("scope=b shows %q", d.EventID)

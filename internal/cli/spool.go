@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"github.com/hookguard/caddy-webhook-guard/internal/spoolapi"
+
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -247,28 +249,6 @@ func cliAdminError(addr string, err error) error {
 	return fmt.Errorf("admin API at %s: HTTP %s: %s", addr, m[1], cliPrintable(msg, ""))
 }
 
-// cliSpoolEvent is an event in the admin API's answers; show's fields
-// after LastError.
-type cliSpoolEvent struct {
-	ID            uint64      `json:"id"`
-	Scope         string      `json:"scope"`
-	Provider      string      `json:"provider"`
-	EventID       string      `json:"event_id"`
-	EventType     string      `json:"event_type"`
-	State         string      `json:"state"`
-	Attempts      int         `json:"attempts"`
-	ReceivedAt    *time.Time  `json:"received_at"`
-	NextAttemptAt *time.Time  `json:"next_attempt_at"`
-	LastError     string      `json:"last_error"`
-	Method        string      `json:"method"`
-	Path          string      `json:"path"`
-	Query         string      `json:"query"`
-	ClientIP      string      `json:"client_ip"`
-	Headers       http.Header `json:"headers"`
-	Body          *string     `json:"body"`
-	BodyBase64    *string     `json:"body_base64"`
-}
-
 // cmdSpoolList is `caddy webhook-guard spool list`.
 func cmdSpoolList(c cliSpoolRun) error {
 	q, err := c.query("state", "scope")
@@ -283,7 +263,7 @@ func cmdSpoolList(c cliSpoolRun) error {
 		_, err := c.stdout.Write(body)
 		return err
 	}
-	var events []cliSpoolEvent
+	var events []spoolapi.EventDetail
 	if err := json.Unmarshal(body, &events); err != nil {
 		return fmt.Errorf("reading the admin API's list: %v", err)
 	}
@@ -328,7 +308,7 @@ func cmdSpoolShow(c cliSpoolRun) error {
 		_, err := c.stdout.Write(body)
 		return err
 	}
-	var e cliSpoolEvent
+	var e spoolapi.EventDetail
 	if err := json.Unmarshal(body, &e); err != nil {
 		return fmt.Errorf("reading the admin API's event: %v", err)
 	}
@@ -337,7 +317,7 @@ func cmdSpoolShow(c cliSpoolRun) error {
 
 // cliWriteEvent prints one event: its fields, a blank line, its request's
 // headers sorted by name, a blank line, and its body.
-func cliWriteEvent(w io.Writer, e cliSpoolEvent) error {
+func cliWriteEvent(w io.Writer, e spoolapi.EventDetail) error {
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 0, 1, ' ', 0)
 	for _, f := range [][2]string{
@@ -435,7 +415,7 @@ func cmdSpoolDiscard(c cliSpoolRun) error {
 		return err
 	}
 	var answer struct {
-		Discarded *cliSpoolEvent `json:"discarded"`
+		Discarded *spoolapi.EventDetail `json:"discarded"`
 	}
 	if err := json.Unmarshal(body, &answer); err != nil || answer.Discarded == nil {
 		return fmt.Errorf("reading the admin API's answer %q: want {\"discarded\": {...}}", cliShorten(string(body), 200))
