@@ -141,16 +141,25 @@ func (s *jsonScanner) scanLiteral(lit string) bool {
 	return true
 }
 
-func (s *jsonScanner) scanObject() bool {
+// open enters the object or array at s.pos, which ends with close: empty
+// when it is {} or [] (then already left), !ok when it nests too deep.
+func (s *jsonScanner) open(close byte) (empty, ok bool) {
 	if s.depth++; s.depth > maxJSONDepth {
-		return false
+		return false, false
 	}
-	s.pos++ // {
+	s.pos++ // { or [
 	s.skipSpace()
-	if s.peek() == '}' {
+	if s.peek() == close {
 		s.pos++
 		s.depth--
-		return true
+		return true, true
+	}
+	return false, true
+}
+
+func (s *jsonScanner) scanObject() bool {
+	if empty, ok := s.open('}'); empty || !ok {
+		return ok
 	}
 	for {
 		if s.peek() != '"' {
@@ -183,15 +192,8 @@ func (s *jsonScanner) scanObject() bool {
 }
 
 func (s *jsonScanner) scanArray() bool {
-	if s.depth++; s.depth > maxJSONDepth {
-		return false
-	}
-	s.pos++ // [
-	s.skipSpace()
-	if s.peek() == ']' {
-		s.pos++
-		s.depth--
-		return true
+	if empty, ok := s.open(']'); empty || !ok {
+		return ok
 	}
 	for {
 		if !s.scanValue() {
@@ -531,15 +533,8 @@ func (q jsonQuery) value(s *jsonScanner, d int, live uint64, out [][]byte) bool 
 
 // object reads an object at s.pos whose members are at depth d.
 func (q jsonQuery) object(s *jsonScanner, d int, live uint64, out [][]byte) bool {
-	if s.depth++; s.depth > maxJSONDepth {
-		return false
-	}
-	s.pos++ // {
-	s.skipSpace()
-	if s.peek() == '}' {
-		s.pos++
-		s.depth--
-		return true
+	if empty, ok := s.open('}'); empty || !ok {
+		return ok
 	}
 	for {
 		if s.peek() != '"' {
@@ -565,15 +560,8 @@ func (q jsonQuery) object(s *jsonScanner, d int, live uint64, out [][]byte) bool
 
 // array reads an array at s.pos whose elements are at depth d (exact mode).
 func (q jsonQuery) array(s *jsonScanner, d int, live uint64, out [][]byte) bool {
-	if s.depth++; s.depth > maxJSONDepth {
-		return false
-	}
-	s.pos++ // [
-	s.skipSpace()
-	if s.peek() == ']' {
-		s.pos++
-		s.depth--
-		return true
+	if empty, ok := s.open(']'); empty || !ok {
+		return ok
 	}
 	for n := 0; ; n++ {
 		var matched uint64
