@@ -1,12 +1,12 @@
 package webhookguard
 
 import (
-	"github.com/hookguard/caddy-webhook-guard/internal/spoolapi"
-
 	"bytes"
 	"cmp"
+	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -18,21 +18,16 @@ import (
 	"unicode/utf8"
 
 	"github.com/caddyserver/caddy/v2"
+	"github.com/hookguard/caddy-webhook-guard/dedupe"
+	"github.com/hookguard/caddy-webhook-guard/internal/spoolapi"
+	"github.com/hookguard/caddy-webhook-guard/spool"
+	"github.com/hookguard/caddy-webhook-guard/verify"
 	"go.uber.org/zap"
 )
 
 func init() {
 	caddy.RegisterModule(adminSpool{})
 }
-
-// The states of a spooled event, as the admin API shows and filters them.
-const (
-	// spoolPending is an event waiting for its next delivery attempt.
-	spoolPending = "pending"
-	// spoolDead is an event that ran out of attempts or age: kept until an
-	// operator retries or discards it.
-	spoolDead = "dead"
-)
 
 // adminSpoolPrefix is the admin API path of the spool's routes.
 const adminSpoolPrefix = "/webhook_guard/spool"
@@ -41,75 +36,25 @@ const adminSpoolPrefix = "/webhook_guard/spool"
 // parameter in the admin API's answers.
 const redactedValue = "[REDACTED]"
 
-// SpoolRecord is one spooled event as the admin API shows it.
-type SpoolRecord struct {
-	// ID is the event's number in its ledger, unique per ledger file.
-	ID uint64
-	// Scope is the handler's replay scope, Provider its signing scheme.
-	Scope, Provider string
-	// EventID and EventType are what the verifier read from the event.
-	EventID, EventType string
-	// State is spoolPending or spoolDead.
-	State string
-	// Attempts counts the delivery attempts made so far.
-	Attempts int
-	// ReceivedAt is when the event was acknowledged; NextAttemptAt when it
-	// is due (zero for a dead event).
-	ReceivedAt, NextAttemptAt time.Time
-	// LastError is why the last attempt failed, "" before the first.
-	LastError string
-	// Method, Path, Query and ClientIP are the original request's.
-	Method, Path, Query, ClientIP string
-	// Header is the stored request header (hop-by-hop and credential
-	// headers already left out at ingest); the admin API redacts it again.
-	Header http.Header
-	// Body is the exact body received.
-	Body []byte
-}
-
-// spoolOperator is a spool the admin API can list and steer (one per ledger
-// file). The spool registers it with registerSpool when its ledger opens and
-// unregisters it before closing the ledger; a call already in flight then
-// may still reach it and must fail with an error rather than block. Its
-// methods are called concurrently, from the admin endpoint's goroutines, and
-// their errors are shown to the operator: they must not carry a secret.
-type spoolOperator interface {
-	// List returns the events in state ("" for every state) and scope (""
-	// for every scope), without Header and Body.
-	List(state, scope string) ([]SpoolRecord, error)
-	// Get returns the event with the id, and false when there is none.
-	Get(id uint64) (SpoolRecord, bool, error)
-	// Retry makes the event due now (a dead one pending again); false: no
-	// such id.
-	Retry(id uint64) (bool, error)
-	// RetryAll does Retry for every event in state ("" for every state) and
-	// scope ("" for every scope) and returns how many it made due.
-	RetryAll(state, scope string) (int, error)
-	// Discard deletes the event and returns it; false: no such id.
-	Discard(id uint64) (SpoolRecord, bool, error)
-	// Pause holds the deliveries of scope (ingest goes on) until Resume.
-	Pause(scope string) error
-	// Resume releases the deliveries Pause held.
-	Resume(scope string) error
-}
-
-// spoolRegistry holds the spools of the loaded configurations, one per open
-// ledger file. Ids are unique within a ledger, not across ledgers: the admin
+// spoolRegistry holds the spools of the loaded configurations, one per store
+// (ledger file). Ids are unique within a store, not across stores: the admin
 // API finds an id in the one spool that has it, and asks for ?scope= when
-// two ledgers have it.
+// two have it. A spool is registered when its store opens and unregistered
+// before the store closes; a call already in flight then may still reach it
+// and fails with an error rather than block.
 var spoolRegistry struct {
 	mu    sync.Mutex
 	spool []*registeredSpool
 }
 
-// registeredSpool is one registration, compared by pointer so that an
-// operator registered twice is unregistered once per registration.
-type registeredSpool struct{ op spoolOperator }
+// registeredSpool is one registration, compared by pointer so that a spool
+// registered twice is unregistered once per registration.
+type registeredSpool struct{ sp *spool.Spool }
 
-// registerSpool makes op reachable through the admin API until unregister
+// registerSpool makes sp reachable through the admin API until unregister
 // is called (more calls of unregister do nothing).
-func registerSpool(op spoolOperator) (unregister func()) {
-	entry := &registeredSpool{op: op}
+func registerSpool(sp *spool.Spool) (unregister func()) {
+	entry := &registeredSpool{sp: sp}
 	spoolRegistry.mu.Lock()
 	spoolRegistry.spool = append(spoolRegistry.spool, entry)
 	spoolRegistry.mu.Unlock()
@@ -121,14 +66,14 @@ func registerSpool(op spoolOperator) (unregister func()) {
 }
 
 // registeredSpools returns the spools registered now.
-func registeredSpools() []spoolOperator {
+func registeredSpools() []*spool.Spool {
 	spoolRegistry.mu.Lock()
 	defer spoolRegistry.mu.Unlock()
-	ops := make([]spoolOperator, len(spoolRegistry.spool))
+	out := make([]*spool.Spool, len(spoolRegistry.spool))
 	for i, e := range spoolRegistry.spool {
-		ops[i] = e.op
+		out[i] = e.sp
 	}
-	return ops
+	return out
 }
 
 // adminSpool is the admin API module admin.api.webhook_guard: the routes
@@ -139,7 +84,7 @@ type adminSpool struct {
 	logger *zap.Logger
 	// spools returns the spools to act on; registeredSpools unless a test
 	// sets it.
-	spools func() []spoolOperator
+	spools func() []*spool.Spool
 }
 
 // CaddyModule returns the Caddy module information.
@@ -169,34 +114,49 @@ func (a *adminSpool) Routes() []caddy.AdminRoute {
 	}}
 }
 
-// spoolEventSummary is rec as GET /webhook_guard/spool lists it.
-func spoolEventSummary(rec SpoolRecord) spoolapi.Event {
-	utc := func(t time.Time) *time.Time {
-		if t.IsZero() {
-			return nil
-		}
-		t = t.UTC()
-		return &t
+// utc is t in UTC, nil when zero.
+func utc(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
 	}
-	return spoolapi.Event{
+	t = t.UTC()
+	return &t
+}
+
+// spoolEventSummary is rec as GET /webhook_guard/spool lists it; sp is its
+// spool and paused its paused scopes, to say why it waits.
+func spoolEventSummary(sp *spool.Spool, rec spool.Record, paused map[string]bool) spoolapi.Event {
+	e := spoolapi.Event{
 		ID:            rec.ID,
 		Scope:         rec.Scope,
 		Provider:      rec.Provider,
 		EventID:       rec.EventID,
 		EventType:     rec.EventType,
-		State:         rec.State,
+		State:         string(rec.State),
 		Attempts:      rec.Attempts,
 		ReceivedAt:    utc(rec.ReceivedAt),
-		NextAttemptAt: utc(rec.NextAttemptAt),
+		NextAttemptAt: utc(rec.NextAt),
 		LastError:     rec.LastError,
+		Paused:        paused[rec.Scope],
+		DiscardedAt:   utc(rec.DiscardedAt),
+		DiscardedBy:   rec.DiscardedBy,
 	}
+	if rec.State == spool.Pending {
+		switch {
+		case e.Paused:
+			e.Waiting = "scope paused: delivered after a resume"
+		case sp != nil && sp.Orphan(rec.Target, rec.Scope):
+			e.Waiting = "no handler delivers it (its spool block was removed or changed): it waits for one; retry or discard it"
+		}
+	}
+	return e
 }
 
 // spoolEventDetail is rec as GET /webhook_guard/spool/<id> shows it, its
 // credentials redacted.
-func spoolEventDetail(rec SpoolRecord) spoolapi.EventDetail {
+func spoolEventDetail(sp *spool.Spool, rec spool.Record, paused map[string]bool) spoolapi.EventDetail {
 	d := spoolapi.EventDetail{
-		Event:    spoolEventSummary(rec),
+		Event:    spoolEventSummary(sp, rec, paused),
 		Method:   rec.Method,
 		Path:     rec.Path,
 		Query:    redactQuery(rec.Query),
@@ -209,6 +169,9 @@ func spoolEventDetail(rec SpoolRecord) spoolapi.EventDetail {
 	} else {
 		s := base64.StdEncoding.EncodeToString(rec.Body)
 		d.BodyBase64 = &s
+	}
+	for _, a := range rec.History {
+		d.History = append(d.History, spoolapi.Attempt{At: a.At.UTC(), DurationMS: a.Duration.Milliseconds(), Status: a.Status, Error: a.Error})
 	}
 	return d
 }
@@ -302,6 +265,8 @@ func (a *adminSpool) serveSpool(w http.ResponseWriter, r *http.Request) error {
 		return a.serveRetryAll(w, r)
 	case "pause", "resume":
 		return a.servePause(w, r, rest == "pause")
+	case "forget":
+		return a.serveForget(w, r)
 	}
 	idText, action, _ := strings.Cut(rest, "/")
 	id, err := strconv.ParseUint(idText, 10, 64)
@@ -323,59 +288,142 @@ func (a *adminSpool) serveSpool(w http.ResponseWriter, r *http.Request) error {
 	return adminError(http.StatusNotFound, "no such admin route %s", r.URL.Path)
 }
 
-// serveList is GET /webhook_guard/spool?state=&scope=.
+// adminTimeout bounds an admin API call's store access.
+const adminTimeout = 30 * time.Second
+
+// operatorHeader names the person behind an admin API call (the CLI sends
+// the user's name), kept with a discarded event and logged.
+const operatorHeader = "Webhook-Guard-Operator"
+
+// operator is who made an admin API call, for the log and a discard.
+func operator(r *http.Request) string {
+	who := strings.ToValidUTF8(r.Header.Get(operatorHeader), "?")
+	if len(who) > maxNameLen {
+		who = who[:maxNameLen]
+	}
+	if who == "" {
+		return "admin API (" + r.RemoteAddr + ")"
+	}
+	return who + " (admin API)"
+}
+
+// serveList is GET /webhook_guard/spool?state=&scope=&event_id=&limit=&after=:
+// one page of events, newest first, and the paused scopes. Pages follow one
+// another by ?after=<next>; with several spools (ledger files) a page holds
+// up to limit events of each.
 func (a *adminSpool) serveList(w http.ResponseWriter, r *http.Request) error {
-	state, scope, err := selection(w, r, http.MethodGet)
+	if r.Method != http.MethodGet {
+		return methodNotAllowed(w, r, http.MethodGet)
+	}
+	q, err := spoolQuery(r, "state", "scope", "event_id", "limit", "after")
 	if err != nil {
 		return err
 	}
-	var recs []SpoolRecord
-	for _, op := range a.registered() {
-		got, err := op.List(state, scope)
+	f, err := filterOf(q)
+	if err != nil {
+		return err
+	}
+	var page spool.Page
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > spool.MaxLimit {
+			return adminError(http.StatusBadRequest, "bad limit %q: want 1 to %d", v, spool.MaxLimit)
+		}
+		page.Limit = n
+	}
+	if v := q.Get("after"); v != "" {
+		if page.After, err = strconv.ParseUint(v, 10, 64); err != nil {
+			return adminError(http.StatusBadRequest, "bad after %q: want the id the last page's next gave", v)
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
+	defer cancel()
+	out := spoolapi.List{Events: []spoolapi.Event{}, Paused: []string{}}
+	spools := a.registered()
+	for _, sp := range spools {
+		paused, err := sp.Paused(ctx)
 		if err != nil {
 			return spoolFailed(err)
 		}
-		recs = append(recs, got...)
+		for scope := range paused {
+			if !slices.Contains(out.Paused, scope) {
+				out.Paused = append(out.Paused, scope)
+			}
+		}
+		recs, err := sp.List(ctx, f, page)
+		if err != nil {
+			return spoolFailed(err)
+		}
+		for _, rec := range recs {
+			out.Events = append(out.Events, spoolEventSummary(sp, rec, paused))
+		}
+		if len(spools) == 1 && len(recs) == page.Size() {
+			out.Next = strconv.FormatUint(recs[len(recs)-1].ID, 10)
+		}
 	}
-	slices.SortStableFunc(recs, func(x, y SpoolRecord) int {
-		return cmp.Or(x.ReceivedAt.Compare(y.ReceivedAt), cmp.Compare(x.Scope, y.Scope), cmp.Compare(x.ID, y.ID))
-	})
-	list := make([]spoolapi.Event, len(recs))
-	for i, rec := range recs {
-		list[i] = spoolEventSummary(rec)
+	slices.Sort(out.Paused)
+	if len(spools) > 1 {
+		slices.SortStableFunc(out.Events, func(x, y spoolapi.Event) int {
+			return cmp.Or(y.ReceivedAt.Compare(*x.ReceivedAt), cmp.Compare(y.ID, x.ID))
+		})
 	}
-	return writeAdminJSON(w, list)
+	return writeAdminJSON(w, out)
+}
+
+// filterOf reads the state, scope and event_id parameters.
+func filterOf(q url.Values) (spool.Filter, error) {
+	f := spool.Filter{State: spool.State(q.Get("state")), Scope: q.Get("scope"), EventID: q.Get("event_id")}
+	if f.State != "" && !f.State.Valid() {
+		return f, adminError(http.StatusBadRequest, "bad state %q: want %s, %s or %s", f.State, spool.Pending, spool.Dead, spool.Discarded)
+	}
+	if f.Scope != "" {
+		if err := checkName(f.Scope); err != nil {
+			return f, adminError(http.StatusBadRequest, "bad scope: %v", err)
+		}
+	}
+	return f, nil
 }
 
 // serveShow is GET /webhook_guard/spool/<id>[?scope=].
 func (a *adminSpool) serveShow(w http.ResponseWriter, r *http.Request, id uint64) error {
-	q, err := spoolQuery(r, "scope")
+	sp, rec, err := a.locateIn(r, id)
 	if err != nil {
 		return err
 	}
-	_, rec, err := a.locate(id, q.Get("scope"))
-	if err != nil {
-		return err
-	}
-	return writeAdminJSON(w, spoolEventDetail(rec))
-}
-
-// serveDiscard is DELETE /webhook_guard/spool/<id>[?scope=].
-func (a *adminSpool) serveDiscard(w http.ResponseWriter, r *http.Request, id uint64) error {
-	q, err := spoolQuery(r, "scope")
-	if err != nil {
-		return err
-	}
-	op, _, err := a.locate(id, q.Get("scope"))
-	if err != nil {
-		return err
-	}
-	rec, ok, err := op.Discard(id)
+	paused, err := sp.Paused(r.Context())
 	if err != nil {
 		return spoolFailed(err)
 	}
-	if !ok { // delivered or discarded since locate found it
+	return writeAdminJSON(w, spoolEventDetail(sp, rec, paused))
+}
+
+// locateIn finds the event id of a request whose only parameter is scope.
+func (a *adminSpool) locateIn(r *http.Request, id uint64) (*spool.Spool, spool.Record, error) {
+	q, err := spoolQuery(r, "scope")
+	if err != nil {
+		return nil, spool.Record{}, err
+	}
+	return a.locate(r.Context(), id, q.Get("scope"))
+}
+
+// serveDiscard is DELETE /webhook_guard/spool/<id>[?scope=]: the event is
+// kept, discarded, retryable, until its id is forgotten.
+func (a *adminSpool) serveDiscard(w http.ResponseWriter, r *http.Request, id uint64) error {
+	sp, _, err := a.locateIn(r, id)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
+	defer cancel()
+	who := operator(r)
+	rec, err := sp.Discard(ctx, id, who)
+	switch {
+	case errors.Is(err, spool.ErrNotFound): // delivered since locate found it
 		return noSuchEvent(id)
+	case errors.Is(err, spool.ErrInFlight):
+		return adminError(http.StatusConflict, "event %d: a delivery attempt is in flight and may succeed; discard it after the attempt ends", id)
+	case err != nil:
+		return spoolFailed(err)
 	}
 	a.log().Warn("spooled event discarded through the admin API",
 		zap.Uint64("id", rec.ID),
@@ -383,10 +431,9 @@ func (a *adminSpool) serveDiscard(w http.ResponseWriter, r *http.Request, id uin
 		zap.String("provider", rec.Provider),
 		zap.String("event_id", rec.EventID),
 		zap.String("event_type", rec.EventType),
-		zap.String("state", rec.State),
 		zap.Int("attempts", rec.Attempts),
-		zap.String("remote_addr", r.RemoteAddr))
-	return writeAdminJSON(w, map[string]spoolapi.Event{"discarded": spoolEventSummary(rec)})
+		zap.String("by", who))
+	return writeAdminJSON(w, map[string]spoolapi.Event{"discarded": spoolEventSummary(sp, rec, nil)})
 }
 
 // serveRetry is POST /webhook_guard/spool/<id>/retry[?scope=].
@@ -394,47 +441,82 @@ func (a *adminSpool) serveRetry(w http.ResponseWriter, r *http.Request, id uint6
 	if r.Method != http.MethodPost {
 		return methodNotAllowed(w, r, http.MethodPost)
 	}
-	q, err := spoolQuery(r, "scope")
+	sp, rec, err := a.locateIn(r, id)
 	if err != nil {
 		return err
 	}
-	op, rec, err := a.locate(id, q.Get("scope"))
-	if err != nil {
-		return err
+	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
+	defer cancel()
+	switch err := sp.Retry(ctx, id); {
+	case errors.Is(err, spool.ErrNotFound):
+		return noSuchEvent(id)
+	case errors.Is(err, spool.ErrInFlight):
+		return adminError(http.StatusConflict, "event %d: a delivery attempt is in flight", id)
+	case err != nil:
+		return spoolFailed(err)
 	}
-	ok, err := op.Retry(id)
+	paused, err := sp.Paused(ctx)
 	if err != nil {
 		return spoolFailed(err)
 	}
-	if !ok {
-		return noSuchEvent(id)
-	}
 	a.log().Info("spooled event retried through the admin API",
-		zap.Uint64("id", id), zap.String("scope", rec.Scope), zap.String("event_id", rec.EventID))
-	return writeAdminJSON(w, map[string]int{"retried": 1})
+		zap.Uint64("id", id), zap.String("scope", rec.Scope), zap.String("event_id", rec.EventID), zap.String("by", operator(r)))
+	out := map[string]any{"retried": 1}
+	if paused[rec.Scope] {
+		out["paused"] = []string{rec.Scope}
+	}
+	return writeAdminJSON(w, out)
 }
 
-// serveRetryAll is POST /webhook_guard/spool/retry?state=&scope=.
+// serveRetryAll is POST /webhook_guard/spool/retry?state=&scope=: state is
+// required, so a retry never widens to every event by a missing parameter.
 func (a *adminSpool) serveRetryAll(w http.ResponseWriter, r *http.Request) error {
-	state, scope, err := selection(w, r, http.MethodPost)
+	if r.Method != http.MethodPost {
+		return methodNotAllowed(w, r, http.MethodPost)
+	}
+	q, err := spoolQuery(r, "state", "scope")
 	if err != nil {
 		return err
 	}
+	f, err := filterOf(q)
+	if err != nil {
+		return err
+	}
+	if f.State == "" {
+		return adminError(http.StatusBadRequest, "state is required: %s, %s or %s", spool.Dead, spool.Discarded, spool.Pending)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
+	defer cancel()
 	total := 0
-	for _, op := range a.registered() {
-		n, err := op.RetryAll(state, scope)
+	var paused []string
+	for _, sp := range a.registered() {
+		n, err := sp.RetryAll(ctx, f.State, f.Scope)
 		total += n
 		if err != nil {
 			return spoolFailed(fmt.Errorf("%w (%d events retried before it)", err, total))
 		}
+		p, err := sp.Paused(ctx)
+		if err != nil {
+			return spoolFailed(err)
+		}
+		for scope := range p {
+			if f.Scope == "" || scope == f.Scope {
+				paused = append(paused, scope)
+			}
+		}
 	}
 	a.log().Info("spooled events retried through the admin API",
-		zap.String("state", state), zap.String("scope", scope), zap.Int("retried", total))
-	return writeAdminJSON(w, map[string]int{"retried": total})
+		zap.String("state", string(f.State)), zap.String("scope", f.Scope), zap.Int("retried", total), zap.String("by", operator(r)))
+	out := map[string]any{"retried": total}
+	if len(paused) > 0 {
+		slices.Sort(paused)
+		out["paused"] = slices.Compact(paused)
+	}
+	return writeAdminJSON(w, out)
 }
 
 // servePause is POST /webhook_guard/spool/pause?scope= (pause) and
-// .../resume?scope= (!pause).
+// .../resume?scope= (!pause). A scope no handler's spool has is 404.
 func (a *adminSpool) servePause(w http.ResponseWriter, r *http.Request, pause bool) error {
 	if r.Method != http.MethodPost {
 		return methodNotAllowed(w, r, http.MethodPost)
@@ -447,58 +529,121 @@ func (a *adminSpool) servePause(w http.ResponseWriter, r *http.Request, pause bo
 	if scope == "" {
 		return adminError(http.StatusBadRequest, "scope is required: the scope whose deliveries to hold or release")
 	}
-	ops := a.registered()
-	if len(ops) == 0 {
-		return adminError(http.StatusNotFound, "no spool is loaded: no webhook_guard handler has a spool block")
+	if err := checkName(scope); err != nil {
+		return adminError(http.StatusBadRequest, "bad scope: %v", err)
 	}
-	for _, op := range ops {
-		act := op.Resume
-		if pause {
-			act = op.Pause
-		}
-		if err := act(scope); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
+	defer cancel()
+	done := 0
+	for _, sp := range a.registered() {
+		paused, err := sp.Paused(ctx)
+		if err != nil {
 			return spoolFailed(err)
 		}
+		if !sp.HasScope(scope) && !paused[scope] {
+			continue
+		}
+		if err := sp.Pause(ctx, scope, pause); err != nil {
+			return spoolFailed(err)
+		}
+		done++
+	}
+	if done == 0 {
+		return adminError(http.StatusNotFound, "no spool delivers scope %q: no webhook_guard handler with a spool block has that scope", scope)
 	}
 	verb := "resumed"
 	if pause {
 		verb = "paused"
 	}
-	a.log().Info("spool deliveries "+verb+" through the admin API", zap.String("scope", scope))
+	a.log().Warn("spool deliveries "+verb+" through the admin API", zap.String("scope", scope), zap.String("by", operator(r)))
 	return writeAdminJSON(w, map[string]any{"scope": scope, "paused": pause})
 }
 
+// serveForget is POST /webhook_guard/spool/forget?scope=&provider=&event_id=:
+// the guard forgets the event id (and a discarded event of it), so that a
+// provider's manual resend of it is new.
+func (a *adminSpool) serveForget(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodPost {
+		return methodNotAllowed(w, r, http.MethodPost)
+	}
+	q, err := spoolQuery(r, "scope", "provider", "event_id")
+	if err != nil {
+		return err
+	}
+	scope, provider, eventID := q.Get("scope"), q.Get("provider"), q.Get("event_id")
+	if provider == "" || eventID == "" {
+		return adminError(http.StatusBadRequest, "provider and event_id are required (scope defaults to the provider)")
+	}
+	if _, ok := verify.Lookup(provider); !ok {
+		return adminError(http.StatusBadRequest, "unknown provider %q", provider)
+	}
+	scope = cmp.Or(scope, provider)
+	if err := checkName(scope); err != nil {
+		return adminError(http.StatusBadRequest, "bad scope: %v", err)
+	}
+	if len(eventID) > maxEventIDLen {
+		return adminError(http.StatusBadRequest, "event_id longer than %d bytes", maxEventIDLen)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
+	defer cancel()
+	key := dedupe.Key(scope, provider, eventID)
+	forgot := false
+	spools := a.registered()
+	if len(spools) == 0 {
+		return adminError(http.StatusNotFound, "no spool is loaded: no webhook_guard handler has a spool block")
+	}
+	for _, sp := range spools {
+		ok, err := sp.Forget(ctx, key)
+		if err != nil {
+			return adminError(http.StatusConflict, "%v", err)
+		}
+		forgot = forgot || ok
+	}
+	a.log().Warn("event id forgotten through the admin API: a resend of it will be delivered",
+		zap.String("scope", scope), zap.String("provider", provider), zap.String("event_id", eventID),
+		zap.Bool("was_remembered", forgot), zap.String("by", operator(r)))
+	return writeAdminJSON(w, map[string]any{"forgotten": forgot})
+}
+
+// maxEventIDLen bounds an event id given to forget.
+const maxEventIDLen = 4096
+
 // locate finds the spool holding event id, among those with events of scope
-// when scope is not "". Ids are unique per ledger only: when two ledgers
-// have the id, the caller must name the scope.
-func (a *adminSpool) locate(id uint64, scope string) (spoolOperator, SpoolRecord, error) {
+// when scope is not "". Ids are unique per store only: when two stores have
+// the id, the caller must name the scope.
+func (a *adminSpool) locate(ctx context.Context, id uint64, scope string) (*spool.Spool, spool.Record, error) {
+	if scope != "" {
+		if err := checkName(scope); err != nil {
+			return nil, spool.Record{}, adminError(http.StatusBadRequest, "bad scope: %v", err)
+		}
+	}
 	var (
-		found   spoolOperator
-		rec     SpoolRecord
+		found   *spool.Spool
+		rec     spool.Record
 		matches int
 	)
-	for _, op := range a.registered() {
-		got, ok, err := op.Get(id)
+	for _, sp := range a.registered() {
+		got, ok, err := sp.Get(ctx, id)
 		if err != nil {
-			return nil, SpoolRecord{}, spoolFailed(err)
+			return nil, spool.Record{}, spoolFailed(err)
 		}
 		if !ok || scope != "" && got.Scope != scope {
 			continue
 		}
-		found, rec = op, got
+		found, rec = sp, got
 		matches++
 	}
 	switch {
 	case matches == 0:
-		return nil, SpoolRecord{}, noSuchEvent(id)
+		return nil, spool.Record{}, noSuchEvent(id)
 	case matches > 1:
-		return nil, SpoolRecord{}, adminError(http.StatusConflict, "event id %d is in more than one ledger: add ?scope=<scope> to choose", id)
+		return nil, spool.Record{}, adminError(http.StatusConflict, "event id %d is in more than one ledger: add ?scope=<scope> to choose", id)
 	}
 	return found, rec, nil
 }
 
 // registered returns the spools to act on.
-func (a *adminSpool) registered() []spoolOperator {
+func (a *adminSpool) registered() []*spool.Spool {
 	if a.spools != nil {
 		return a.spools()
 	}
@@ -531,32 +676,6 @@ func spoolQuery(r *http.Request, allowed ...string) (url.Values, error) {
 	return q, nil
 }
 
-// selection checks a request that selects events (list, retry all): its
-// method, and its optional state and scope parameters.
-func selection(w http.ResponseWriter, r *http.Request, method string) (state, scope string, err error) {
-	if r.Method != method {
-		return "", "", methodNotAllowed(w, r, method)
-	}
-	q, err := spoolQuery(r, "state", "scope")
-	if err != nil {
-		return "", "", err
-	}
-	if state, err = stateFilter(q); err != nil {
-		return "", "", err
-	}
-	return state, q.Get("scope"), nil
-}
-
-// stateFilter returns the state parameter: pending, dead, or "" for both.
-func stateFilter(q url.Values) (string, error) {
-	switch s := q.Get("state"); s {
-	case "", spoolPending, spoolDead:
-		return s, nil
-	default:
-		return "", adminError(http.StatusBadRequest, "bad state %q: want %s or %s", s, spoolPending, spoolDead)
-	}
-}
-
 // adminError is an admin API error answer.
 func adminError(status int, format string, args ...any) error {
 	return caddy.APIError{HTTPStatus: status, Err: fmt.Errorf(format, args...)}
@@ -564,7 +683,7 @@ func adminError(status int, format string, args ...any) error {
 
 // noSuchEvent is the 404 of an id no spool holds.
 func noSuchEvent(id uint64) error {
-	return adminError(http.StatusNotFound, "no spooled event %d (delivered, discarded, or never spooled)", id)
+	return adminError(http.StatusNotFound, "no spooled event %d (delivered, purged, or never spooled)", id)
 }
 
 // spoolFailed is the 500 of a spool that could not do what was asked.

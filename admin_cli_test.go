@@ -1,6 +1,11 @@
 package webhookguard
 
 import (
+	"time"
+
+	"github.com/hookguard/caddy-webhook-guard/internal/spoolapi"
+	"github.com/hookguard/caddy-webhook-guard/spool"
+
 	"bufio"
 	"bytes"
 	"encoding/json"
@@ -98,7 +103,7 @@ func readLogLines(t *testing.T, file string) []map[string]any {
 // logs, and that no credential shows anywhere.
 func TestSpoolCLIThroughAdminAPI(t *testing.T) {
 	s := newFakeSpool(adminTestRecords()...)
-	defer registerSpool(s)()
+	defer registerSpool(s.Spool)()
 	addr, logFile := startAdminEndpoint(t)
 
 	var printed []string
@@ -117,21 +122,35 @@ func TestSpoolCLIThroughAdminAPI(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "" +
+		"spool of the Caddy at " + addr + "\n" +
 		"ID  SCOPE  PROVIDER  EVENT_ID  STATE    ATTEMPTS  NEXT_ATTEMPT          LAST_ERROR\n" +
-		"2   ivpay  ivpay     pay_bbb   dead     25        -                     500 Internal Server Error\n" +
 		"3   shop   stripe    evt_ccc   dead     25        -                     dial tcp 127.0.0.1:9: connection refused\n" +
+		"2   ivpay  ivpay     pay_bbb   dead     25        -                     500 Internal Server Error\n" +
 		"1   ivpay  ivpay     pay_aaa   pending  2         2026-11-30T22:00:30Z  502 Bad Gateway\n"
 	if out != want {
 		t.Errorf("list:\n%s\nwant:\n%s", out, want)
 	}
 	out, err = run("spool", "list", "--state", "dead", "--scope", "ivpay")
-	if err != nil || strings.Count(out, "\n") != 2 || !strings.Contains(out, "\n2   ivpay") {
+	if err != nil || strings.Count(out, "\n") != 3 || !strings.Contains(out, "\n2   ivpay") {
 		t.Errorf("list --state dead --scope ivpay: %v\n%s", err, out)
 	}
 	out, err = run("spool", "list", "--json", "--state", "pending")
-	var list []map[string]any
-	if err != nil || json.Unmarshal([]byte(out), &list) != nil || len(list) != 1 || list[0]["event_id"] != "pay_aaa" || list[0]["received_at"] != "2026-11-30T21:50:00Z" {
+	var list spoolapi.List
+	if err != nil || json.Unmarshal([]byte(out), &list) != nil || len(list.Events) != 1 || list.Events[0].EventID != "pay_aaa" || !list.Events[0].ReceivedAt.Equal(adminTestNow.Add(-10*time.Minute)) {
 		t.Errorf("list --json: %v\n%s", err, out)
+	}
+	// Pages: the next page's command is printed.
+	out, err = run("spool", "list", "--limit", "2")
+	if err != nil || !strings.HasSuffix(out, "more: caddy webhook-guard spool list --after 2 --limit 2\n") || strings.Contains(out, "pay_aaa") {
+		t.Errorf("list --limit 2: %v\n%s", err, out)
+	}
+	out, err = run("spool", "list", "--limit", "2", "--after", "2")
+	if err != nil || !strings.Contains(out, "pay_aaa") || strings.Contains(out, "more:") {
+		t.Errorf("list --limit 2 --after 2: %v\n%s", err, out)
+	}
+	out, err = run("spool", "list", "--event-id", "evt_ccc")
+	if err != nil || !strings.Contains(out, "\n3   shop") || strings.Contains(out, "pay_") {
+		t.Errorf("list --event-id evt_ccc: %v\n%s", err, out)
 	}
 
 	out, err = run("spool", "show", "1")
@@ -153,26 +172,39 @@ func TestSpoolCLIThroughAdminAPI(t *testing.T) {
 		t.Errorf("show 2: %v\n%s", err, out)
 	}
 
-	if out, err = run("spool", "retry", "2"); err != nil || out != "1 event due for delivery now\n" || s.record(2).State != spoolPending {
+	if out, err = run("spool", "retry", "2"); err != nil || out != "1 event due for delivery now\n" || s.record(2).State != spool.Pending {
 		t.Errorf("retry 2: %v %q, state %s", err, out, s.record(2).State)
 	}
-	if out, err = run("spool", "retry", "--state", "dead"); err != nil || out != "1 event due for delivery now\n" || s.record(3).State != spoolPending {
+	if out, err = run("spool", "retry", "--state", "dead"); err != nil || out != "1 event due for delivery now\n" || s.record(3).State != spool.Pending {
 		t.Errorf("retry --state dead: %v %q", err, out)
 	}
 	if out, err = run("spool", "pause", "--scope", "ivpay"); err != nil || !strings.HasPrefix(out, "deliveries of scope ivpay paused") || !s.isPaused("ivpay") {
 		t.Errorf("pause: %v %q", err, out)
 	}
+	if out, err = run("spool", "list"); err != nil || !strings.Contains(out, "\nPAUSED: ivpay ") || !strings.Contains(out, "pending (paused)") {
+		t.Errorf("list while paused: %v\n%s", err, out)
+	}
+	if out, err = run("spool", "retry", "1"); err != nil || !strings.Contains(out, "but scope ivpay is paused") {
+		t.Errorf("retry in a paused scope: %v %q", err, out)
+	}
+	if _, err = run("spool", "pause", "--scope", "nobody"); err == nil || !strings.Contains(err.Error(), `HTTP 404: no spool delivers scope "nobody"`) {
+		t.Errorf("pause of an unknown scope: %v", err)
+	}
 	if out, err = run("spool", "resume", "--scope", "ivpay"); err != nil || !strings.HasPrefix(out, "deliveries of scope ivpay resumed") || s.isPaused("ivpay") {
 		t.Errorf("resume: %v %q", err, out)
 	}
 	out, err = run("spool", "discard", "3")
-	if err != nil || out != "discarded event 3 (scope shop, stripe event evt_ccc, pending after 25 attempts); it will not be delivered\n" || s.has(3) {
+	if err != nil || out != "discarded event 3 (scope shop, stripe event evt_ccc, after 25 attempts): it will not be delivered; it is kept until its id is forgotten, and `spool retry 3` undoes this\n" || s.record(3).State != spool.Discarded {
 		t.Errorf("discard 3: %v %q", err, out)
 	}
-
-	_, err = run("spool", "show", "3")
-	if err == nil || !strings.Contains(err.Error(), "admin API at "+addr+": HTTP 404: no spooled event 3") {
-		t.Errorf("show of a discarded event: %v", err)
+	if out, err = run("spool", "show", "3"); err != nil || !strings.Contains(out, "state:           discarded\n") || !strings.Contains(out, "discarded:       2026-11-30T22:00:00Z by ") {
+		t.Errorf("show of a discarded event: %v\n%s", err, out)
+	}
+	if _, err = run("spool", "show", "9"); err == nil || !strings.Contains(err.Error(), "admin API at "+addr+": HTTP 404: no spooled event 9") {
+		t.Errorf("show of an unknown event: %v", err)
+	}
+	if out, err = run("spool", "forget", "--provider", "stripe", "--scope", "shop", "--event-id", "evt_ccc"); err != nil || !strings.Contains(out, "was not remembered") {
+		t.Errorf("forget: %v %q", err, out)
 	}
 	_, err = run("spool", "retry", "--state", "dead", "--scope", "ivpay")
 	if err != nil {

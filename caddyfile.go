@@ -139,7 +139,13 @@ func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, option string) error {
 	case "store":
 		return h.unmarshalStore(d)
 	case "scope":
-		return oneArgInto1(d, &h.Scope)
+		if err := oneArgInto1(d, &h.Scope); err != nil {
+			return err
+		}
+		if err := checkName(h.Scope); err != nil {
+			return d.Errf("scope: %v", err)
+		}
+		return nil
 	case "spool":
 		return h.unmarshalSpool(d)
 	case "forward_credentials":

@@ -194,6 +194,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.scope == "" {
 		h.scope = h.Provider
 	}
+	if err := checkName(h.scope); err != nil {
+		return fmt.Errorf("scope: %v", err)
+	}
 	if err := h.claimKeySpace(ctx, cfg); err != nil {
 		return err
 	}

@@ -114,3 +114,20 @@ func credentialSource(v string) string {
 	}
 	return "given literally, " + strconv.Itoa(len(v)) + " characters"
 }
+
+// maxNameLen bounds a scope's or a spool's name.
+const maxNameLen = 128
+
+// checkName checks a scope or a spool name: 1 to 128 of A-Z a-z 0-9 . _ : -
+// — what a person types, what a metric label and a URL carry as they are.
+func checkName(name string) error {
+	if name == "" || len(name) > maxNameLen {
+		return fmt.Errorf("want 1 to %d characters, got %d", maxNameLen, len(name))
+	}
+	for _, c := range []byte(name) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == ':' || c == '-') {
+			return fmt.Errorf("%q: only letters, digits, '.', '_', ':' and '-'", name)
+		}
+	}
+	return nil
+}

@@ -2,6 +2,7 @@ package webhookguard
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,24 +23,15 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hookguard/caddy-webhook-guard/dedupe"
+	"github.com/hookguard/caddy-webhook-guard/internal/spoolapi"
+	"github.com/hookguard/caddy-webhook-guard/spool"
 )
 
 // Defaults of the spool block.
 const (
-	DefaultSpoolMaxAttempts = 25
 	DefaultSpoolMaxAge      = 72 * time.Hour
 	DefaultSpoolConcurrency = 4
 	DefaultSpoolTimeout     = 30 * time.Second
-)
-
-// Headers the spool adds to each delivery.
-const (
-	// eventIDHeader carries the provider's event id, the same at every
-	// attempt: a backend drops a redelivery by it (delivery is at least
-	// once).
-	eventIDHeader = "Webhook-Guard-Event-Id"
-	// attemptHeader is the attempt's number, from 1.
-	attemptHeader = "Webhook-Guard-Attempt"
 )
 
 // transportNamespace is the namespace of reverse_proxy's transports, which
@@ -47,19 +39,34 @@ const (
 const transportNamespace = "http.reverse_proxy.transport"
 
 // SpoolConfig is the spool block: the guard acknowledges an event once it is
-// on disk (200, Webhook-Guard-Outcome: spooled) and delivers it itself, with
+// stored (200, Webhook-Guard-Outcome: spooled) and delivers it itself, with
 // retries, to To. The handler is then the last of its route.
 type SpoolConfig struct {
 	// To is the backend: http://host:port[/path], https://host[:port][/path]
 	// or unix//path/to.sock. Without a path, the event's original path and
 	// query are used.
 	To string `json:"to"`
-	// MaxAttempts is how many delivery attempts an event gets before it is
-	// dead (kept, listed, counted); default 25.
+	// Name names the spool's target: the events this handler accepts are
+	// delivered by the handler of the same provider, scope and name, and no
+	// other. Default: To. Give a name to keep delivering the events
+	// already spooled when To changes.
+	Name string `json:"name,omitempty"`
+	// MaxAttempts, when set, is how many delivery attempts an event gets
+	// before it is dead (kept, listed, counted). By default only MaxAge
+	// ends the attempts.
 	MaxAttempts int `json:"max_attempts,omitempty"`
 	// MaxAge is how long after it was received (or last retried by an
 	// operator) an undelivered event is dead; default 72h.
 	MaxAge caddy.Duration `json:"max_age,omitempty"`
+	// Backoff is the retry schedule: the delay after the first failed
+	// attempt, the second, ..., the last repeated. Default 5s 30s 2m 10m
+	// 30m 1h 2h. A backend's Retry-After delays an attempt further, never
+	// less.
+	Backoff []caddy.Duration `json:"backoff,omitempty"`
+	// DeadOn lists the backend statuses that make an event dead at once
+	// (the backend refuses it for good): a status (410) or a class (4xx).
+	// By default every failed attempt is retried.
+	DeadOn []string `json:"dead_on,omitempty"`
 	// Concurrency bounds this handler's deliveries in flight; default 4.
 	Concurrency int `json:"concurrency,omitempty"`
 	// Timeout bounds one delivery attempt; default 30s.
@@ -76,9 +83,8 @@ type spoolTarget struct {
 	to        *url.URL // scheme and host (http/https), or nil for unix
 	socket    string   // unix socket path
 	transport http.RoundTripper
-	target    *dedupe.SpoolTarget
-	worker    *dedupe.SpoolWorker
-	ledger    *dedupe.File
+	target    *spool.Target
+	sp        *spool.Spool
 	unreg     func()
 	maxAge    time.Duration
 }
@@ -119,6 +125,13 @@ func (h *Handler) unmarshalSpool(d *caddyfile.Dispenser) error {
 			if _, _, err := parseSpoolTo(sc.To); err != nil {
 				return d.Errf("spool: %v", err)
 			}
+		case "name":
+			if err := oneArgInto1(d, &sc.Name); err != nil {
+				return err
+			}
+			if err := checkName(sc.Name); err != nil {
+				return d.Errf("spool: name: %v", err)
+			}
 		case "max_attempts":
 			if err := positiveArg(d, &sc.MaxAttempts); err != nil {
 				return err
@@ -134,6 +147,33 @@ func (h *Handler) unmarshalSpool(d *caddyfile.Dispenser) error {
 		case "timeout":
 			if err := durationArg(d, "timeout", &sc.Timeout); err != nil {
 				return err
+			}
+		case "backoff":
+			if sc.Backoff != nil {
+				return d.Err("spool: backoff given twice")
+			}
+			for d.NextArg() {
+				v, err := caddy.ParseDuration(d.Val())
+				if err != nil || v < minDuration {
+					return d.Errf("backoff: want delays of at least %v (5s 30s 2m ...), got '%s'", minDuration, d.Val())
+				}
+				sc.Backoff = append(sc.Backoff, caddy.Duration(v))
+			}
+			if len(sc.Backoff) == 0 {
+				return d.Err("backoff: want one delay or more (5s 30s 2m 10m 30m 1h 2h; the last repeated)")
+			}
+		case "dead_on":
+			if sc.DeadOn != nil {
+				return d.Err("spool: dead_on given twice")
+			}
+			for d.NextArg() {
+				if _, err := parseDeadOn([]string{d.Val()}); err != nil {
+					return d.Errf("dead_on: %v", err)
+				}
+				sc.DeadOn = append(sc.DeadOn, d.Val())
+			}
+			if len(sc.DeadOn) == 0 {
+				return d.Err("dead_on: want statuses (410) or classes (4xx)")
 			}
 		case "transport":
 			if sc.TransportRaw != nil {
@@ -160,6 +200,26 @@ func (h *Handler) unmarshalSpool(d *caddyfile.Dispenser) error {
 	}
 	h.Spool = sc
 	return nil
+}
+
+// parseDeadOn reads dead_on: statuses 400-599 or classes 4xx, 5xx.
+func parseDeadOn(values []string) (func(status int) bool, error) {
+	statuses, classes := map[int]bool{}, map[int]bool{}
+	for _, v := range values {
+		if len(v) == 3 && (v[0] == '4' || v[0] == '5') && strings.EqualFold(v[1:], "xx") {
+			classes[int(v[0]-'0')] = true
+			continue
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 400 || n > 599 {
+			return nil, fmt.Errorf("want a status from 400 to 599 or a class 4xx or 5xx, got '%s'", v)
+		}
+		statuses[n] = true
+	}
+	if len(values) == 0 {
+		return nil, nil
+	}
+	return func(status int) bool { return statuses[status] || classes[status/100] }, nil
 }
 
 // positiveArg parses a positive integer option.
@@ -194,11 +254,18 @@ func storeType(raw json.RawMessage) string {
 	return v.Type
 }
 
-// provisionSpool loads the transport, registers the scope's target with
-// the ledger's worker (starting it) and keeps it for Cleanup.
+// spoolStore is implemented by the store modules that can hold a spool.
+type spoolStore interface {
+	// spoolOf returns the store's spool, started, shared by every handler
+	// of the store.
+	spoolOf() (*spool.Spool, error)
+}
+
+// provisionSpool loads the transport and registers the handler's target
+// with the store's spool (starting it), kept for Cleanup.
 func (h *Handler) provisionSpool(ctx caddy.Context, storeMod any) error {
 	sc := h.Spool
-	fs, ok := storeMod.(*FileStore)
+	ss, ok := storeMod.(spoolStore)
 	if !ok {
 		return errSpoolStore("store " + storeType(h.StoreRaw))
 	}
@@ -208,6 +275,23 @@ func (h *Handler) provisionSpool(ctx caddy.Context, storeMod any) error {
 	}
 	if sc.MaxAttempts < 0 || sc.Concurrency < 0 || sc.MaxAge < 0 || sc.Timeout < 0 {
 		return errors.New("spool: max_attempts, concurrency, max_age and timeout must be positive")
+	}
+	if err := checkName(sc.Name); sc.Name != "" && err != nil {
+		return fmt.Errorf("spool: name: %v", err)
+	}
+	schedule := make(spool.Schedule, len(sc.Backoff))
+	for i, d := range sc.Backoff {
+		schedule[i] = time.Duration(d)
+	}
+	if len(schedule) == 0 {
+		schedule = spool.DefaultSchedule
+	}
+	if err := schedule.Check(); err != nil {
+		return fmt.Errorf("spool: %v", err)
+	}
+	deadOn, err := parseDeadOn(sc.DeadOn)
+	if err != nil {
+		return fmt.Errorf("spool: dead_on: %v", err)
 	}
 	t := &spoolTarget{to: u, socket: socket}
 	var mod any
@@ -226,21 +310,23 @@ func (h *Handler) provisionSpool(ctx caddy.Context, storeMod any) error {
 	if t.transport, ok = mod.(http.RoundTripper); !ok {
 		return fmt.Errorf("spool: transport module %T is not an HTTP transport", mod)
 	}
-	maxAttempts := cmpPositive(sc.MaxAttempts, DefaultSpoolMaxAttempts)
 	t.maxAge = time.Duration(cmpPositive(sc.MaxAge, caddy.Duration(DefaultSpoolMaxAge)))
-	timeout := time.Duration(cmpPositive(sc.Timeout, caddy.Duration(DefaultSpoolTimeout)))
 	scope, logger := h.scope, h.logger
-	t.target = &dedupe.SpoolTarget{
+	t.target = &spool.Target{
+		Key:         h.Provider + "/" + scope + "/" + cmp.Or(sc.Name, sc.To),
+		Scope:       scope,
 		Deliver:     t.deliver,
-		MaxAttempts: maxAttempts,
+		MaxAttempts: sc.MaxAttempts,
 		MaxAge:      t.maxAge,
-		Timeout:     timeout,
+		Timeout:     time.Duration(cmpPositive(sc.Timeout, caddy.Duration(DefaultSpoolTimeout))),
 		Concurrency: cmpPositive(sc.Concurrency, DefaultSpoolConcurrency),
 		Window:      h.window,
-		OnAttempt: func(rec *dedupe.SpoolRecord, a dedupe.Attempt) {
+		Schedule:    schedule,
+		DeadOn:      deadOn,
+		OnAttempt: func(rec *spool.Record, a spool.Attempt) {
 			result := deliveryDelivered
 			switch {
-			case a.Err != nil:
+			case a.Err != nil && a.Status == 0:
 				result = deliveryError
 			case !a.Delivered():
 				result = deliveryRefused
@@ -248,37 +334,35 @@ func (h *Handler) provisionSpool(ctx caddy.Context, storeMod any) error {
 			deliveryAttempts.WithLabelValues(scope, result).Inc()
 			if a.Delivered() {
 				logger.Info("spooled webhook delivered",
-					zap.String("scope", scope), zap.Uint64("id", rec.Seq), zap.String("provider", rec.Provider),
+					zap.String("scope", scope), zap.Uint64("id", rec.ID), zap.String("provider", rec.Provider),
 					zap.String("event_id", rec.EventID), zap.String("event_type", rec.EventType),
 					zap.Int("attempt", rec.Attempts), zap.Int("status", a.Status))
 				return
 			}
 			logger.Warn("spooled webhook delivery failed",
-				zap.String("scope", scope), zap.Uint64("id", rec.Seq), zap.String("provider", rec.Provider),
+				zap.String("scope", scope), zap.Uint64("id", rec.ID), zap.String("provider", rec.Provider),
 				zap.String("event_id", rec.EventID), zap.String("event_type", rec.EventType),
 				zap.Int("attempt", rec.Attempts), zap.String("result", result), zap.Int("status", a.Status),
-				zap.String("error", errText(a.Err)), zap.Time("next_attempt_at", rec.NextAt),
+				zap.String("error", rec.LastError), zap.Time("next_attempt_at", rec.NextAt),
 				zap.Bool("dead", rec.NextAt.IsZero()))
 		},
-		OnDead: func(rec dedupe.SpoolRecord) {
+		OnDead: func(rec spool.Record) {
 			spoolDeadTotal.WithLabelValues(scope).Inc()
 			logger.Error("spooled webhook is dead",
-				zap.String("scope", scope), zap.Uint64("id", rec.Seq), zap.String("provider", rec.Provider),
+				zap.String("scope", scope), zap.Uint64("id", rec.ID), zap.String("provider", rec.Provider),
 				zap.String("event_id", rec.EventID), zap.String("event_type", rec.EventType),
 				zap.Int("attempts", rec.Attempts), zap.String("last_error", rec.LastError),
-				zap.String("hint", "out of attempts or max_age; kept until retried or discarded: caddy webhook-guard spool list --state dead"))
+				zap.String("hint", "out of attempts or max_age, or refused for good (dead_on); kept until retried or discarded: caddy webhook-guard spool list --state dead"))
 		},
-		OnError: func(rec *dedupe.SpoolRecord, err error) {
-			logger.Error("spool: the result of a delivery attempt could not be written to the ledger; the event stays due",
-				zap.String("scope", scope), zap.Uint64("id", rec.Seq), zap.String("event_id", rec.EventID), zap.Error(err))
+		OnError: func(rec *spool.Record, err error) {
+			logger.Error("spool: the result of a delivery attempt could not be stored; the event stays due",
+				zap.String("scope", scope), zap.Uint64("id", rec.ID), zap.String("event_id", rec.EventID), zap.Error(err))
 		},
 	}
-	w, err := fs.spoolWorker()
-	if err != nil {
+	if t.sp, err = ss.spoolOf(); err != nil {
 		return fmt.Errorf("spool: %v", err)
 	}
-	t.worker, t.ledger = w, w.File()
-	t.unreg = w.Register(scope, t.target)
+	t.unreg = t.sp.Register(t.target)
 	h.spool = t
 	return nil
 }
@@ -291,14 +375,7 @@ func cmpPositive[T int | caddy.Duration](v, def T) T {
 	return def
 }
 
-func errText(err error) string {
-	if err == nil {
-		return ""
-	}
-	return err.Error()
-}
-
-// cleanupSpool unregisters the handler's target, if it is still the scope's.
+// cleanupSpool unregisters the handler's target, if it is still the key's.
 func (h *Handler) cleanupSpool() {
 	if h.spool != nil && h.spool.unreg != nil {
 		h.spool.unreg()
@@ -316,7 +393,7 @@ const dialInfoCtxKey caddy.CtxKey = "reverse_proxy.dial_info"
 const maxBackendAnswer = 64 << 10
 
 // deliver makes one delivery attempt of rec to the backend.
-func (t *spoolTarget) deliver(ctx context.Context, rec *dedupe.SpoolRecord, attempt int) dedupe.Attempt {
+func (t *spoolTarget) deliver(ctx context.Context, rec *spool.Record, attempt int) spool.Attempt {
 	u := &url.URL{Scheme: "http", Host: "localhost", Path: rec.Path, RawQuery: rec.Query}
 	if t.to != nil {
 		u.Scheme, u.Host = t.to.Scheme, t.to.Host
@@ -331,32 +408,50 @@ func (t *spoolTarget) deliver(ctx context.Context, rec *dedupe.SpoolRecord, atte
 	if t.socket != "" {
 		ctx = context.WithValue(ctx, dialInfoCtxKey, reverseproxy.DialInfo{Network: "unix", Address: t.socket})
 	}
-	method := rec.Method
-	if method == "" {
-		method = http.MethodPost
-	}
+	method := cmp.Or(rec.Method, http.MethodPost)
 	req, err := http.NewRequestWithContext(ctx, method, u.String(), bytes.NewReader(rec.Body))
 	if err != nil {
-		return dedupe.Attempt{Err: err}
+		return spool.Attempt{Err: err}
 	}
 	for name, values := range rec.Header {
 		req.Header[name] = append([]string(nil), values...)
 	}
-	req.Header.Set(eventIDHeader, rec.EventID)
-	req.Header.Set(attemptHeader, strconv.Itoa(attempt))
+	req.Header.Set(spoolapi.EventIDHeader, rec.EventID)
+	req.Header.Set(spoolapi.AttemptHeader, strconv.Itoa(attempt))
+	// As reverse_proxy does: the verified client, and the original
+	// request's host and scheme.
+	if rec.ClientIP != "" {
+		req.Header.Set("X-Forwarded-For", rec.ClientIP)
+	}
+	if rec.Host != "" {
+		req.Header.Set("X-Forwarded-Host", rec.Host)
+	}
+	if rec.Proto != "" {
+		req.Header.Set("X-Forwarded-Proto", rec.Proto)
+	}
 	if _, ok := req.Header["User-Agent"]; !ok {
 		req.Header.Set("User-Agent", "") // not Go's default
 	}
 	req.ContentLength = int64(len(rec.Body))
 	resp, err := t.transport.RoundTrip(req)
 	if err != nil {
-		return dedupe.Attempt{Err: err}
+		return spool.Attempt{Err: err}
 	}
+	defer resp.Body.Close()
+	a := spool.Attempt{Status: resp.StatusCode}
+	answer := make([]byte, spool.MaxAnswer)
+	n, _ := io.ReadFull(resp.Body, answer)
 	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, maxBackendAnswer))
-	_ = resp.Body.Close()
-	a := dedupe.Attempt{Status: resp.StatusCode}
-	if d, ok := dedupe.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
-		a.RetryAfter = max(d, dedupe.MinRetryAfter)
+	if !a.Delivered() {
+		a.Answer = strings.ToValidUTF8(string(answer[:n]), "?")
+	}
+	if d, ok := spool.ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+		a.RetryAfter = d
+	}
+	if a.Delivered() && resp.Header.Get(spoolapi.OutcomeHeader) == outcomeDuplicate {
+		// The backend is a guard that already has the event: its 200 does
+		// not say the event reached a backend (to points back at a guard).
+		a.Err = errors.New("the backend is a webhook guard that answered 200 duplicate: spool `to` must point at the backend, not at a guard")
 	}
 	return a
 }
@@ -364,10 +459,15 @@ func (t *spoolTarget) deliver(ctx context.Context, rec *dedupe.SpoolRecord, atte
 // hopHeaders are the hop-by-hop headers (RFC 9110 7.6.1), not stored.
 var hopHeaders = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade", "Expect"}
 
+// forwardingHeaders are what a client says of the way its request came:
+// not stored, since a client could forge them; the spool sends its own, from
+// what Caddy verified.
+var forwardingHeaders = []string{"X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "Forwarded", "X-Real-Ip"}
+
 // spoolHeader is the header stored with a spooled event: r's without the
-// hop-by-hop headers and without credentials (Authorization, Cookie and the
-// provider's static credential headers), so that no credential lands in the
-// ledger file.
+// hop-by-hop and forwarding headers and without credentials (Authorization,
+// Cookie and the provider's static credential headers), so that no
+// credential lands in the ledger file.
 func (h *Handler) spoolHeader(r *http.Request) map[string][]string {
 	out := make(map[string][]string, len(r.Header))
 	for name, values := range r.Header {
@@ -380,11 +480,10 @@ func (h *Handler) spoolHeader(r *http.Request) map[string][]string {
 			}
 		}
 	}
-	for _, name := range hopHeaders {
-		delete(out, name)
-	}
-	for _, name := range []string{"Authorization", "Cookie"} {
-		delete(out, name)
+	for _, names := range [][]string{hopHeaders, forwardingHeaders, {"Authorization", "Cookie"}} {
+		for _, name := range names {
+			delete(out, name)
+		}
 	}
 	for _, name := range h.scheme.CredentialHeaders {
 		delete(out, textproto.CanonicalMIMEHeaderKey(name))
@@ -392,15 +491,20 @@ func (h *Handler) spoolHeader(r *http.Request) map[string][]string {
 	return out
 }
 
-// spoolWriteTimeout bounds the wait for an event's ledger write.
+// spoolWriteTimeout bounds the wait for an event's write.
 const spoolWriteTimeout = 30 * time.Second
 
-// spoolEvent stores the verified event, claimed fresh, in the ledger and
-// answers 200 spooled; the worker delivers it.
+// spoolEvent stores the verified event, claimed fresh, and answers 200
+// spooled; the spool delivers it.
 func (d *delivery) spoolEvent(w http.ResponseWriter, body []byte, claim dedupe.Claim) error {
 	h, r := d.h, d.r
 	defer func() { _ = h.store.Release(context.WithoutCancel(r.Context()), claim) }()
-	rec := &dedupe.SpoolRecord{
+	proto := "http"
+	if r.TLS != nil {
+		proto = "https"
+	}
+	rec := &spool.Record{
+		Target:     h.spool.target.Key,
 		Scope:      h.scope,
 		Provider:   h.Provider,
 		EventID:    d.event.ID,
@@ -410,6 +514,8 @@ func (d *delivery) spoolEvent(w http.ResponseWriter, body []byte, claim dedupe.C
 		Path:       r.URL.Path,
 		Query:      r.URL.RawQuery,
 		ClientIP:   d.clientIP,
+		Host:       r.Host,
+		Proto:      proto,
 		Header:     h.spoolHeader(r),
 		Body:       body,
 	}
@@ -419,7 +525,7 @@ func (d *delivery) spoolEvent(w http.ResponseWriter, body []byte, claim dedupe.C
 	// bounded: a stalled disk answers 503.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), spoolWriteTimeout)
 	defer cancel()
-	dup, err := h.spool.ledger.Spool(ctx, claim.Key, rec, h.spool.maxAge+h.window)
+	dup, err := h.spool.sp.Ingest(ctx, claim.Key, rec, h.spool.maxAge+h.window)
 	switch {
 	case errors.Is(err, dedupe.ErrFull):
 		return d.refuse(w, outcomeStoreFull, "spool: %v", err)
@@ -429,150 +535,69 @@ func (d *delivery) spoolEvent(w http.ResponseWriter, body []byte, claim dedupe.C
 		d.drop(w, outcomeDuplicate, "event already accepted")
 		return nil
 	}
-	d.drop(w, outcomeSpooled, "event stored; id %d", rec.Seq)
+	d.drop(w, outcomeSpooled, "event stored; id %d", rec.ID)
 	return nil
 }
 
-// spoolWorker returns the worker of the ledger's spool, starting it (and
-// registering it with the admin API) on the first call. It lives in the
-// pool entry of the ledger, so reloads keep it; it stops when the ledger
-// closes.
-func (s *FileStore) spoolWorker() (*dedupe.SpoolWorker, error) {
+// spoolOf returns the ledger's spool, starting it (and registering it with
+// the admin API) on the first call. It lives in the pool entry of the
+// ledger, so reloads keep it; it stops when the ledger closes.
+func (s *storeHandle) spoolOf() (*spool.Spool, error) {
 	p := s.pooled
-	if p == nil || p.ledger == nil {
-		return nil, errors.New("the file store is not provisioned")
+	if p == nil || p.spoolStore == nil {
+		return nil, errors.New("the store is not provisioned or holds no spool")
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.worker != nil {
-		return p.worker, nil
+	if p.spool != nil {
+		return p.spool, nil
 	}
-	w := dedupe.NewSpoolWorker(p.ledger, spoolGauges())
-	if err := w.Start(); err != nil {
-		return nil, fmt.Errorf("ledger %s: %v", p.ledger.Path(), err)
-	}
-	p.worker = w
-	p.unregisterSpool = registerSpool(&ledgerSpool{w: w})
-	return w, nil
+	sp := spool.New(p.spoolStore, spool.Options{
+		OnCounts: spoolGauges(),
+		OnLeaseError: func(err error) {
+			p.logger().Error("spool: the due events could not be read; retrying", zap.Error(err))
+		},
+	})
+	sp.Start()
+	p.spool = sp
+	p.unregisterSpool = registerSpool(sp)
+	return sp, nil
 }
 
 // spoolGauges returns the function that sets the spool's gauges from the
-// counts of one ledger; a scope that empties is set to 0.
-func spoolGauges() func(map[string]dedupe.SpoolCounts) {
+// counts of one store; a scope that empties is set to 0.
+func spoolGauges() func(map[string]spool.Counts, map[string]bool) {
 	seen := map[string]bool{}
-	return func(counts map[string]dedupe.SpoolCounts) {
+	return func(counts map[string]spool.Counts, paused map[string]bool) {
 		t := time.Now()
 		for scope := range seen {
 			if _, ok := counts[scope]; !ok {
-				spoolEvents.WithLabelValues(scope, spoolPending).Set(0)
-				spoolEvents.WithLabelValues(scope, spoolDead).Set(0)
+				for _, state := range []spool.State{spool.Pending, spool.Dead, spool.Discarded} {
+					spoolEvents.WithLabelValues(scope, string(state)).Set(0)
+				}
 				spoolOldestPending.WithLabelValues(scope).Set(0)
 			}
+			if !paused[scope] {
+				spoolPaused.WithLabelValues(scope).Set(0)
+			}
+		}
+		for scope := range paused {
+			seen[scope] = true
+			spoolPaused.WithLabelValues(scope).Set(1)
 		}
 		for scope, c := range counts {
 			seen[scope] = true
-			spoolEvents.WithLabelValues(scope, spoolPending).Set(float64(c.Pending))
-			spoolEvents.WithLabelValues(scope, spoolDead).Set(float64(c.Dead))
+			spoolEvents.WithLabelValues(scope, string(spool.Pending)).Set(float64(c.Pending))
+			spoolEvents.WithLabelValues(scope, string(spool.Dead)).Set(float64(c.Dead))
+			spoolEvents.WithLabelValues(scope, string(spool.Discarded)).Set(float64(c.Discarded))
 			age := 0.0
 			if !c.OldestPending.IsZero() {
 				age = max(t.Sub(c.OldestPending).Seconds(), 0)
 			}
 			spoolOldestPending.WithLabelValues(scope).Set(age)
+			if !paused[scope] {
+				spoolPaused.WithLabelValues(scope).Set(0)
+			}
 		}
 	}
 }
-
-// ledgerSpool is the spool of one ledger as the admin API sees it.
-type ledgerSpool struct {
-	w *dedupe.SpoolWorker
-}
-
-// adminTimeout bounds an admin API call's ledger write.
-const adminTimeout = 30 * time.Second
-
-func adminContext() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), adminTimeout)
-}
-
-// spoolRecord is rec as the admin API shows it.
-func spoolRecord(rec dedupe.SpoolRecord) SpoolRecord {
-	return SpoolRecord{
-		ID: rec.Seq, Scope: rec.Scope, Provider: rec.Provider,
-		EventID: rec.EventID, EventType: rec.EventType, State: rec.State,
-		Attempts: rec.Attempts, ReceivedAt: rec.ReceivedAt, NextAttemptAt: rec.NextAt,
-		LastError: rec.LastError, Method: rec.Method, Path: rec.Path, Query: rec.Query,
-		ClientIP: rec.ClientIP, Header: http.Header(rec.Header), Body: rec.Body,
-	}
-}
-
-// List implements spoolOperator.
-func (l *ledgerSpool) List(state, scope string) ([]SpoolRecord, error) {
-	recs, err := l.w.File().SpoolList(state, scope)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]SpoolRecord, len(recs))
-	for i, rec := range recs {
-		out[i] = spoolRecord(rec)
-		out[i].Header = nil
-	}
-	return out, nil
-}
-
-// Get implements spoolOperator.
-func (l *ledgerSpool) Get(id uint64) (SpoolRecord, bool, error) {
-	rec, ok, err := l.w.File().SpoolGet(id)
-	if err != nil || !ok {
-		return SpoolRecord{}, false, err
-	}
-	return spoolRecord(rec), true, nil
-}
-
-// Retry implements spoolOperator.
-func (l *ledgerSpool) Retry(id uint64) (bool, error) {
-	ctx, cancel := adminContext()
-	defer cancel()
-	err := l.w.Retry(ctx, id)
-	if errors.Is(err, dedupe.ErrNoSpool) {
-		return false, nil
-	}
-	return err == nil, err
-}
-
-// RetryAll implements spoolOperator.
-func (l *ledgerSpool) RetryAll(state, scope string) (int, error) {
-	ctx, cancel := adminContext()
-	defer cancel()
-	return l.w.RetryAll(ctx, state, scope)
-}
-
-// Discard implements spoolOperator.
-func (l *ledgerSpool) Discard(id uint64) (SpoolRecord, bool, error) {
-	ctx, cancel := adminContext()
-	defer cancel()
-	rec, err := l.w.Discard(ctx, id)
-	if errors.Is(err, dedupe.ErrNoSpool) {
-		return SpoolRecord{}, false, nil
-	}
-	if err != nil {
-		return SpoolRecord{}, false, err
-	}
-	return spoolRecord(rec), true, nil
-}
-
-// Pause implements spoolOperator.
-func (l *ledgerSpool) Pause(scope string) error {
-	ctx, cancel := adminContext()
-	defer cancel()
-	return l.w.Pause(ctx, scope, true)
-}
-
-// Resume implements spoolOperator.
-func (l *ledgerSpool) Resume(scope string) error {
-	ctx, cancel := adminContext()
-	defer cancel()
-	return l.w.Pause(ctx, scope, false)
-}
-
-// Interface guard
-var _ spoolOperator = (*ledgerSpool)(nil)

@@ -4,7 +4,7 @@ import "github.com/prometheus/client_golang/prometheus"
 
 // The spool's collectors, registered with the handler's in registerMetrics.
 // Their labels stay bounded: scope is a configured name, state one of
-// spoolPending and spoolDead, result one of the delivery results below.
+// pending, dead or discarded, result one of the delivery results below.
 var (
 	// spoolEvents is how many events the spool holds, by scope and state;
 	// the spool sets it when an event is spooled, delivered, dies, is
@@ -13,7 +13,7 @@ var (
 		Namespace: "caddy",
 		Subsystem: "webhook_guard",
 		Name:      "spool_events",
-		Help:      "Events held by the spool, by scope and state (pending, dead).",
+		Help:      "Events held by the spool, by scope and state (pending, dead, discarded).",
 	}, []string{"scope", "state"})
 	// spoolOldestPending is the age of the oldest pending event of a scope,
 	// 0 when none is pending: how far behind delivery is.
@@ -22,6 +22,13 @@ var (
 		Subsystem: "webhook_guard",
 		Name:      "spool_oldest_pending_seconds",
 		Help:      "Age in seconds of the oldest pending event of the spool, by scope; 0 when none is pending.",
+	}, []string{"scope"})
+	// spoolPaused is 1 while a scope's deliveries are paused.
+	spoolPaused = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "caddy",
+		Subsystem: "webhook_guard",
+		Name:      "spool_paused",
+		Help:      "1 while an operator holds the deliveries of a scope (spool pause), else 0.",
 	}, []string{"scope"})
 	// deliveryAttempts counts the spool's delivery attempts by scope and
 	// result.

@@ -25,7 +25,7 @@ func TestSpoolMetricsRegistered(t *testing.T) {
 
 	const scope = "metrics-test"
 	t.Cleanup(func() {
-		for _, state := range []string{spoolPending, spoolDead} {
+		for _, state := range []string{"pending", "dead"} {
 			spoolEvents.DeleteLabelValues(scope, state)
 		}
 		spoolOldestPending.DeleteLabelValues(scope)
@@ -33,9 +33,11 @@ func TestSpoolMetricsRegistered(t *testing.T) {
 			deliveryAttempts.DeleteLabelValues(scope, r)
 		}
 		spoolDeadTotal.DeleteLabelValues(scope)
+		spoolPaused.DeleteLabelValues(scope)
 	})
-	spoolEvents.WithLabelValues(scope, spoolPending).Set(3)
-	spoolEvents.WithLabelValues(scope, spoolDead).Set(1)
+	spoolPaused.WithLabelValues(scope).Set(1)
+	spoolEvents.WithLabelValues(scope, "pending").Set(3)
+	spoolEvents.WithLabelValues(scope, "dead").Set(1)
 	spoolOldestPending.WithLabelValues(scope).Set(42.5)
 	deliveryAttempts.WithLabelValues(scope, deliveryDelivered).Add(5)
 	deliveryAttempts.WithLabelValues(scope, deliveryRefused).Add(2)
@@ -51,13 +53,16 @@ caddy_webhook_guard_delivery_attempts_total{result="refused",scope="metrics-test
 # HELP caddy_webhook_guard_spool_dead_total Spooled events that ran out of attempts or age and are kept as dead, by scope.
 # TYPE caddy_webhook_guard_spool_dead_total counter
 caddy_webhook_guard_spool_dead_total{scope="metrics-test"} 1
-# HELP caddy_webhook_guard_spool_events Events held by the spool, by scope and state (pending, dead).
+# HELP caddy_webhook_guard_spool_events Events held by the spool, by scope and state (pending, dead, discarded).
 # TYPE caddy_webhook_guard_spool_events gauge
 caddy_webhook_guard_spool_events{scope="metrics-test",state="dead"} 1
 caddy_webhook_guard_spool_events{scope="metrics-test",state="pending"} 3
 # HELP caddy_webhook_guard_spool_oldest_pending_seconds Age in seconds of the oldest pending event of the spool, by scope; 0 when none is pending.
 # TYPE caddy_webhook_guard_spool_oldest_pending_seconds gauge
 caddy_webhook_guard_spool_oldest_pending_seconds{scope="metrics-test"} 42.5
+# HELP caddy_webhook_guard_spool_paused 1 while an operator holds the deliveries of a scope (spool pause), else 0.
+# TYPE caddy_webhook_guard_spool_paused gauge
+caddy_webhook_guard_spool_paused{scope="metrics-test"} 1
 `
 	// As the admin endpoint's /metrics serves them (text format), the
 	// spool's families only.
@@ -65,7 +70,7 @@ caddy_webhook_guard_spool_oldest_pending_seconds{scope="metrics-test"} 42.5
 	promhttp.HandlerFor(reg, promhttp.HandlerOpts{}).ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	var got strings.Builder
 	for line := range strings.Lines(rec.Body.String()) {
-		for _, name := range []string{"spool_events", "spool_oldest_pending_seconds", "delivery_attempts_total", "spool_dead_total"} {
+		for _, name := range []string{"spool_events", "spool_oldest_pending_seconds", "delivery_attempts_total", "spool_dead_total", "spool_paused"} {
 			if strings.Contains(line, "caddy_webhook_guard_"+name+"{") || strings.Contains(line, "caddy_webhook_guard_"+name+" ") {
 				got.WriteString(line)
 				break

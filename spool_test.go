@@ -14,6 +14,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 
+	"github.com/hookguard/caddy-webhook-guard/internal/spoolapi"
 	"github.com/hookguard/caddy-webhook-guard/verify"
 )
 
@@ -142,7 +143,7 @@ func TestSpoolDeliversToUnixSocket(t *testing.T) {
 	if d.method != http.MethodPost || d.path != "/hooks" || d.body != body {
 		t.Fatalf("delivery %+v", d)
 	}
-	if d.header.Get(eventIDHeader) != "evt_unix" || d.header.Get(attemptHeader) != "1" ||
+	if d.header.Get(spoolapi.EventIDHeader) != "evt_unix" || d.header.Get(spoolapi.AttemptHeader) != "1" ||
 		d.header.Get("Content-Type") != "application/json" || d.header.Get("X-Ivy-Signature") != hdr.Get("X-Ivy-Signature") {
 		t.Fatalf("delivery headers %v", d.header)
 	}
@@ -186,8 +187,8 @@ func TestSpoolTargetSurvivesReload(t *testing.T) {
 	t.Cleanup(srv.Close)
 	old := spoolGuardIn(t, dir, &SpoolConfig{To: srv.URL})
 	h := spoolGuardIn(t, dir, &SpoolConfig{To: srv.URL + "/new"})
-	if old.spool.worker != h.spool.worker {
-		t.Fatal("two workers for one ledger")
+	if old.spool.sp != h.spool.sp {
+		t.Fatal("two spools for one ledger")
 	}
 	old.Cleanup()
 	body := `{"id":"evt_reload","type":"payment.succeeded"}`

@@ -19,6 +19,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/hookguard/caddy-webhook-guard/dedupe"
+	"github.com/hookguard/caddy-webhook-guard/ledger"
+	"github.com/hookguard/caddy-webhook-guard/spool"
 )
 
 func init() {
@@ -56,17 +58,16 @@ var stores = caddy.NewUsagePool()
 // logging, not that of the configuration which first opened the store.
 type pooledStore struct {
 	dedupe.Store
-	kind  string // file, memory or redis
 	close func() error
-	// ledger is the file store's ledger (kind file), for the spool.
-	ledger *dedupe.File
+	// spoolStore is the store's spool.Store (the file store's ledger), nil
+	// for a store that cannot hold a spool.
+	spoolStore spool.Store
 
 	mu    sync.Mutex
 	users []storeUser // oldest first
-	// worker delivers the ledger's spool, started by the first handler
-	// with a spool block (spool.go); unregisterSpool takes it off the
-	// admin API.
-	worker          *dedupe.SpoolWorker
+	// spool delivers the store's spool, started by the first handler with
+	// a spool block (spool.go); unregisterSpool takes it off the admin API.
+	spool           *spool.Spool
 	unregisterSpool func()
 }
 
@@ -80,14 +81,14 @@ type storeUser struct {
 // stopping the spool's worker.
 func (p *pooledStore) Destruct() error {
 	p.mu.Lock()
-	w, unregister := p.worker, p.unregisterSpool
-	p.worker, p.unregisterSpool = nil, nil
+	sp, unregister := p.spool, p.unregisterSpool
+	p.spool, p.unregisterSpool = nil, nil
 	p.mu.Unlock()
 	if unregister != nil {
 		unregister()
 	}
-	if w != nil {
-		w.Stop()
+	if sp != nil {
+		sp.Stop()
 	}
 	if p.close == nil {
 		return nil
@@ -138,7 +139,7 @@ func (s *storeHandle) ReplayStore() (dedupe.Store, time.Duration) { return s.poo
 // open finds the store under key in the pool or opens it.
 // open is given the pool entry being built, so that the store's callbacks
 // can log through its newest user.
-func (s *storeHandle) open(ctx caddy.Context, kind, key string, open func(p *pooledStore) (dedupe.Store, func() error, error)) error {
+func (s *storeHandle) open(ctx caddy.Context, key string, open func(p *pooledStore) (dedupe.Store, func() error, error)) error {
 	lease := time.Duration(s.Lease)
 	if lease == 0 {
 		lease = defaultLease
@@ -147,7 +148,7 @@ func (s *storeHandle) open(ctx caddy.Context, kind, key string, open func(p *poo
 		return fmt.Errorf("lease: must be at least %v", minDuration)
 	}
 	val, _, err := stores.LoadOrNew(key, func() (caddy.Destructor, error) {
-		p := &pooledStore{kind: kind}
+		p := &pooledStore{}
 		st, closeFn, err := open(p)
 		if err != nil {
 			return nil, err
@@ -204,6 +205,13 @@ func (s *storeHandle) unmarshalBlock(d *caddyfile.Dispenser, kind string, maxEve
 // redis stores.
 const cacheItems = 1 << 16
 
+// cached puts the cache of delivered answers in front of s; closing it
+// frees the cache and closes s.
+func cached(s dedupe.Store) (dedupe.Store, func() error, error) {
+	c := dedupe.NewCached(s, cacheItems, nil)
+	return c, c.(interface{ Close() error }).Close, nil
+}
+
 // FileStore is the default replay store: a bbolt ledger on disk, one file
 // per Caddy instance, that survives restarts and crashes. A delivered event
 // is on disk (fsynced) before the provider gets its answer.
@@ -255,13 +263,13 @@ func (s *FileStore) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("store file %s: %v", path, err)
 	}
-	return s.open(ctx, "file", "file:"+abs, func(p *pooledStore) (dedupe.Store, func() error, error) {
-		f, err := dedupe.OpenFile(dedupe.FileConfig{Path: abs, MaxEvents: s.MaxEvents, MaxSize: s.MaxSize})
+	return s.open(ctx, "file:"+abs, func(p *pooledStore) (dedupe.Store, func() error, error) {
+		l, err := ledger.Open(ledger.Config{Path: abs, MaxEvents: s.MaxEvents, MaxSize: s.MaxSize})
 		if err != nil {
 			return nil, nil, fmt.Errorf("store file: %w", err)
 		}
-		p.ledger = f
-		return dedupe.NewCached(f, cacheItems), f.Close, nil
+		p.spoolStore = l
+		return cached(l)
 	})
 }
 
@@ -302,7 +310,7 @@ func (s *MemoryStore) Provision(ctx caddy.Context) error {
 	if s.MaxEvents < 0 {
 		return errors.New("store memory: max_events must be positive")
 	}
-	return s.open(ctx, "memory", "memory/"+strconv.FormatInt(s.MaxEvents, 10), func(*pooledStore) (dedupe.Store, func() error, error) {
+	return s.open(ctx, "memory/"+strconv.FormatInt(s.MaxEvents, 10), func(*pooledStore) (dedupe.Store, func() error, error) {
 		m, err := dedupe.NewMemory(dedupe.MemoryConfig{MaxEvents: s.MaxEvents})
 		if err != nil {
 			return nil, nil, fmt.Errorf("store memory: %v", err)
@@ -363,7 +371,7 @@ func (s *RedisStore) Provision(ctx caddy.Context) error {
 	// The pool key holds a digest of the URL, which may carry a password.
 	digest := sha256.Sum256([]byte(u + "\x00" + s.Prefix + "\x00" + strconv.FormatInt(s.MaxEvents, 10)))
 	key := "redis/" + hex.EncodeToString(digest[:])
-	return s.open(ctx, "redis", key, func(p *pooledStore) (dedupe.Store, func() error, error) {
+	return s.open(ctx, key, func(p *pooledStore) (dedupe.Store, func() error, error) {
 		r, err := dedupe.NewRedis(dedupe.RedisConfig{
 			URL: u, Prefix: s.Prefix, MaxEvents: s.MaxEvents,
 			OnEvictingPolicy: func(policy string) {
@@ -374,7 +382,7 @@ func (s *RedisStore) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return nil, nil, fmt.Errorf("store redis: %v", err)
 		}
-		return dedupe.NewCached(r, cacheItems), r.Close, nil
+		return cached(r)
 	})
 }
 

@@ -28,14 +28,14 @@ type cachedUsage struct{ *Cached }
 func (c cachedUsage) Usage() (remembered, capacity int64) { return c.inner.(Usage).Usage() }
 
 // NewCached puts a cache of up to maxItems delivered answers (default
-// DefaultCacheItems) in front of s. The result implements Usage if s does,
-// and its Close closes s if s has a Close method.
-func NewCached(s Store, maxItems int64) Store {
-	return newCached(s, maxItems, time.Now)
-}
-
-// newCached is NewCached with a clock, which tests replace (the store's).
-func newCached(s Store, maxItems int64, clock func() time.Time) Store {
+// DefaultCacheItems) in front of s, whose clock is now (time.Now when nil).
+// The result implements Usage if s does, and its Close frees the cache and
+// closes s if s has a Close method.
+func NewCached(s Store, maxItems int64, now func() time.Time) Store {
+	clock := now
+	if clock == nil {
+		clock = time.Now
+	}
 	if maxItems <= 0 {
 		maxItems = DefaultCacheItems
 	}
@@ -56,14 +56,14 @@ func newCached(s Store, maxItems int64, clock func() time.Time) Store {
 	return c
 }
 
-// windowClaimer is implemented by the stores whose Claim can say when the
-// window of a Delivered id ends (the file, Redis), so that Cached keeps
-// their answers too: a duplicate of an event delivered before a restart, or
-// by another instance, reaches the store once, then the cache.
-type windowClaimer interface {
-	// claimWindow is Claim, with the end of the window of a Delivered
+// WindowClaimer is implemented by the stores whose Claim can say when the
+// window of a Delivered id ends (the ledger, memory, Redis), so that Cached
+// keeps their answers too: a duplicate of an event delivered before a
+// restart, or by another instance, reaches the store once, then the cache.
+type WindowClaimer interface {
+	// ClaimWindow is Claim, with the end of the window of a Delivered
 	// claim (zero if unknown).
-	claimWindow(ctx context.Context, key string, lease time.Duration) (Claim, time.Time, error)
+	ClaimWindow(ctx context.Context, key string, lease time.Duration) (Claim, time.Time, error)
 }
 
 // Claim implements Store: a key the cache knows as delivered is answered
@@ -74,11 +74,11 @@ func (c *Cached) Claim(ctx context.Context, key string, lease time.Duration) (Cl
 	if end, ok := c.cache.Get(key); ok && now.UnixNano() < end {
 		return Claim{Key: key, State: Delivered}, nil
 	}
-	wc, ok := c.inner.(windowClaimer)
+	wc, ok := c.inner.(WindowClaimer)
 	if !ok {
 		return c.inner.Claim(ctx, key, lease)
 	}
-	cl, until, err := wc.claimWindow(ctx, key, lease)
+	cl, until, err := wc.ClaimWindow(ctx, key, lease)
 	if err == nil && cl.State == Delivered && until.After(now) {
 		c.cache.SetWithTTL(key, until.UnixNano(), 1, until.Sub(now))
 	}
@@ -103,9 +103,6 @@ func (c *Cached) Release(ctx context.Context, cl Claim) error { return c.inner.R
 func (c *Cached) Renew(ctx context.Context, cl Claim, lease time.Duration) error {
 	return c.inner.Renew(ctx, cl, lease)
 }
-
-// Store returns the store behind the cache.
-func (c *Cached) Store() Store { return c.inner }
 
 // Close frees the cache and closes the store if it has a Close method.
 func (c *Cached) Close() error {

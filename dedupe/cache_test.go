@@ -2,7 +2,6 @@ package dedupe
 
 import (
 	"context"
-	"strconv"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,18 +18,18 @@ func (s *countingStore) Claim(ctx context.Context, key string, lease time.Durati
 	return s.Store.Claim(ctx, key, lease)
 }
 
-func (s *countingStore) claimWindow(ctx context.Context, key string, lease time.Duration) (Claim, time.Time, error) {
+func (s *countingStore) ClaimWindow(ctx context.Context, key string, lease time.Duration) (Claim, time.Time, error) {
 	s.claims.Add(1)
-	return s.Store.(windowClaimer).claimWindow(ctx, key, lease)
+	return s.Store.(WindowClaimer).ClaimWindow(ctx, key, lease)
 }
 
 // A duplicate of a committed event is answered from the cache, without a
 // claim reaching the store; anything else reaches the store.
 func TestCachedAnswersDeliveredFromCache(t *testing.T) {
 	ctx := context.Background()
-	f, clock := newTestFile(t, FileConfig{})
+	f, clock := newTestMemory(t, MemoryConfig{})
 	inner := &countingStore{Store: f}
-	s := newCached(inner, 1000, clock.now).(*Cached)
+	s := NewCached(inner, 1000, clock.now).(*Cached)
 
 	c := mustClaim(t, s, "k", time.Minute, Fresh)
 	mustClaim(t, s, "k", time.Minute, InFlight)
@@ -98,11 +97,19 @@ func TestCachedAnswersDeliveredFromCache(t *testing.T) {
 	mustClaim(t, s, "k3", time.Minute, Fresh)
 }
 
+// closeCounter counts the calls of Close.
+type closeCounter struct {
+	Store
+	closed atomic.Int64
+}
+
+func (c *closeCounter) Close() error { c.closed.Add(1); return nil }
+
 // NewCached forwards Usage only for a store that has it, and Close to the
 // store.
 func TestCachedForwardsUsageAndClose(t *testing.T) {
-	f, _ := newTestFile(t, FileConfig{MaxEvents: 42})
-	s := NewCached(f, 0)
+	f, _ := newTestMemory(t, MemoryConfig{MaxEvents: 42})
+	s := NewCached(f, 0, nil)
 	u, ok := s.(Usage)
 	if !ok {
 		t.Fatal("cached file store does not implement Usage")
@@ -111,14 +118,15 @@ func TestCachedForwardsUsageAndClose(t *testing.T) {
 	if n, c := u.Usage(); n != 1 || c != 42 {
 		t.Fatalf("Usage() = %d, %d; want 1, 42", n, c)
 	}
-	if err := s.(interface{ Close() error }).Close(); err != nil {
+	cc := &closeCounter{Store: f}
+	if err := NewCached(cc, 0, nil).(interface{ Close() error }).Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := f.Claim(context.Background(), "k2", time.Minute); err == nil {
-		t.Fatal("the file store is still open after the cache's Close")
+	if n := cc.closed.Load(); n != 1 {
+		t.Fatalf("the cache's Close closed the store %d times, want 1", n)
 	}
 
-	if _, ok := NewCached(struct{ Store }{f}, 0).(Usage); ok {
+	if _, ok := NewCached(struct{ Store }{f}, 0, nil).(Usage); ok {
 		t.Fatal("a cache in front of a store without Usage implements Usage")
 	}
 }
@@ -130,7 +138,7 @@ func TestCachedRedisLearnsOtherInstances(t *testing.T) {
 	ctx := context.Background()
 	a := newTestRedis(t, srv.URL())
 	b := &countingStore{Store: newTestRedis(t, srv.URL())}
-	cached := NewCached(b, 100).(*Cached)
+	cached := NewCached(b, 100, nil).(*Cached)
 	c := mustClaim(t, a, "evt", time.Minute, Fresh)
 	mustClaim(t, cached, "evt", time.Minute, InFlight)
 	if err := a.Commit(ctx, c, time.Hour); err != nil {
@@ -148,15 +156,4 @@ func TestCachedRedisLearnsOtherInstances(t *testing.T) {
 	if !ok || ttl <= 59*time.Minute || ttl > time.Hour+time.Second {
 		t.Fatalf("cache TTL %v (%v), want the hour Redis has left", ttl, ok)
 	}
-}
-
-func TestCachedRedisContract(t *testing.T) {
-	t.Parallel()
-	srv := startRedis(t)
-	var n atomic.Int64
-	testStoreContract(t, 500*time.Millisecond, func(t *testing.T, maxEvents int64) contractStore {
-		prefix := "cached" + strconv.FormatInt(n.Add(1), 10) + ":"
-		s := newTestRedisWith(t, RedisConfig{URL: srv.URL(), Prefix: prefix, MaxEvents: maxEvents})
-		return contractStore{Store: NewCached(s, 1000), advance: time.Sleep}
-	})
 }

@@ -100,41 +100,54 @@ func (s *Memory) shard(key string) *memoryShard {
 }
 
 // Claim implements Store.
-func (s *Memory) Claim(_ context.Context, key string, lease time.Duration) (Claim, error) {
-	if lease <= 0 {
-		return Claim{Key: key, State: InFlight}, fmt.Errorf("dedupe: lease must be positive, got %v", lease)
-	}
-	c, full := s.claim(key, lease)
-	if full && s.sweep() > 0 {
-		c, full = s.claim(key, lease)
-	}
-	if full {
-		return c, fmt.Errorf("%w: %d ids remembered or in flight, max_events %d", ErrFull, s.used.Load(), s.capacity)
-	}
-	return c, nil
+func (s *Memory) Claim(ctx context.Context, key string, lease time.Duration) (Claim, error) {
+	c, _, err := s.ClaimWindow(ctx, key, lease)
+	return c, err
 }
 
-// claim is one attempt of Claim; full says the store had no room.
-func (s *Memory) claim(key string, lease time.Duration) (c Claim, full bool) {
+// ClaimWindow implements WindowClaimer. At capacity it sweeps the expired
+// ids and tries again: whoever's sweep freed room, a claim goes through
+// while the store holds fewer than max_events ids.
+func (s *Memory) ClaimWindow(_ context.Context, key string, lease time.Duration) (Claim, time.Time, error) {
+	if lease <= 0 {
+		return Claim{Key: key, State: InFlight}, time.Time{}, fmt.Errorf("dedupe: lease must be positive, got %v", lease)
+	}
+	c, until, full := s.claim(key, lease)
+	if full {
+		s.sweep()
+		c, until, full = s.claim(key, lease)
+	}
+	if full {
+		return c, time.Time{}, fmt.Errorf("%w: %d ids remembered or in flight, max_events %d", ErrFull, s.used.Load(), s.capacity)
+	}
+	return c, until, nil
+}
+
+// claim is one attempt of Claim; full says the store had no room, until is
+// the end of the window of a Delivered claim.
+func (s *Memory) claim(key string, lease time.Duration) (c Claim, until time.Time, full bool) {
 	sh := s.shard(key)
 	t := s.now()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if e, ok := sh.m[key]; ok {
 		if t.Before(e.expires) {
-			return Claim{Key: key, State: e.state}, false
+			if e.state == Delivered {
+				until = e.expires
+			}
+			return Claim{Key: key, State: e.state}, until, false
 		}
 		delete(sh.m, key)
 		s.used.Add(-1)
 	}
-	if !reserve(&s.used, s.capacity) {
-		return Claim{Key: key, State: InFlight}, true
+	if !Reserve(&s.used, s.capacity) {
+		return Claim{Key: key, State: InFlight}, time.Time{}, true
 	}
 	token := strconv.FormatUint(s.tokens.Add(1), 36)
 	e := memoryEntry{state: InFlight, token: token, expires: t.Add(lease)}
 	sh.m[key] = e
 	lowerTo(&s.soonest, e.expires.UnixNano())
-	return Claim{Key: key, State: Fresh, Token: token}, false
+	return Claim{Key: key, State: Fresh, Token: token}, time.Time{}, false
 }
 
 // Commit implements Store. The event is recorded delivered whether or not
@@ -254,8 +267,9 @@ func (s *Memory) Close() error {
 // maxNanos is the "no expiry known" value of an expiry in unix nanoseconds.
 const maxNanos = int64(^uint64(0) >> 1)
 
-// reserve takes one place of capacity in used, if there is one left.
-func reserve(used *atomic.Int64, capacity int64) bool {
+// Reserve takes one place of capacity (0: no limit) in used, if there is
+// one left: the capacity check of the stores that count their ids.
+func Reserve(used *atomic.Int64, capacity int64) bool {
 	for {
 		n := used.Load()
 		if capacity > 0 && n >= capacity {
@@ -278,6 +292,7 @@ func lowerTo(v *atomic.Int64, x int64) {
 }
 
 var (
-	_ Store = (*Memory)(nil)
-	_ Usage = (*Memory)(nil)
+	_ Store         = (*Memory)(nil)
+	_ WindowClaimer = (*Memory)(nil)
+	_ Usage         = (*Memory)(nil)
 )

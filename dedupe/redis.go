@@ -292,12 +292,12 @@ func (s *Redis) keys(key string) []string {
 // never Fresh (the zero State), so that a caller who overlooks the error
 // still does not forward the event.
 func (s *Redis) Claim(ctx context.Context, key string, lease time.Duration) (Claim, error) {
-	c, _, err := s.claimWindow(ctx, key, lease)
+	c, _, err := s.ClaimWindow(ctx, key, lease)
 	return c, err
 }
 
-// claimWindow implements windowClaimer.
-func (s *Redis) claimWindow(ctx context.Context, key string, lease time.Duration) (Claim, time.Time, error) {
+// ClaimWindow implements WindowClaimer.
+func (s *Redis) ClaimWindow(ctx context.Context, key string, lease time.Duration) (Claim, time.Time, error) {
 	failed := Claim{Key: key, State: InFlight}
 	ms, err := redisMillis("lease", lease)
 	if err != nil {

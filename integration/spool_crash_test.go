@@ -453,22 +453,34 @@ type crashListed struct {
 	LastError string `json:"last_error"`
 }
 
-// crashSpoolList is GET /webhook_guard/spool[?state=] on g's admin endpoint.
+// crashSpoolList is GET /webhook_guard/spool[?state=] on g's admin endpoint,
+// every page.
 func crashSpoolList(t *testing.T, g *guard, state string) []crashListed {
 	t.Helper()
-	path := "/webhook_guard/spool"
-	if state != "" {
-		path += "?state=" + state
-	}
-	status, body := g.AdminGet(t, path)
-	if status != http.StatusOK {
-		t.Fatalf("GET %s: status %d: %s", path, status, body)
-	}
 	var out []crashListed
-	if err := json.Unmarshal(body, &out); err != nil {
-		t.Fatalf("GET %s: %v: %s", path, err, body)
+	after := ""
+	for {
+		path := "/webhook_guard/spool?limit=1000" + after
+		if state != "" {
+			path += "&state=" + state
+		}
+		status, body := g.AdminGet(t, path)
+		if status != http.StatusOK {
+			t.Fatalf("GET %s: status %d: %s", path, status, body)
+		}
+		var page struct {
+			Events []crashListed `json:"events"`
+			Next   string        `json:"next"`
+		}
+		if err := json.Unmarshal(body, &page); err != nil {
+			t.Fatalf("GET %s: %v: %s", path, err, body)
+		}
+		out = append(out, page.Events...)
+		if page.Next == "" {
+			return out
+		}
+		after = "&after=" + page.Next
 	}
-	return out
 }
 
 // checkDeliveries checks every request the upstream received against the events the test

@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"github.com/hookguard/caddy-webhook-guard/internal/spoolapi"
-
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +8,7 @@ import (
 	"maps"
 	"net/http"
 	"net/url"
+	"os/user"
 	"regexp"
 	"slices"
 	"strconv"
@@ -21,6 +20,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
+	"github.com/hookguard/caddy-webhook-guard/internal/spoolapi"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
@@ -45,11 +45,17 @@ Shows and steers the spool of a running Caddy through its admin API
 (/webhook_guard/spool): the events a webhook_guard handler with a spool block
 acknowledged and is delivering, with retries, to its backend.
 
-  caddy webhook-guard spool list [--state pending|dead] [--scope <s>] [--json]
+  caddy webhook-guard spool list [--state pending|dead|discarded] [--scope <s>]
+                                 [--event-id <id>] [--limit <n>] [--after <id>] [--json]
   caddy webhook-guard spool show <id> [--json]
   caddy webhook-guard spool retry <id>              deliver one event now
   caddy webhook-guard spool retry --state dead      deliver every dead event now
-  caddy webhook-guard spool discard <id>            delete one event, undelivered
+  caddy webhook-guard spool discard <id>            set one event aside, undelivered
+                                                    (kept, retryable, until its id
+                                                    is forgotten)
+  caddy webhook-guard spool forget --provider <p> --event-id <id> [--scope <s>]
+                                                    forget an event id: the
+                                                    provider's resend is delivered
   caddy webhook-guard spool pause --scope <s>       hold deliveries; keep accepting
   caddy webhook-guard spool resume --scope <s>
 
@@ -66,19 +72,21 @@ Exit status: 0 on success, 1 on any error.
 // newSpoolCommand is `caddy webhook-guard spool`.
 func newSpoolCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "spool list|show|retry|discard|pause|resume [flags]",
+		Use:   "spool list|show|retry|discard|forget|pause|resume [flags]",
 		Short: "Lists, shows, retries and discards spooled events; pauses and resumes delivery",
 		Long:  cliSpoolLong,
 	}
 	cmd.AddCommand(
-		newSpoolSubcommand("list [--state pending|dead] [--scope <s>] [--json]",
-			"Lists the spooled events", cliSpoolArgs(0, 0), cmdSpoolList, "state", "scope", "json"),
+		newSpoolSubcommand("list [--state pending|dead|discarded] [--scope <s>] [--event-id <id>] [--limit <n>] [--after <id>] [--json]",
+			"Lists the spooled events, newest first, a page at a time", cliSpoolArgs(0, 0), cmdSpoolList, "state", "scope", "event-id", "limit", "after", "json"),
 		newSpoolSubcommand("show <id> [--scope <s>] [--json]",
 			"Shows one event: its request's headers (credentials redacted) and body", cliSpoolArgs(1, 1), cmdSpoolShow, "scope", "json"),
-		newSpoolSubcommand("retry (<id> | --state pending|dead) [--scope <s>]",
+		newSpoolSubcommand("retry (<id> | --state dead|discarded|pending) [--scope <s>]",
 			"Delivers one event, or every event in a state, now", cliSpoolArgs(0, 1), cmdSpoolRetry, "state", "scope"),
 		newSpoolSubcommand("discard <id> [--scope <s>]",
-			"Deletes one event without delivering it (logged by Caddy)", cliSpoolArgs(1, 1), cmdSpoolDiscard, "scope"),
+			"Sets one event aside, undelivered: kept and retryable until its id is forgotten (logged by Caddy)", cliSpoolArgs(1, 1), cmdSpoolDiscard, "scope"),
+		newSpoolSubcommand("forget --provider <p> --event-id <id> [--scope <s>]",
+			"Forgets an event id, so that the provider's resend of it is delivered (logged by Caddy)", cliSpoolArgs(0, 0), cmdSpoolForget, "provider", "event-id", "scope"),
 		newSpoolSubcommand("pause --scope <s>",
 			"Holds the deliveries of a scope; events are still accepted and spooled", cliSpoolArgs(0, 0), cmdSpoolPause, "scope"),
 		newSpoolSubcommand("resume --scope <s>",
@@ -88,7 +96,7 @@ func newSpoolCommand() *cobra.Command {
 		if len(args) == 0 {
 			return cmd.Help()
 		}
-		return fmt.Errorf("unknown spool subcommand %q: use list, show, retry, discard, pause or resume", args[0])
+		return fmt.Errorf("unknown spool subcommand %q: use list, show, retry, discard, forget, pause or resume", args[0])
 	}
 	return cmd
 }
@@ -114,7 +122,11 @@ func cliSpoolArgs(least, most int) func(args []string) error {
 // cliSpoolFlags are the flags a spool subcommand may have, besides the
 // admin address ones every one has.
 var cliSpoolFlags = map[string]func(*pflag.FlagSet){
-	"state": func(fs *pflag.FlagSet) { fs.String("state", "", "Only events in `state` pending or dead") },
+	"state":    func(fs *pflag.FlagSet) { fs.String("state", "", "Only events in `state` pending, dead or discarded") },
+	"event-id": func(fs *pflag.FlagSet) { fs.String("event-id", "", "Only the events with the provider's event `id`") },
+	"provider": func(fs *pflag.FlagSet) { fs.String("provider", "", "The `provider` (ivy, stripe, ...)") },
+	"limit":    func(fs *pflag.FlagSet) { fs.Int("limit", 0, "At most `n` events (default 100, at most 1000)") },
+	"after":    func(fs *pflag.FlagSet) { fs.String("after", "", "The page after event `id` (the list prints it)") },
 	"scope": func(fs *pflag.FlagSet) {
 		fs.String("scope", "", "Only events of the handler `scope` (by default the provider name)")
 	},
@@ -162,8 +174,9 @@ type cliSpoolRun struct {
 	stdout io.Writer
 }
 
-// query returns the given flags among state and scope as a query string,
-// "?..." or "". A state other than pending or dead is a usage error.
+// query returns the given flags as a query string, "?..." or "" (a flag
+// event-id is the parameter event_id). A state other than pending, dead or
+// discarded is a usage error.
 func (c cliSpoolRun) query(names ...string) (string, error) {
 	q := url.Values{}
 	for _, name := range names {
@@ -171,13 +184,18 @@ func (c cliSpoolRun) query(names ...string) (string, error) {
 			continue
 		}
 		v := c.flags.String(name)
+		if name == "limit" {
+			v = strconv.Itoa(c.flags.Int(name))
+		}
 		switch {
 		case v == "":
 			return "", cliUsagef("--"+name, "is empty")
-		case name == "state" && v != "pending" && v != "dead":
-			return "", cliUsagef("--state", "%q: want pending or dead", v)
+		case name == "state" && v != spoolapi.StatePending && v != spoolapi.StateDead && v != spoolapi.StateDiscarded:
+			return "", cliUsagef("--state", "%q: want pending, dead or discarded", v)
+		case name == "limit" && (c.flags.Int(name) < 1 || c.flags.Int(name) > 1000):
+			return "", cliUsagef("--limit", "%s: want 1 to 1000", v)
 		}
-		q.Set(name, v)
+		q.Set(strings.ReplaceAll(name, "-", "_"), v)
 	}
 	if len(q) == 0 {
 		return "", nil
@@ -210,21 +228,35 @@ func (c cliSpoolRun) id() (uint64, error) {
 
 // call sends method uri to the admin API and returns the answer's body.
 func (c cliSpoolRun) call(method, uri string) ([]byte, error) {
+	body, _, err := c.callAt(method, uri)
+	return body, err
+}
+
+// callAt is call, and the admin address it reached.
+func (c cliSpoolRun) callAt(method, uri string) ([]byte, string, error) {
 	addr, err := caddycmd.DetermineAdminAPIAddress(c.flags.String("address"), nil, c.flags.String("config"), c.flags.String("adapter"))
 	if err != nil {
-		return nil, fmt.Errorf("finding the admin API's address: %v", err)
+		return nil, "", fmt.Errorf("finding the admin API's address: %v", err)
 	}
-	resp, err := caddycmd.AdminAPIRequest(addr, method, uri, nil, nil)
+	hdr := http.Header{}
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		hdr.Set(cliOperatorHeader, u.Username)
+	}
+	resp, err := caddycmd.AdminAPIRequest(addr, method, uri, hdr, nil)
 	if err != nil {
-		return nil, cliAdminError(addr, err)
+		return nil, addr, cliAdminError(addr, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, cliMaxAdminAnswer))
 	if err != nil {
-		return nil, fmt.Errorf("admin API at %s: reading the answer: %v", addr, err)
+		return nil, addr, fmt.Errorf("admin API at %s: reading the answer: %v", addr, err)
 	}
-	return body, nil
+	return body, addr, nil
 }
+
+// cliOperatorHeader tells the admin API who runs the command (the root
+// package's operatorHeader): kept with a discarded event, logged.
+const cliOperatorHeader = "Webhook-Guard-Operator"
 
 // cliAdminAnswer matches AdminAPIRequest's error for an error answer.
 var cliAdminAnswer = regexp.MustCompile(`(?s)^caddy responded with error: HTTP (\d+): (.*)$`)
@@ -251,11 +283,11 @@ func cliAdminError(addr string, err error) error {
 
 // cmdSpoolList is `caddy webhook-guard spool list`.
 func cmdSpoolList(c cliSpoolRun) error {
-	q, err := c.query("state", "scope")
+	q, err := c.query("state", "scope", "event-id", "limit", "after")
 	if err != nil {
 		return err
 	}
-	body, err := c.call(http.MethodGet, cliSpoolPath+q)
+	body, addr, err := c.callAt(http.MethodGet, cliSpoolPath+q)
 	if err != nil {
 		return err
 	}
@@ -263,27 +295,79 @@ func cmdSpoolList(c cliSpoolRun) error {
 		_, err := c.stdout.Write(body)
 		return err
 	}
-	var events []spoolapi.EventDetail
-	if err := json.Unmarshal(body, &events); err != nil {
+	var list spoolapi.List
+	if err := json.Unmarshal(body, &list); err != nil {
 		return fmt.Errorf("reading the admin API's list: %v", err)
 	}
-	if len(events) == 0 {
-		_, err := fmt.Fprintln(c.stdout, "no spooled events"+cliFilterText(c.flags))
+	var b strings.Builder
+	fmt.Fprintf(&b, "spool of the Caddy at %s\n", cliPrintable(addr, ""))
+	if len(list.Paused) > 0 {
+		scopes := make([]string, len(list.Paused))
+		for i, p := range list.Paused {
+			scopes[i] = cliPrintable(p, "")
+		}
+		fmt.Fprintf(&b, "PAUSED: %s (nothing of it is delivered until: caddy webhook-guard spool resume --scope ...)\n", strings.Join(scopes, ", "))
+	}
+	if len(list.Events) == 0 {
+		b.WriteString("no spooled events" + cliFilterText(c.flags) + "\n")
+		_, err := io.WriteString(c.stdout, b.String())
 		return err
 	}
-	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tSCOPE\tPROVIDER\tEVENT_ID\tSTATE\tATTEMPTS\tNEXT_ATTEMPT\tLAST_ERROR")
-	for _, e := range events {
+	for _, e := range list.Events {
+		state := e.State
+		switch {
+		case e.Paused && e.State == spoolapi.StatePending:
+			state += " (paused)"
+		case e.Waiting != "":
+			state += " (waiting)"
+		}
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", e.ID, cliCell(e.Scope), cliCell(e.Provider), cliCell(e.EventID),
-			cliCell(e.State), e.Attempts, cliTime(e.NextAttemptAt), cliCell(cliShorten(e.LastError, cliShownError)))
+			cliCell(state), e.Attempts, cliTime(e.NextAttemptAt), cliCell(cliShorten(e.LastError, cliShownError)))
 	}
-	return tw.Flush()
+	tw.Flush()
+	if list.Next != "" {
+		fmt.Fprintf(&b, "more: caddy webhook-guard spool list --after %s%s\n", cliPrintable(list.Next, ""), cliRepeatFlags(c.flags))
+	}
+	_, err = io.WriteString(c.stdout, b.String())
+	return err
+}
+
+// cliRepeatFlags is the list's filters and limit as flags, for the next
+// page's command line.
+func cliRepeatFlags(fl caddycmd.Flags) string {
+	var b strings.Builder
+	for _, name := range []string{"state", "scope", "event-id", "limit"} {
+		if fl.Lookup(name) == nil || !fl.Changed(name) {
+			continue
+		}
+		v := fl.String(name)
+		if name == "limit" {
+			v = strconv.Itoa(fl.Int(name))
+		}
+		b.WriteString(" --" + name + " " + cliQuote(v))
+	}
+	return b.String()
+}
+
+// cliQuote quotes v for a shell when it needs it.
+func cliQuote(v string) string {
+	if v != "" && strings.IndexFunc(v, func(r rune) bool {
+		return !(r == '-' || r == '_' || r == '.' || r == ':' || unicode.IsLetter(r) || unicode.IsDigit(r))
+	}) < 0 {
+		return v
+	}
+	return "'" + strings.ReplaceAll(cliPrintable(v, ""), "'", `'\''`) + "'"
 }
 
 // cliFilterText describes list's filters: " (state dead, scope ivpay)".
 func cliFilterText(fl caddycmd.Flags) string {
 	var parts []string
-	for _, name := range []string{"state", "scope"} {
+	for _, name := range []string{"state", "scope", "event-id"} {
+		if fl.Lookup(name) == nil {
+			continue
+		}
 		if v := fl.String(name); v != "" {
 			parts = append(parts, name+" "+cliPrintable(v, ""))
 		}
@@ -331,14 +415,29 @@ func cliWriteEvent(w io.Writer, e spoolapi.EventDetail) error {
 		{"received_at", cliTime(e.ReceivedAt)},
 		{"next_attempt_at", cliTime(e.NextAttemptAt)},
 		{"last_error", e.LastError},
+		{"waiting", e.Waiting},
+		{"discarded", cliDiscarded(e.Event)},
 		{"method", e.Method},
 		{"path", e.Path},
 		{"query", e.Query},
 		{"client_ip", e.ClientIP},
 	} {
+		if f[1] == "" && (f[0] == "waiting" || f[0] == "discarded") {
+			continue
+		}
 		fmt.Fprintf(tw, "%s:\t%s\n", f[0], cliPrintable(f[1], ""))
 	}
 	tw.Flush()
+	if len(e.History) > 0 {
+		b.WriteString("\nattempts:\n")
+		for i, a := range e.History {
+			status := "-"
+			if a.Status != 0 {
+				status = strconv.Itoa(a.Status)
+			}
+			fmt.Fprintf(&b, "  %d  %s  %dms  %s  %s\n", i+1, a.At.UTC().Format(time.RFC3339), a.DurationMS, status, cliPrintable(cliShorten(a.Error, 200), ""))
+		}
+	}
 	b.WriteString("\n")
 	for _, name := range slices.Sorted(maps.Keys(e.Headers)) {
 		for _, v := range e.Headers[name] {
@@ -360,6 +459,14 @@ func cliWriteEvent(w io.Writer, e spoolapi.EventDetail) error {
 	return err
 }
 
+// cliDiscarded says when and by whom a discarded event was discarded.
+func cliDiscarded(e spoolapi.Event) string {
+	if e.DiscardedAt == nil {
+		return ""
+	}
+	return cliTime(e.DiscardedAt) + " by " + e.DiscardedBy
+}
+
 // base64Len is the length of the bytes standard base64 text s encodes.
 func base64Len(s string) int {
 	return len(s)/4*3 - strings.Count(s[max(len(s)-2, 0):], "=")
@@ -378,7 +485,7 @@ func cmdSpoolRetry(c cliSpoolRun) error {
 		}
 	} else {
 		if !c.flags.Changed("state") {
-			return cliUsagef("--state", "give an event <id>, or --state dead (or pending) to retry every event in that state")
+			return cliUsagef("--state", "give an event <id>, or --state dead (or discarded, or pending) to retry every event in that state")
 		}
 		q, err := c.query("state", "scope")
 		if err != nil {
@@ -391,16 +498,21 @@ func cmdSpoolRetry(c cliSpoolRun) error {
 		return err
 	}
 	var answer struct {
-		Retried *int `json:"retried"`
+		Retried *int     `json:"retried"`
+		Paused  []string `json:"paused"`
 	}
 	if err := json.Unmarshal(body, &answer); err != nil || answer.Retried == nil {
 		return fmt.Errorf("reading the admin API's answer %q: want {\"retried\": n}", cliShorten(string(body), 200))
 	}
-	noun := "events"
-	if *answer.Retried == 1 {
-		noun = "event"
+	said := fmt.Sprintf("%d %s due for delivery now", *answer.Retried, plural(*answer.Retried, "event", "events"))
+	if len(answer.Paused) > 0 {
+		scopes := make([]string, len(answer.Paused))
+		for i, p := range answer.Paused {
+			scopes[i] = cliPrintable(p, "")
+		}
+		said += "; but scope " + strings.Join(scopes, ", ") + " is paused: nothing of it is delivered until it is resumed"
 	}
-	_, err = fmt.Fprintf(c.stdout, "%d %s due for delivery now\n", *answer.Retried, noun)
+	_, err = fmt.Fprintln(c.stdout, said)
 	return err
 }
 
@@ -421,8 +533,45 @@ func cmdSpoolDiscard(c cliSpoolRun) error {
 		return fmt.Errorf("reading the admin API's answer %q: want {\"discarded\": {...}}", cliShorten(string(body), 200))
 	}
 	e := answer.Discarded
-	_, err = fmt.Fprintf(c.stdout, "discarded event %d (scope %s, %s event %s, %s after %d attempts); it will not be delivered\n",
-		e.ID, cliPrintable(e.Scope, ""), cliPrintable(e.Provider, ""), cliPrintable(e.EventID, ""), cliPrintable(e.State, ""), e.Attempts)
+	_, err = fmt.Fprintf(c.stdout, "discarded event %d (scope %s, %s event %s, after %d %s): it will not be delivered; it is kept until its id is forgotten, and `spool retry %d` undoes this\n",
+		e.ID, cliPrintable(e.Scope, ""), cliPrintable(e.Provider, ""), cliPrintable(e.EventID, ""), e.Attempts, plural(e.Attempts, "attempt", "attempts"), e.ID)
+	return err
+}
+
+// plural is one when n is 1, else many.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}
+
+// cmdSpoolForget is `caddy webhook-guard spool forget`.
+func cmdSpoolForget(c cliSpoolRun) error {
+	for _, name := range []string{"provider", "event-id"} {
+		if !c.flags.Changed(name) {
+			return cliUsagef("--"+name, "required: forget --provider <p> --event-id <id> [--scope <s>]")
+		}
+	}
+	q, err := c.query("scope", "provider", "event-id")
+	if err != nil {
+		return err
+	}
+	body, err := c.call(http.MethodPost, cliSpoolPath+"/forget"+q)
+	if err != nil {
+		return err
+	}
+	var answer struct {
+		Forgotten *bool `json:"forgotten"`
+	}
+	if err := json.Unmarshal(body, &answer); err != nil || answer.Forgotten == nil {
+		return fmt.Errorf("reading the admin API's answer %q: want {\"forgotten\": true|false}", cliShorten(string(body), 200))
+	}
+	said := "forgot event %s: the provider's resend of it will be delivered\n"
+	if !*answer.Forgotten {
+		said = "event %s was not remembered (never seen, or its window ended): a resend of it is delivered anyway\n"
+	}
+	_, err = fmt.Fprintf(c.stdout, said, cliPrintable(c.flags.String("event-id"), ""))
 	return err
 }
 

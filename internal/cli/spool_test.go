@@ -82,21 +82,22 @@ func runSpool(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	return out.String(), errOut.String(), err
 }
 
-const cannedList = `[` +
+const cannedList = `{"events":[` +
 	`{"id":2,"scope":"ivpay","provider":"ivpay","event_id":"pay_bbb","event_type":"PAID","state":"dead","attempts":25,"received_at":"2026-11-27T22:00:00Z","next_attempt_at":null,"last_error":"500 Internal Server Error: the backend's answer was long, and spread over\nseveral lines, and more"},` +
 	`{"id":17,"scope":"shop","provider":"stripe","event_id":"evt_\u001b[31mred","event_type":"charge.succeeded","state":"pending","attempts":3,"received_at":"2026-11-30T17:00:00Z","next_attempt_at":"2026-11-30T22:10:00.123+01:00","last_error":""}` +
-	"]\n"
+	`],"paused":[]}` + "\n"
 
 func TestSpoolList(t *testing.T) {
 	a := newCannedAdmin(t, map[string]cannedAnswer{
 		"GET /webhook_guard/spool":                        {200, cannedList},
-		"GET /webhook_guard/spool?scope=ivpay&state=dead": {200, "[]\n"},
+		"GET /webhook_guard/spool?scope=ivpay&state=dead": {200, `{"events":[],"paused":["ivpay"]}` + "\n"},
 	})
 	out, _, err := runSpool(t, "list", "--address", a.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	want := "" +
+		"spool of the Caddy at " + a.addr + "\n" +
 		"ID  SCOPE  PROVIDER  EVENT_ID         STATE    ATTEMPTS  NEXT_ATTEMPT          LAST_ERROR\n" +
 		"2   ivpay  ivpay     pay_bbb          dead     25        -                     500 Internal Server Error: the backend's answer was long, an…\n" +
 		"17  shop   stripe    evt_\\x1b[31mred  pending  3         2026-11-30T21:10:00Z  -\n"
@@ -112,7 +113,7 @@ func TestSpoolList(t *testing.T) {
 		t.Errorf("--json: %v\n%s", err, out)
 	}
 	out, _, err = runSpool(t, "list", "--address", a.addr, "--state", "dead", "--scope", "ivpay")
-	if err != nil || out != "no spooled events (state dead, scope ivpay)\n" {
+	if err != nil || out != "spool of the Caddy at "+a.addr+"\nPAUSED: ivpay (nothing of it is delivered until: caddy webhook-guard spool resume --scope ...)\nno spooled events (state dead, scope ivpay)\n" {
 		t.Errorf("empty list: %v %q", err, out)
 	}
 	if got := a.requests(); !slices.Equal(got, []string{"GET /webhook_guard/spool", "GET /webhook_guard/spool", "GET /webhook_guard/spool?scope=ivpay&state=dead"}) {
@@ -189,7 +190,7 @@ func TestSpoolRetryDiscardPause(t *testing.T) {
 		{[]string{"retry", "17"}, "1 event due for delivery now\n"},
 		{[]string{"retry", "--state", "dead"}, "0 events due for delivery now\n"},
 		{[]string{"retry", "--state", "dead", "--scope", "shop"}, "12 events due for delivery now\n"},
-		{[]string{"discard", "17", "--scope", "shop"}, "discarded event 17 (scope shop, stripe event evt_1, dead after 25 attempts); it will not be delivered\n"},
+		{[]string{"discard", "17", "--scope", "shop"}, "discarded event 17 (scope shop, stripe event evt_1, after 25 attempts): it will not be delivered; it is kept until its id is forgotten, and `spool retry 17` undoes this\n"},
 		{[]string{"pause", "--scope", "shop"}, "deliveries of scope shop paused: events are still accepted and spooled, none is delivered until resume\n"},
 		{[]string{"resume", "--scope", "shop"}, "deliveries of scope shop resumed: due events are delivered again\n"},
 	} {
@@ -216,8 +217,8 @@ func TestSpoolUsageErrors(t *testing.T) {
 	}{
 		{[]string{"retry"}, "--state: give an event <id>, or --state dead"},
 		{[]string{"retry", "17", "--state", "dead"}, "--state: retries every event in a state: not with an <id>"},
-		{[]string{"retry", "--state", "delivered"}, `--state: "delivered": want pending or dead`},
-		{[]string{"list", "--state", "DEAD"}, `--state: "DEAD": want pending or dead`},
+		{[]string{"retry", "--state", "delivered"}, `--state: "delivered": want pending, dead or discarded`},
+		{[]string{"list", "--state", "DEAD"}, `--state: "DEAD": want pending, dead or discarded`},
 		{[]string{"list", "--scope", ""}, "--scope: is empty"},
 		{[]string{"show", "abc"}, `<id>: "abc" is not an event id`},
 		{[]string{"show", "-1"}, "unknown shorthand flag"},
@@ -242,7 +243,7 @@ func TestSpoolUsageErrors(t *testing.T) {
 		t.Errorf("usage errors sent requests: %q", got)
 	}
 	_, _, err := runSpool(t, "frobnicate")
-	if err == nil || !strings.Contains(err.Error(), "use list, show, retry, discard, pause or resume") {
+	if err == nil || !strings.Contains(err.Error(), "use list, show, retry, discard, forget, pause or resume") {
 		t.Errorf("unknown subcommand: %v", err)
 	}
 	out, _, err := runSpool(t)
@@ -305,18 +306,18 @@ func TestSpoolAdminErrors(t *testing.T) {
 // file's admin listen, else Caddy's default (localhost:2019, or
 // $CADDY_ADMIN read at start), as for `caddy stop`.
 func TestSpoolAdminAddress(t *testing.T) {
-	a := newCannedAdmin(t, map[string]cannedAnswer{"GET /webhook_guard/spool": {200, "[]"}})
+	a := newCannedAdmin(t, map[string]cannedAnswer{"GET /webhook_guard/spool": {200, `{"events":[],"paused":[]}`}})
 	cfg := filepath.Join(t.TempDir(), "caddy.json")
 	if err := os.WriteFile(cfg, []byte(`{"admin":{"listen":"`+a.addr+`"}}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if out, _, err := runSpool(t, "list", "--config", cfg); err != nil || out != "no spooled events\n" {
+	if out, _, err := runSpool(t, "list", "--config", cfg); err != nil || out != "spool of the Caddy at "+a.addr+"\nno spooled events\n" {
 		t.Errorf("--config: %v %q", err, out)
 	}
 
 	defer func(was string) { caddy.DefaultAdminListen = was }(caddy.DefaultAdminListen)
 	caddy.DefaultAdminListen = a.addr // what CADDY_ADMIN sets
-	if out, _, err := runSpool(t, "list"); err != nil || out != "no spooled events\n" {
+	if out, _, err := runSpool(t, "list"); err != nil || out != "spool of the Caddy at "+a.addr+"\nno spooled events\n" {
 		t.Errorf("default address: %v %q", err, out)
 	}
 	if got := a.requests(); len(got) != 2 {

@@ -1,91 +1,43 @@
-package dedupe
+package ledger
 
 import (
 	"context"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/hookguard/caddy-webhook-guard/dedupe"
+	"github.com/hookguard/caddy-webhook-guard/dedupe/dedupetest"
 )
 
-// benchClaimCommit runs a fresh Claim and its Commit per iteration from
-// goroutines goroutines (rounded up to a multiple of GOMAXPROCS), each
-// event with its own key, as the guard does for every forwarded event.
-func benchClaimCommit(b *testing.B, s Store, goroutines int) {
-	ctx := context.Background()
-	var seq atomic.Uint64
-	run := func() error {
-		key := Key("bench", "standard", "msg_"+strconv.FormatUint(seq.Add(1), 10))
-		c, err := s.Claim(ctx, key, time.Minute)
-		if err != nil {
-			return err
-		}
-		return s.Commit(ctx, c, time.Hour)
-	}
-	b.ReportAllocs()
-	if goroutines == 1 {
-		for b.Loop() {
-			if err := run(); err != nil {
-				b.Fatal(err)
-			}
-		}
-	} else {
-		b.SetParallelism((goroutines + runtime.GOMAXPROCS(0) - 1) / runtime.GOMAXPROCS(0))
-		b.RunParallel(func(pb *testing.PB) {
-			for pb.Next() {
-				if err := run(); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-	}
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "commits/s")
-}
-
-// BenchmarkFileClaimCommit is the cost of a forwarded event's Claim and
+// BenchmarkFileClaimCommit is the cost of a forwarded event's dedupe.Claim and
 // durable Commit on the file store, from 1 and from 32 goroutines (group
 // commit: one fsync per transaction).
 func BenchmarkFileClaimCommit(b *testing.B) {
 	for _, g := range []int{1, 32} {
 		b.Run("goroutines="+strconv.Itoa(g), func(b *testing.B) {
-			s, err := OpenFile(FileConfig{Path: filepath.Join(b.TempDir(), "ledger.db")})
+			s, err := Open(Config{Path: filepath.Join(b.TempDir(), "ledger.db")})
 			if err != nil {
 				b.Fatal(err)
 			}
 			defer s.Close()
-			benchClaimCommit(b, s, g)
+			dedupetest.BenchClaimCommit(b, s, g)
 		})
 	}
 }
 
-// BenchmarkMemoryClaimCommitGoroutines is BenchmarkFileClaimCommit for the
-// memory store.
-func BenchmarkMemoryClaimCommitGoroutines(b *testing.B) {
-	for _, g := range []int{1, 32} {
-		b.Run("goroutines="+strconv.Itoa(g), func(b *testing.B) {
-			s, err := NewMemory(MemoryConfig{MaxEvents: 1 << 40})
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer s.Close()
-			benchClaimCommit(b, s, g)
-		})
-	}
-}
-
-// BenchmarkFileBytesPerID fills a ledger with 1,000,000 ids through Claim
+// BenchmarkFileBytesPerID fills a ledger with 1,000,000 ids through dedupe.Claim
 // and Commit (256 committers) and reports its size on disk per id: B/id
 // (file size) and B/id-allocated (blocks the file system allocated), and
 // the time OpenFile then takes (ms-reopen, page cache warm). It is
 // skipped under -short; run it alone with -benchtime 1x:
 //
-//	go test -run '^$' -bench BenchmarkFileBytesPerID -benchtime 1x ./dedupe/
+//	go test -run '^$' -bench BenchmarkFileBytesPerID -benchtime 1x ./ledger/
 func BenchmarkFileBytesPerID(b *testing.B) {
 	if testing.Short() {
 		b.Skip("-short: skipping filling a ledger with a million ids")
@@ -93,7 +45,7 @@ func BenchmarkFileBytesPerID(b *testing.B) {
 	const n = 1_000_000
 	for b.Loop() {
 		path := filepath.Join(b.TempDir(), "ledger.db")
-		s, err := OpenFile(FileConfig{Path: path})
+		s, err := Open(Config{Path: path})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -103,7 +55,7 @@ func BenchmarkFileBytesPerID(b *testing.B) {
 		for range 256 {
 			wg.Go(func() {
 				for i := next.Add(1); i <= n; i = next.Add(1) {
-					key := Key("scope", "standard", "msg_2vYCZ4kPq"+strconv.FormatInt(i, 10))
+					key := dedupe.Key("scope", "standard", "msg_2vYCZ4kPq"+strconv.FormatInt(i, 10))
 					c, err := s.Claim(ctx, key, time.Minute)
 					if err == nil {
 						err = s.Commit(ctx, c, 24*time.Hour)
@@ -132,7 +84,7 @@ func BenchmarkFileBytesPerID(b *testing.B) {
 		}
 		// Opening reads every page once (check and count).
 		start := time.Now()
-		s, err = OpenFile(FileConfig{Path: path})
+		s, err = Open(Config{Path: path})
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -151,7 +103,7 @@ func BenchmarkFileBytesPerID(b *testing.B) {
 // through the cache in front of it.
 func BenchmarkDuplicateClaim(b *testing.B) {
 	ctx := context.Background()
-	f, err := OpenFile(FileConfig{Path: filepath.Join(b.TempDir(), "ledger.db")})
+	f, err := Open(Config{Path: filepath.Join(b.TempDir(), "ledger.db")})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -159,9 +111,9 @@ func BenchmarkDuplicateClaim(b *testing.B) {
 	const n = 10_000
 	ks := make([]string, n)
 	for i := range ks {
-		ks[i] = Key("bench", "standard", "msg_"+strconv.Itoa(i))
+		ks[i] = dedupe.Key("bench", "standard", "msg_"+strconv.Itoa(i))
 	}
-	cached := NewCached(f, n)
+	cached := dedupe.NewCached(f, n, nil)
 	var wg sync.WaitGroup
 	for g := range 32 {
 		wg.Go(func() {
@@ -178,10 +130,9 @@ func BenchmarkDuplicateClaim(b *testing.B) {
 		})
 	}
 	wg.Wait()
-	cached.(cachedUsage).cache.Wait()
 	for _, s := range []struct {
 		name  string
-		store Store
+		store dedupe.Store
 	}{{"file", f}, {"cached-file", cached}} {
 		b.Run(s.name, func(b *testing.B) {
 			b.ReportAllocs()
@@ -189,7 +140,7 @@ func BenchmarkDuplicateClaim(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
 					c, err := s.store.Claim(ctx, ks[i.Add(1)%n], time.Minute)
-					if err != nil || c.State != Delivered {
+					if err != nil || c.State != dedupe.Delivered {
 						b.Errorf("Claim = %v, %v; want Delivered", c.State, err)
 						return
 					}

@@ -1,4 +1,4 @@
-package dedupe
+package ledger
 
 import (
 	"context"
@@ -7,6 +7,10 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/hookguard/caddy-webhook-guard/dedupe"
+	"github.com/hookguard/caddy-webhook-guard/dedupe/dedupetest"
+	"github.com/hookguard/caddy-webhook-guard/spool"
 )
 
 // goldenLedger is a ledger written by release 0.1.0 (see TestGoldenLedger):
@@ -40,39 +44,40 @@ func copyGolden(t *testing.T) string {
 // An upgraded build reads every remembered id and every spooled event of a
 // ledger written by 0.1.0, and the on-disk format is unchanged.
 func TestGoldenLedger(t *testing.T) {
-	s, _ := newTestFile(t, FileConfig{Path: copyGolden(t)})
+	s, _ := newTestFile(t, Config{Path: copyGolden(t)})
 	for _, id := range []string{"evt_delivered_1", "evt_delivered_2", "evt_delivered_3"} {
-		mustClaim(t, s, Key("ivy", "ivy", id), time.Minute, Delivered)
+		dedupetest.MustClaim(t, s, dedupe.Key("ivy", "ivy", id), time.Minute, dedupe.Delivered)
 	}
-	for _, k := range []string{Key("shop", "ivy", "evt_pending_1"), Key("shop", "ivy", "evt_failed_1"),
-		Key("orders", "ivpay", "evt_dead_1"), Key("orders", "ivpay", "evt_binary_1")} {
-		mustClaim(t, s, k, time.Minute, Delivered) // accepted
+	for _, k := range []string{dedupe.Key("shop", "ivy", "evt_pending_1"), dedupe.Key("shop", "ivy", "evt_failed_1"),
+		dedupe.Key("orders", "ivpay", "evt_dead_1"), dedupe.Key("orders", "ivpay", "evt_binary_1")} {
+		dedupetest.MustClaim(t, s, k, time.Minute, dedupe.Delivered) // accepted
 	}
-	mustClaim(t, s, Key("ivy", "ivy", "evt_new"), time.Minute, Fresh)
+	dedupetest.MustClaim(t, s, dedupe.Key("ivy", "ivy", "evt_new"), time.Minute, dedupe.Fresh)
 	if n, _ := s.Usage(); n != 8 { // 7 records and the claim just made
 		t.Errorf("usage %d, want 8", n)
 	}
 
 	base := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
-	pending, err := s.SpoolList(SpoolPending, "")
+	pending, err := listAll(t, s, spool.Pending, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	type row struct {
-		seq              uint64
-		scope, id, state string
-		attempts         int
-		lastError        string
-		nextAt           time.Time
+		seq       uint64
+		scope, id string
+		state     spool.State
+		attempts  int
+		lastError string
+		nextAt    time.Time
 	}
 	var got []row
 	for _, r := range pending {
-		got = append(got, row{r.Seq, r.Scope, r.EventID, r.State, r.Attempts, r.LastError, r.NextAt})
+		got = append(got, row{r.ID, r.Scope, r.EventID, r.State, r.Attempts, r.LastError, r.NextAt})
 	}
-	want := []row{
-		{1, "shop", "evt_pending_1", SpoolPending, 0, "", base},
-		{4, "orders", "evt_binary_1", SpoolPending, 0, "", base},
-		{2, "shop", "evt_failed_1", SpoolPending, 2, "status 503", base.Add(30 * time.Second)},
+	want := []row{ // newest first
+		{4, "orders", "evt_binary_1", spool.Pending, 0, "", base},
+		{2, "shop", "evt_failed_1", spool.Pending, 2, "status 503", base.Add(30 * time.Second)},
+		{1, "shop", "evt_pending_1", spool.Pending, 0, "", base},
 	}
 	if len(got) != len(want) {
 		t.Fatalf("pending = %+v, want %+v", got, want)
@@ -83,15 +88,16 @@ func TestGoldenLedger(t *testing.T) {
 			t.Errorf("pending[%d] = %+v, want %+v", i, got[i], want[i])
 		}
 	}
-	dead, err := s.SpoolList(SpoolDead, "")
+	dead, err := listAll(t, s, spool.Dead, "")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(dead) != 1 || dead[0].Seq != 3 || dead[0].EventID != "evt_dead_1" || dead[0].Provider != "ivpay" ||
+	if len(dead) != 1 || dead[0].ID != 3 || dead[0].EventID != "evt_dead_1" || dead[0].Provider != "ivpay" ||
 		dead[0].Attempts != 25 || dead[0].LastError != "status 500" || !dead[0].DiedAt.Equal(base) {
 		t.Fatalf("dead = %+v", dead)
 	}
-	rec, ok, err := s.SpoolGet(1)
+	ctx := context.Background()
+	rec, ok, err := s.Get(ctx, 1)
 	if err != nil || !ok {
 		t.Fatal(ok, err)
 	}
@@ -100,18 +106,28 @@ func TestGoldenLedger(t *testing.T) {
 		!rec.ReceivedAt.Equal(base) || rec.Header["X-Ivy-Signature"][0] != "0011aabb" || rec.Header["Content-Type"][0] != "application/json" {
 		t.Fatalf("record 1 = %+v", rec)
 	}
-	if rec, _, _ := s.SpoolGet(4); string(rec.Body) != "\x00\xff binary" {
+	if rec, _, _ := s.Get(ctx, 4); string(rec.Body) != "\x00\xff binary" {
 		t.Fatalf("record 4 body = %q", rec.Body)
 	}
-	paused, err := s.SpoolPaused()
+	paused, err := s.Paused(ctx)
 	if err != nil || len(paused) != 1 || !paused["orders"] {
 		t.Fatalf("paused = %v, %v", paused, err)
 	}
-	// It stays writable: a pending event delivered is gone, its id delivered.
-	if err := s.SpoolDelivered(context.Background(), 1, time.Hour); err != nil {
+	// The due order is the old one (scope orders paused, then not).
+	if due := dueOrder(t, s, base.Add(time.Minute)); len(due) != 2 || due[0] != 1 || due[1] != 2 {
+		t.Errorf("due order %v, want 1 2 (orders paused)", due)
+	}
+	if err := s.SetPaused(ctx, "orders", false); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok, _ := s.SpoolGet(1); ok {
+	if due := dueOrder(t, s, base.Add(time.Minute)); len(due) != 3 || due[0] != 1 || due[1] != 4 || due[2] != 2 {
+		t.Errorf("due order %v, want 1 4 2", due)
+	}
+	// It stays writable: a pending event delivered is gone, its id delivered.
+	if err := s.Delivered(ctx, 1, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := s.Get(ctx, 1); ok {
 		t.Fatal("record 1 still there after delivery")
 	}
 }

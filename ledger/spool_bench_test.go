@@ -1,4 +1,4 @@
-package dedupe
+package ledger
 
 import (
 	"bytes"
@@ -9,14 +9,17 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hookguard/caddy-webhook-guard/dedupe"
+	"github.com/hookguard/caddy-webhook-guard/spool"
 )
 
 // BenchmarkSpoolIngest is the ledger's part of a spooled event: a fresh
-// Claim and the Spool transaction (record, due entry, accepted key; group
+// dedupe.Claim and the Ingest transaction (record, due entry, accepted key; group
 // committed, fsynced) of a 1 KiB event, from 32 goroutines as from 32
 // connections. The HTTP benchmark of the whole ingest is in bench/.
 func BenchmarkSpoolIngest(b *testing.B) {
-	s, err := OpenFile(FileConfig{Path: filepath.Join(b.TempDir(), "ledger.db")})
+	s, err := Open(Config{Path: filepath.Join(b.TempDir(), "ledger.db")})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -30,15 +33,15 @@ func BenchmarkSpoolIngest(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			id := "evt_" + strconv.FormatUint(seq.Add(1), 10)
-			key := Key("bench", "ivy", id)
+			key := dedupe.Key("bench", "ivy", id)
 			c, err := s.Claim(ctx, key, time.Minute)
 			if err != nil {
 				b.Error(err)
 				return
 			}
-			rec := &SpoolRecord{Scope: "bench", Provider: "ivy", EventID: id, ReceivedAt: time.Now(),
+			rec := &spool.Record{Scope: "bench", Provider: "ivy", EventID: id, ReceivedAt: time.Now(), State: spool.Pending, NextAt: time.Now(),
 				Method: "POST", Path: "/hooks/ivy", ClientIP: "192.0.2.1", Header: header, Body: body}
-			if _, err := s.Spool(ctx, key, rec, 96*time.Hour); err != nil {
+			if _, err := s.Ingest(ctx, key, rec, 96*time.Hour); err != nil {
 				b.Error(err)
 				return
 			}

@@ -1,4 +1,11 @@
-package dedupe
+// Package ledger is the guard's durable memory on one Caddy instance: a
+// bbolt file that remembers delivered event ids (a dedupe.Store) and holds
+// the spool's events (a spool.Store), written by one goroutine that
+// group-commits every waiting write in one transaction (one fsync).
+//
+// A file it cannot open, read or upgrade is an error naming its path: never
+// a silent fallback, never an empty start over data it could not read.
+package ledger
 
 import (
 	"bytes"
@@ -20,21 +27,27 @@ import (
 
 	bolt "go.etcd.io/bbolt"
 	berrors "go.etcd.io/bbolt/errors"
+
+	"github.com/hookguard/caddy-webhook-guard/dedupe"
+	"github.com/hookguard/caddy-webhook-guard/spool"
 )
 
-// Defaults of FileConfig.
+// Defaults of Config.
 const (
-	// DefaultFileMaxEvents bounds the file store when MaxEvents is not set.
-	DefaultFileMaxEvents = 10_000_000
-	// DefaultFileSweep is how often expired ids are deleted from the file
-	// when FileConfig.SweepEvery is not set.
-	DefaultFileSweep = time.Minute
+	// DefaultMaxEvents bounds the file store when MaxEvents is not set.
+	DefaultMaxEvents = 10_000_000
+	// DefaultSweep is how often expired ids are deleted from the file
+	// when Config.SweepEvery is not set.
+	DefaultSweep = time.Minute
 )
 
-// FileSchema is the version of the ledger's layout that this build writes
+// Schema is the version of the ledger's layout that this build writes
 // (bucket meta, key schema). A file with a newer version is refused, never
 // read or written.
-const FileSchema = 1
+const Schema = 1
+
+// shardCount is the number of shards of the claims in flight.
+const shardCount = 64
 
 // fileOpenTimeout bounds waiting for the file lock held by another process.
 const fileOpenTimeout = time.Second
@@ -54,45 +67,41 @@ var (
 	keySchema    = []byte("schema")
 )
 
-// States of a record in the replay bucket.
-const (
-	recordDelivered byte = 'd' // the upstream accepted the event
-	recordAccepted  byte = 'a' // the spool holds the event (issue 9); a replay is a duplicate
-)
-
 // ErrDiskFull wraps the error of a write that the file store could not make
-// because its disk (or FileConfig.MaxSize) is full. It matches ErrFull too,
+// because its disk (or Config.MaxSize) is full. It matches dedupe.ErrFull too,
 // so the guard answers 503 with Retry-After.
-var ErrDiskFull = fmt.Errorf("%w: ledger disk full", ErrFull)
+var ErrDiskFull = fmt.Errorf("%w: ledger disk full", dedupe.ErrFull)
 
-// ErrInUse wraps the error of OpenFile when another process holds the file.
+// ErrInUse wraps the error of Open when another process holds the file.
 var ErrInUse = errors.New("in use by another process (another Caddy running with the same data directory?)")
 
-// FileConfig configures the file store.
-type FileConfig struct {
+// Config configures the file store.
+type Config struct {
 	// Path is the ledger file; its folder is created (mode 0700) if
 	// missing, and the file with mode 0600.
 	Path string
 	// MaxEvents bounds the ids remembered or in flight; default
-	// DefaultFileMaxEvents. A claim of a new id beyond it fails with ErrFull.
+	// DefaultMaxEvents. A claim of a new id beyond it fails with dedupe.ErrFull.
 	MaxEvents int64
 	// MaxSize bounds the size of the file in bytes (0: no bound). A write
 	// that would grow it further fails with ErrDiskFull, as on a full disk.
 	MaxSize int
 	// SweepEvery is how often expired ids are deleted; default
-	// DefaultFileSweep. A claim refused at capacity deletes expired ids
+	// DefaultSweep. A claim refused at capacity deletes expired ids
 	// first in any case.
 	SweepEvery time.Duration
 	// OnSweepError, when set, is called with the error of a failed sweep.
 	OnSweepError func(error)
+	// Now is the ledger's clock; time.Now when nil. Tests move it.
+	Now func() time.Time
 }
 
-// File is the replay store kept in a bbolt file, so that delivered ids
-// survive a restart or a crash. Delivered ids are written by one goroutine
+// Ledger is the replay store kept in a bbolt file, so that delivered ids
+// survive a restart or a crash. dedupe.Delivered ids are written by one goroutine
 // that puts every commit waiting into one transaction (one fsync); ids in
 // flight are kept in memory only, as a crash ends their deliveries anyway.
 // The file holds SHA-256 digests of the keys, never event ids in clear.
-type File struct {
+type Ledger struct {
 	db       *bolt.DB
 	path     string
 	capacity int64
@@ -114,9 +123,8 @@ type File struct {
 	closeOnce sync.Once
 	closeErr  error
 
-	// spooled, when set, is called after each event spooled: the spool
-	// worker's wake-up.
-	spooled atomic.Pointer[func()]
+	// spool is the state of the spool's due events held in memory.
+	spool spoolState
 }
 
 type fileShard struct {
@@ -144,34 +152,37 @@ type writeOp struct {
 	done  chan error
 }
 
-// OpenFile opens or creates the ledger at cfg.Path and starts its writer
+// Open opens or creates the ledger at cfg.Path and starts its writer
 // and sweeper; Close stops them. A file that cannot be opened (locked by
 // another process, unreadable, corrupt, not a ledger, of a newer schema)
-// is an error naming the path and the cause; OpenFile never starts empty
+// is an error naming the path and the cause; Open never starts empty
 // over a file it could not read.
-func OpenFile(cfg FileConfig) (*File, error) {
-	return openFile(cfg, time.Now)
+func Open(cfg Config) (*Ledger, error) {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return open(cfg, cfg.Now)
 }
 
-// openFile is OpenFile with a clock, which tests replace.
-func openFile(cfg FileConfig, clock func() time.Time) (*File, error) {
+// openFile is Open with a clock, which tests replace.
+func open(cfg Config, clock func() time.Time) (*Ledger, error) {
 	if cfg.Path == "" {
-		return nil, errors.New("dedupe: ledger path is empty")
+		return nil, errors.New("ledger: ledger path is empty")
 	}
 	if cfg.MaxEvents < 0 {
-		return nil, fmt.Errorf("dedupe: ledger max_events must be positive, got %d", cfg.MaxEvents)
+		return nil, fmt.Errorf("ledger: ledger max_events must be positive, got %d", cfg.MaxEvents)
 	}
 	if cfg.MaxEvents == 0 {
-		cfg.MaxEvents = DefaultFileMaxEvents
+		cfg.MaxEvents = DefaultMaxEvents
 	}
 	if cfg.SweepEvery <= 0 {
-		cfg.SweepEvery = DefaultFileSweep
+		cfg.SweepEvery = DefaultSweep
 	}
 	db, count, err := openLedger(cfg.Path, cfg.MaxSize)
 	if err != nil {
-		return nil, fmt.Errorf("dedupe: ledger %s: %w", cfg.Path, err)
+		return nil, fmt.Errorf("ledger %s: %w", cfg.Path, err)
 	}
-	s := &File{
+	s := &Ledger{
 		db:        db,
 		path:      cfg.Path,
 		capacity:  cfg.MaxEvents,
@@ -185,6 +196,10 @@ func openFile(cfg FileConfig, clock func() time.Time) (*File, error) {
 	s.used.Store(count)
 	for i := range s.shards {
 		s.shards[i].m = make(map[digest]lease)
+	}
+	if err := s.loadSpoolState(); err != nil {
+		_ = db.Close()
+		return nil, fmt.Errorf("ledger %s: %w", cfg.Path, err)
 	}
 	go s.write()
 	go s.sweepEvery(cfg.SweepEvery)
@@ -255,7 +270,7 @@ func readLedger(path string) (count int64, err error) {
 		if fi, err := os.Stat(path); err == nil && fi.Size() < tx.Size() {
 			return fmt.Errorf("corrupt file: %d bytes where its pages need %d (cut short?); move it away to start an empty ledger", fi.Size(), tx.Size())
 		}
-		for _, name := range [][]byte{bucketMeta, bucketReplay, bucketExpiry, bucketSpool, bucketDue, bucketDead} {
+		for _, name := range append([][]byte{bucketMeta, bucketReplay, bucketExpiry}, spoolBucketNames...) {
 			b := tx.Bucket(name)
 			if b == nil { // the spool's, in a ledger that predates it
 				continue
@@ -306,7 +321,9 @@ func initLedger(db *bolt.DB) error {
 		// A ledger written before the spool gets its buckets.
 		var missing bool
 		_ = db.View(func(tx *bolt.Tx) error {
-			missing = tx.Bucket(bucketSpool) == nil || tx.Bucket(bucketDue) == nil || tx.Bucket(bucketDead) == nil
+			for _, name := range spoolBucketNames {
+				missing = missing || tx.Bucket(name) == nil
+			}
 			return nil
 		})
 		if !missing {
@@ -322,7 +339,7 @@ func initLedger(db *bolt.DB) error {
 		if err != nil {
 			return err
 		}
-		if err := meta.Put(keySchema, binary.BigEndian.AppendUint32(nil, FileSchema)); err != nil {
+		if err := meta.Put(keySchema, binary.BigEndian.AppendUint32(nil, Schema)); err != nil {
 			return err
 		}
 		if _, err := tx.CreateBucket(bucketReplay); err != nil {
@@ -349,11 +366,11 @@ func checkSchema(tx *bolt.Tx) (fresh bool, err error) {
 	if len(v) != 4 {
 		return false, fmt.Errorf("corrupt file: schema version of %d bytes; move it away to start an empty ledger", len(v))
 	}
-	if n := binary.BigEndian.Uint32(v); n != FileSchema {
-		if n > FileSchema {
-			return false, fmt.Errorf("schema version %d is newer than this build's (%d): the file was written by a newer caddy-webhook-guard", n, FileSchema)
+	if n := binary.BigEndian.Uint32(v); n != Schema {
+		if n > Schema {
+			return false, fmt.Errorf("schema version %d is newer than this build's (%d): the file was written by a newer caddy-webhook-guard", n, Schema)
 		}
-		return false, fmt.Errorf("schema version %d is not supported (this build reads %d)", n, FileSchema)
+		return false, fmt.Errorf("schema version %d is not supported (this build reads %d)", n, Schema)
 	}
 	if tx.Bucket(bucketReplay) == nil || tx.Bucket(bucketExpiry) == nil {
 		return false, errors.New("corrupt file: a bucket is missing; move it away to start an empty ledger")
@@ -362,152 +379,123 @@ func checkSchema(tx *bolt.Tx) (fresh bool, err error) {
 }
 
 // Path returns the path of the ledger file.
-func (s *File) Path() string { return s.path }
+func (s *Ledger) Path() string { return s.path }
 
-func (s *File) shard(d *digest) *fileShard {
+func (s *Ledger) shard(d *digest) *fileShard {
 	return &s.shards[d[0]%shardCount]
 }
 
-// Claim implements Store. An id in flight is looked up in memory, a
+// Claim implements dedupe.Store. An id in flight is looked up in memory, a
 // delivered one in the file (a read transaction, no disk write).
-func (s *File) Claim(ctx context.Context, key string, leaseFor time.Duration) (Claim, error) {
-	c, _, err := s.claimWindow(ctx, key, leaseFor)
+func (s *Ledger) Claim(ctx context.Context, key string, leaseFor time.Duration) (dedupe.Claim, error) {
+	c, _, err := s.ClaimWindow(ctx, key, leaseFor)
 	return c, err
 }
 
-// claimWindow implements windowClaimer.
-func (s *File) claimWindow(_ context.Context, key string, leaseFor time.Duration) (Claim, time.Time, error) {
-	failed := Claim{Key: key, State: InFlight}
+// ClaimWindow implements dedupe.WindowClaimer. At capacity it deletes the
+// expired ids and tries again: whoever's sweep freed room, a claim goes
+// through while the ledger holds fewer than max_events ids.
+func (s *Ledger) ClaimWindow(_ context.Context, key string, leaseFor time.Duration) (dedupe.Claim, time.Time, error) {
+	failed := dedupe.Claim{Key: key, State: dedupe.InFlight}
 	if leaseFor <= 0 {
-		return failed, time.Time{}, fmt.Errorf("dedupe: lease must be positive, got %v", leaseFor)
+		return failed, time.Time{}, fmt.Errorf("ledger: lease must be positive, got %v", leaseFor)
 	}
 	d := digest(sha256.Sum256([]byte(key)))
 	c, until, full, err := s.claim(key, &d, leaseFor)
-	if err == nil && full && s.makeRoom() {
+	if err == nil && full {
+		s.makeRoom()
 		c, until, full, err = s.claim(key, &d, leaseFor)
 	}
 	if err != nil {
 		return failed, time.Time{}, err
 	}
 	if full {
-		return failed, time.Time{}, fmt.Errorf("%w: %d ids remembered or in flight, max_events %d (ledger %s)", ErrFull, s.used.Load(), s.capacity, s.path)
+		return failed, time.Time{}, fmt.Errorf("%w: %d ids remembered or in flight, max_events %d (ledger %s)", dedupe.ErrFull, s.used.Load(), s.capacity, s.path)
 	}
 	return c, until, nil
 }
 
 // claim is one attempt of Claim; full says the store had no room, until is
-// the end of the window of a Delivered claim.
-func (s *File) claim(key string, d *digest, leaseFor time.Duration) (c Claim, until time.Time, full bool, err error) {
+// the end of the window of a dedupe.Delivered claim.
+func (s *Ledger) claim(key string, d *digest, leaseFor time.Duration) (c dedupe.Claim, until time.Time, full bool, err error) {
 	sh := s.shard(d)
 	t := s.now()
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if l, ok := sh.m[*d]; ok {
 		if t.Before(l.expires) {
-			return Claim{Key: key, State: InFlight}, time.Time{}, false, nil
+			return dedupe.Claim{Key: key, State: dedupe.InFlight}, time.Time{}, false, nil
 		}
 		delete(sh.m, *d)
 		s.used.Add(-1)
 	}
 	until, err = s.delivered(d, t)
 	if err != nil {
-		return Claim{}, time.Time{}, false, err
+		return dedupe.Claim{}, time.Time{}, false, err
 	}
 	if !until.IsZero() {
-		return Claim{Key: key, State: Delivered}, until, false, nil
+		return dedupe.Claim{Key: key, State: dedupe.Delivered}, until, false, nil
 	}
-	if !reserve(&s.used, s.capacity) {
-		return Claim{}, time.Time{}, true, nil
+	if !dedupe.Reserve(&s.used, s.capacity) {
+		return dedupe.Claim{}, time.Time{}, true, nil
 	}
 	token := strconv.FormatUint(s.tokens.Add(1), 36)
 	sh.m[*d] = lease{token: token, expires: t.Add(leaseFor)}
-	return Claim{Key: key, State: Fresh, Token: token}, time.Time{}, false, nil
+	return dedupe.Claim{Key: key, State: dedupe.Fresh, Token: token}, time.Time{}, false, nil
 }
 
 // delivered returns the end of the window of d if the file records it as
 // delivered (or accepted) with a window that has not ended at t, else the
 // zero time.
-func (s *File) delivered(d *digest, t time.Time) (until time.Time, err error) {
+func (s *Ledger) delivered(d *digest, t time.Time) (until time.Time, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			until, err = time.Time{}, fmt.Errorf("%w: ledger %s: read failed: %v", ErrUnavailable, s.path, r)
+			until, err = time.Time{}, fmt.Errorf("%w: ledger %s: read failed: %v", dedupe.ErrUnavailable, s.path, r)
 		}
 	}()
 	err = s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketReplay).Get(d[:])
-		if len(v) == 9 && (v[0] == recordDelivered || v[0] == recordAccepted) {
-			if end := int64(binary.BigEndian.Uint64(v[1:])); t.UnixNano() < end {
-				until = time.Unix(0, end)
-			}
+		if r, ok := getReplay(tx, d); ok && r.remembered(t.UnixNano()) {
+			until = time.Unix(0, r.expires)
 		}
 		return nil
 	})
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%w: ledger %s: %v", ErrUnavailable, s.path, err)
+		return time.Time{}, fmt.Errorf("%w: ledger %s: %v", dedupe.ErrUnavailable, s.path, err)
 	}
 	return until, nil
 }
 
 // makeRoom, for a claim refused at capacity, forgets the leases that ended
-// and deletes the expired records, and says whether it freed anything.
-func (s *File) makeRoom() bool {
-	t := s.now()
-	freed := false
-	for i := range s.shards {
-		sh := &s.shards[i]
-		sh.mu.Lock()
-		for d, l := range sh.m {
-			if !t.Before(l.expires) {
-				delete(sh.m, d)
-				s.used.Add(-1)
-				freed = true
-			}
-		}
-		sh.mu.Unlock()
-	}
-	n, err := s.sweepOnce(context.Background())
-	return freed || (err == nil && n > 0)
+// and deletes the expired records.
+func (s *Ledger) makeRoom() {
+	s.forgetLeases()
+	_, _ = s.sweepOnce(context.Background())
 }
 
-// Commit implements Store. It returns once the record is fsynced. The
+// Commit implements dedupe.Store. It returns once the record is fsynced. The
 // event is recorded delivered whether or not the lease of c ended
 // meanwhile: the upstream accepted it. If ctx ends first Commit returns its
 // error, and the record may still be written.
-func (s *File) Commit(ctx context.Context, c Claim, window time.Duration) error {
-	if c.State != Fresh {
-		return fmt.Errorf("dedupe: commit of a %s claim; only a fresh claim can be committed", c.State)
+func (s *Ledger) Commit(ctx context.Context, c dedupe.Claim, window time.Duration) error {
+	if c.State != dedupe.Fresh {
+		return fmt.Errorf("ledger: commit of a %s claim; only a fresh claim can be committed", c.State)
 	}
 	if window <= 0 {
-		return fmt.Errorf("dedupe: window must be positive, got %v", window)
+		return fmt.Errorf("ledger: window must be positive, got %v", window)
 	}
 	d := digest(sha256.Sum256([]byte(c.Key)))
-	exp := s.now().Add(window).UnixNano()
-	val := make([]byte, 9)
-	val[0] = recordDelivered
-	binary.BigEndian.PutUint64(val[1:], uint64(exp))
-	idx := expiryKey(exp, &d)
-	var existed bool
+	rec := replayRecord{state: recordDelivered, expires: s.now().Add(window).UnixNano()}
+	var added bool
 	op := &writeOp{
-		fn: func(tx *bolt.Tx) error {
-			replay, expiry := tx.Bucket(bucketReplay), tx.Bucket(bucketExpiry)
-			expiry.FillPercent = 1 // appended to, mostly
-			old := replay.Get(d[:])
-			existed = old != nil
-			if len(old) == 9 {
-				if err := expiry.Delete(expiryKey(int64(binary.BigEndian.Uint64(old[1:])), &d)); err != nil {
-					return err
-				}
-			}
-			if err := replay.Put(d[:], val); err != nil {
-				return err
-			}
-			return expiry.Put(idx, nil)
+		fn: func(tx *bolt.Tx) (err error) {
+			added, err = putReplay(tx, &d, rec)
+			return err
 		},
 		after: func(err error) {
 			if err != nil {
 				return
 			}
-			if !existed {
+			if added {
 				s.used.Add(1)
 			}
 			// Only now that the record is durable does the claim leave
@@ -526,17 +514,9 @@ func (s *File) Commit(ctx context.Context, c Claim, window time.Duration) error 
 	return s.queue(ctx, op)
 }
 
-// expiryKey is the key of the expiry index: expires ‖ digest.
-func expiryKey(expires int64, d *digest) []byte {
-	k := make([]byte, 8+len(d))
-	binary.BigEndian.PutUint64(k, uint64(expires))
-	copy(k[8:], d[:])
-	return k
-}
-
-// Release implements Store: the key is freed only if c still holds it.
-func (s *File) Release(_ context.Context, c Claim) error {
-	if c.State != Fresh {
+// Release implements dedupe.Store: the key is freed only if c still holds it.
+func (s *Ledger) Release(_ context.Context, c dedupe.Claim) error {
+	if c.State != dedupe.Fresh {
 		return nil
 	}
 	d := digest(sha256.Sum256([]byte(c.Key)))
@@ -550,10 +530,10 @@ func (s *File) Release(_ context.Context, c Claim) error {
 	return nil
 }
 
-// Renew implements Store. Leases live in memory: nothing is written.
-func (s *File) Renew(_ context.Context, c Claim, leaseFor time.Duration) error {
+// Renew implements dedupe.Store. Leases live in memory: nothing is written.
+func (s *Ledger) Renew(_ context.Context, c dedupe.Claim, leaseFor time.Duration) error {
 	if leaseFor <= 0 {
-		return fmt.Errorf("dedupe: lease must be positive, got %v", leaseFor)
+		return fmt.Errorf("ledger: lease must be positive, got %v", leaseFor)
 	}
 	d := digest(sha256.Sum256([]byte(c.Key)))
 	sh := s.shard(&d)
@@ -561,25 +541,25 @@ func (s *File) Renew(_ context.Context, c Claim, leaseFor time.Duration) error {
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	l, ok := sh.m[d]
-	if !ok || c.State != Fresh || l.token != c.Token || !t.Before(l.expires) {
-		return fmt.Errorf("dedupe: renew %q: %w", c.Key, ErrNotHeld)
+	if !ok || c.State != dedupe.Fresh || l.token != c.Token || !t.Before(l.expires) {
+		return fmt.Errorf("ledger: renew %q: %w", c.Key, dedupe.ErrNotHeld)
 	}
 	l.expires = t.Add(leaseFor)
 	sh.m[d] = l
 	return nil
 }
 
-// Usage implements Usage: the records in the file (expired ones not yet
+// Usage implements dedupe.Usage: the records in the file (expired ones not yet
 // swept included) plus the ids in flight, and MaxEvents.
-func (s *File) Usage() (remembered, capacity int64) {
+func (s *Ledger) Usage() (remembered, capacity int64) {
 	return s.used.Load(), s.capacity
 }
 
 // errClosed is the error of an operation on a closed file store.
-var errClosed = fmt.Errorf("%w: ledger closed", ErrUnavailable)
+var errClosed = fmt.Errorf("%w: ledger closed", dedupe.ErrUnavailable)
 
 // queue hands op to the writer and waits for its result or for ctx.
-func (s *File) queue(ctx context.Context, op *writeOp) error {
+func (s *Ledger) queue(ctx context.Context, op *writeOp) error {
 	op.done = make(chan error, 1)
 	s.closeMu.RLock()
 	if s.closed {
@@ -592,13 +572,13 @@ func (s *File) queue(ctx context.Context, op *writeOp) error {
 	case err := <-op.done:
 		return err
 	case <-ctx.Done():
-		return fmt.Errorf("%w: ledger %s: commit not confirmed: %v", ErrUnavailable, s.path, ctx.Err())
+		return fmt.Errorf("%w: ledger %s: commit not confirmed: %v", dedupe.ErrUnavailable, s.path, ctx.Err())
 	}
 }
 
 // write is the writer goroutine: it takes every operation waiting, runs
 // them in one transaction (one fsync), and wakes their callers.
-func (s *File) write() {
+func (s *Ledger) write() {
 	defer close(s.writer)
 	group := make([]*writeOp, 0, maxGroup)
 	for op := range s.writes {
@@ -627,7 +607,7 @@ var errOpFailed = errors.New("operation failed")
 // taken out and the transaction run again without it, so that it does not
 // fail the others; a transaction that fails (disk full, I/O error) fails
 // every operation in it.
-func (s *File) commitGroup(group []*writeOp) {
+func (s *Ledger) commitGroup(group []*writeOp) {
 	for len(group) > 0 {
 		failed, opErr := -1, error(nil)
 		err := s.update(func(tx *bolt.Tx) error {
@@ -646,7 +626,7 @@ func (s *File) commitGroup(group []*writeOp) {
 			return
 		}
 		if failed >= 0 && errors.Is(err, errOpFailed) {
-			group[failed].finish(fmt.Errorf("%w: ledger %s: %v", ErrUnavailable, s.path, opErr))
+			group[failed].finish(fmt.Errorf("%w: ledger %s: %v", dedupe.ErrUnavailable, s.path, opErr))
 			group = append(group[:failed:failed], group[failed+1:]...)
 			continue
 		}
@@ -659,7 +639,7 @@ func (s *File) commitGroup(group []*writeOp) {
 }
 
 // update is db.Update with a panic turned into an error.
-func (s *File) update(fn func(tx *bolt.Tx) error) (err error) {
+func (s *Ledger) update(fn func(tx *bolt.Tx) error) (err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("write failed: %v", r)
@@ -669,15 +649,15 @@ func (s *File) update(fn func(tx *bolt.Tx) error) (err error) {
 }
 
 // writeError classifies the failure of a write transaction: a full disk
-// (or MaxSize reached) wraps ErrDiskFull, anything else ErrUnavailable.
-func (s *File) writeError(err error) error {
+// (or MaxSize reached) wraps ErrDiskFull, anything else dedupe.ErrUnavailable.
+func (s *Ledger) writeError(err error) error {
 	// bbolt formats some errors with %s (file resize), hence the text.
 	if errors.Is(err, berrors.ErrMaxSizeReached) || errors.Is(err, syscall.ENOSPC) ||
 		errors.Is(err, syscall.EDQUOT) || errors.Is(err, syscall.EFBIG) ||
 		strings.Contains(err.Error(), syscall.ENOSPC.Error()) {
 		return fmt.Errorf("%w: ledger %s: %v", ErrDiskFull, s.path, err)
 	}
-	return fmt.Errorf("%w: ledger %s: write failed: %v", ErrUnavailable, s.path, err)
+	return fmt.Errorf("%w: ledger %s: write failed: %v", dedupe.ErrUnavailable, s.path, err)
 }
 
 // finish reports the result of op to its caller.
@@ -689,7 +669,7 @@ func (op *writeOp) finish(err error) {
 }
 
 // sweepEvery deletes expired ids every period until Close.
-func (s *File) sweepEvery(period time.Duration) {
+func (s *Ledger) sweepEvery(period time.Duration) {
 	defer close(s.swept)
 	tick := time.NewTicker(period)
 	defer tick.Stop()
@@ -700,28 +680,30 @@ func (s *File) sweepEvery(period time.Duration) {
 		case <-tick.C:
 		}
 		s.forgetLeases()
-		for {
-			n, err := s.sweepOnce(context.Background())
-			if err != nil {
-				if s.onSweep != nil && !errors.Is(err, errClosed) {
-					s.onSweep(err)
+		for _, sweep := range []func(context.Context) (int, error){s.sweepOnce, s.purgeDiscarded} {
+			for {
+				n, err := sweep(context.Background())
+				if err != nil {
+					if s.onSweep != nil && !errors.Is(err, errClosed) {
+						s.onSweep(err)
+					}
+					break
 				}
-				break
-			}
-			if n < sweepBatch {
-				break
-			}
-			select {
-			case <-s.stopSweep:
-				return
-			default:
+				if n < sweepBatch {
+					break
+				}
+				select {
+				case <-s.stopSweep:
+					return
+				default:
+				}
 			}
 		}
 	}
 }
 
 // forgetLeases drops the in-flight claims whose lease ended.
-func (s *File) forgetLeases() {
+func (s *Ledger) forgetLeases() {
 	t := s.now()
 	for i := range s.shards {
 		sh := &s.shards[i]
@@ -738,7 +720,7 @@ func (s *File) forgetLeases() {
 
 // sweepOnce deletes up to sweepBatch expired records, through the writer,
 // and returns how many it deleted.
-func (s *File) sweepOnce(ctx context.Context) (int, error) {
+func (s *Ledger) sweepOnce(ctx context.Context) (int, error) {
 	now := s.now().UnixNano()
 	if !s.anyExpired(now) {
 		return 0, nil
@@ -758,7 +740,7 @@ func (s *File) sweepOnce(ctx context.Context) (int, error) {
 			}
 			for _, k := range keys {
 				d := k[8:]
-				if v := replay.Get(d); len(v) == 9 && binary.BigEndian.Uint64(v[1:]) == binary.BigEndian.Uint64(k) {
+				if r, ok := parseReplay(replay.Get(d)); ok && r.expires == int64(binary.BigEndian.Uint64(k)) {
 					if err := replay.Delete(d); err != nil {
 						return err
 					}
@@ -784,7 +766,7 @@ func (s *File) sweepOnce(ctx context.Context) (int, error) {
 
 // anyExpired says whether the oldest entry of the expiry index ended
 // before now.
-func (s *File) anyExpired(now int64) bool {
+func (s *Ledger) anyExpired(now int64) bool {
 	var any bool
 	_ = s.db.View(func(tx *bolt.Tx) error {
 		k, _ := tx.Bucket(bucketExpiry).Cursor().First()
@@ -796,7 +778,7 @@ func (s *File) anyExpired(now int64) bool {
 
 // Close stops the sweeper, lets the writer finish the writes queued, and
 // closes the file.
-func (s *File) Close() error {
+func (s *Ledger) Close() error {
 	s.closeOnce.Do(func() {
 		close(s.stopSweep)
 		<-s.swept
@@ -811,6 +793,8 @@ func (s *File) Close() error {
 }
 
 var (
-	_ Store = (*File)(nil)
-	_ Usage = (*File)(nil)
+	_ dedupe.Store         = (*Ledger)(nil)
+	_ dedupe.WindowClaimer = (*Ledger)(nil)
+	_ spool.Store          = (*Ledger)(nil)
+	_ dedupe.Usage         = (*Ledger)(nil)
 )

@@ -1,4 +1,4 @@
-package dedupe
+package ledger
 
 import (
 	"bufio"
@@ -19,11 +19,14 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/hookguard/caddy-webhook-guard/dedupe"
+	"github.com/hookguard/caddy-webhook-guard/dedupe/dedupetest"
 )
 
 // newTestFile opens a file store with a fake clock, in a temporary folder
 // unless cfg.Path is set, closed when the test ends.
-func newTestFile(t testing.TB, cfg FileConfig) (*File, *fakeClock) {
+func newTestFile(t testing.TB, cfg Config) (*Ledger, *dedupetest.FakeClock) {
 	t.Helper()
 	if cfg.Path == "" {
 		cfg.Path = filepath.Join(t.TempDir(), "webhook_guard", "ledger.db")
@@ -31,8 +34,8 @@ func newTestFile(t testing.TB, cfg FileConfig) (*File, *fakeClock) {
 	if cfg.SweepEvery == 0 {
 		cfg.SweepEvery = time.Hour // the tests sweep by hand
 	}
-	clock := &fakeClock{}
-	s, err := openFile(cfg, clock.now)
+	clock := &dedupetest.FakeClock{}
+	s, err := open(cfg, clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,9 +44,9 @@ func newTestFile(t testing.TB, cfg FileConfig) (*File, *fakeClock) {
 }
 
 // claimCommit claims key fresh and commits it for window.
-func claimCommit(t testing.TB, s Store, key string, window time.Duration) {
+func claimCommit(t testing.TB, s dedupe.Store, key string, window time.Duration) {
 	t.Helper()
-	c := mustClaim(t, s, key, time.Minute, Fresh)
+	c := dedupetest.MustClaim(t, s, key, time.Minute, dedupe.Fresh)
 	if err := s.Commit(context.Background(), c, window); err != nil {
 		t.Fatalf("Commit(%q): %v", key, err)
 	}
@@ -51,7 +54,7 @@ func claimCommit(t testing.TB, s Store, key string, window time.Duration) {
 
 // commitMany claims and commits keys from 32 goroutines, so that the
 // commits share transactions, as under load.
-func commitMany(t testing.TB, s Store, keys []string, window time.Duration) {
+func commitMany(t testing.TB, s dedupe.Store, keys []string, window time.Duration) {
 	t.Helper()
 	next := make(chan string)
 	var wg sync.WaitGroup
@@ -59,7 +62,7 @@ func commitMany(t testing.TB, s Store, keys []string, window time.Duration) {
 		wg.Go(func() {
 			for key := range next {
 				c, err := s.Claim(context.Background(), key, time.Minute)
-				if err == nil && c.State != Fresh {
+				if err == nil && c.State != dedupe.Fresh {
 					err = fmt.Errorf("claim %v", c.State)
 				}
 				if err == nil {
@@ -91,40 +94,40 @@ func keys(prefix string, n int) []string {
 }
 
 // A committed id is in the file: closed and reopened, the store answers
-// Delivered; a claim in flight is not (a restart ends its delivery).
+// dedupe.Delivered; a claim in flight is not (a restart ends its delivery).
 func TestFileSurvivesReopen(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ledger.db")
-	s, err := OpenFile(FileConfig{Path: path})
+	s, err := Open(Config{Path: path})
 	if err != nil {
 		t.Fatal(err)
 	}
 	commitMany(t, s, keys("evt_", 100), time.Hour)
-	mustClaim(t, s, Key("shop", "ivy", "in_flight"), time.Minute, Fresh)
+	dedupetest.MustClaim(t, s, dedupe.Key("shop", "ivy", "in_flight"), time.Minute, dedupe.Fresh)
 	if s.Path() != path {
 		t.Fatalf("Path() = %q, want %q", s.Path(), path)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
 	}
-	if _, err := s.Claim(context.Background(), "k", time.Minute); !errors.Is(err, ErrUnavailable) {
+	if _, err := s.Claim(context.Background(), "k", time.Minute); !errors.Is(err, dedupe.ErrUnavailable) {
 		t.Fatalf("Claim after Close = %v, want ErrUnavailable", err)
 	}
-	if err := s.Commit(context.Background(), Claim{Key: "k", State: Fresh, Token: "x"}, time.Minute); !errors.Is(err, ErrUnavailable) {
+	if err := s.Commit(context.Background(), dedupe.Claim{Key: "k", State: dedupe.Fresh, Token: "x"}, time.Minute); !errors.Is(err, dedupe.ErrUnavailable) {
 		t.Fatalf("Commit after Close = %v, want ErrUnavailable", err)
 	}
 
-	s2, err := OpenFile(FileConfig{Path: path})
+	s2, err := Open(Config{Path: path})
 	if err != nil {
 		t.Fatalf("reopen: %v", err)
 	}
 	defer s2.Close()
-	if n, c := s2.Usage(); n != 100 || c != DefaultFileMaxEvents {
-		t.Fatalf("Usage() after reopen = %d, %d; want 100, %d", n, c, DefaultFileMaxEvents)
+	if n, c := s2.Usage(); n != 100 || c != DefaultMaxEvents {
+		t.Fatalf("Usage() after reopen = %d, %d; want 100, %d", n, c, DefaultMaxEvents)
 	}
 	for _, key := range keys("evt_", 100) {
-		mustClaim(t, s2, key, time.Minute, Delivered)
+		dedupetest.MustClaim(t, s2, key, time.Minute, dedupe.Delivered)
 	}
-	mustClaim(t, s2, Key("shop", "ivy", "in_flight"), time.Minute, Fresh)
+	dedupetest.MustClaim(t, s2, dedupe.Key("shop", "ivy", "in_flight"), time.Minute, dedupe.Fresh)
 }
 
 // ledgerChildEnv makes the test binary a process that commits ids to the
@@ -141,7 +144,7 @@ func TestMain(m *testing.M) {
 
 // runLedgerChild is the process that TestFileSurvivesKill kills.
 func runLedgerChild(path string) {
-	s, err := OpenFile(FileConfig{Path: path})
+	s, err := Open(Config{Path: path})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "child:", err)
 		os.Exit(2)
@@ -152,7 +155,7 @@ func runLedgerChild(path string) {
 	for g := range 8 {
 		wg.Go(func() {
 			for i := 0; ; i++ {
-				key := Key("kill", "ivy", strconv.Itoa(g)+"_"+strconv.Itoa(i))
+				key := dedupe.Key("kill", "ivy", strconv.Itoa(g)+"_"+strconv.Itoa(i))
 				c, err := s.Claim(context.Background(), key, time.Minute)
 				if err == nil {
 					err = s.Commit(context.Background(), c, time.Hour)
@@ -209,13 +212,13 @@ func TestFileSurvivesKill(t *testing.T) {
 		t.Fatalf("child committed %d ids before dying; stderr: %s", len(committed), stderr.String())
 	}
 
-	s, err := OpenFile(FileConfig{Path: path})
+	s, err := Open(Config{Path: path})
 	if err != nil {
 		t.Fatalf("reopen after SIGKILL: %v", err)
 	}
 	defer s.Close()
 	for _, key := range committed {
-		mustClaim(t, s, key, time.Minute, Delivered)
+		dedupetest.MustClaim(t, s, key, time.Minute, dedupe.Delivered)
 	}
 	if n, _ := s.Usage(); n < int64(len(committed)) {
 		t.Fatalf("Usage() = %d, fewer than the %d ids committed", n, len(committed))
@@ -252,9 +255,9 @@ func checkLedger(t *testing.T, path string) {
 func TestFileModeAndContents(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data", "webhook_guard")
 	path := filepath.Join(dir, "ledger.db")
-	s, _ := newTestFile(t, FileConfig{Path: path})
+	s, _ := newTestFile(t, Config{Path: path})
 	const secretID = "evt_VISIBLE_EVENT_ID_42"
-	claimCommit(t, s, Key("tenant_scope", "stripe", secretID), time.Hour)
+	claimCommit(t, s, dedupe.Key("tenant_scope", "stripe", secretID), time.Hour)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -289,10 +292,10 @@ func TestFileModeAndContents(t *testing.T) {
 func wantOpenError(t *testing.T, path string, want ...string) {
 	t.Helper()
 	before, _ := os.ReadFile(path)
-	s, err := OpenFile(FileConfig{Path: path})
+	s, err := Open(Config{Path: path})
 	if err == nil {
 		s.Close()
-		t.Fatalf("OpenFile(%s): no error", path)
+		t.Fatalf("Open(%s): no error", path)
 	}
 	msg := err.Error()
 	for _, w := range append([]string{path}, want...) {
@@ -308,14 +311,14 @@ func wantOpenError(t *testing.T, path string, want ...string) {
 
 func TestFileLockedByAnother(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ledger.db")
-	s, _ := newTestFile(t, FileConfig{Path: path})
+	s, _ := newTestFile(t, Config{Path: path})
 	claimCommit(t, s, "k", time.Hour)
-	_, err := OpenFile(FileConfig{Path: path})
+	_, err := Open(Config{Path: path})
 	if !errors.Is(err, ErrInUse) {
 		t.Fatalf("second OpenFile = %v, want ErrInUse", err)
 	}
 	wantOpenError(t, path, "in use by another process", "another Caddy")
-	mustClaim(t, s, "k", time.Minute, Delivered)
+	dedupetest.MustClaim(t, s, "k", time.Minute, dedupe.Delivered)
 }
 
 func TestFileGarbage(t *testing.T) {
@@ -328,7 +331,7 @@ func TestFileGarbage(t *testing.T) {
 
 	// A valid bbolt file whose pages were overwritten.
 	damaged := filepath.Join(dir, "damaged.db")
-	s, _ := newTestFile(t, FileConfig{Path: damaged})
+	s, _ := newTestFile(t, Config{Path: damaged})
 	commitMany(t, s, keys("k", 2000), time.Hour)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -348,7 +351,7 @@ func TestFileGarbage(t *testing.T) {
 	// A ledger cut short (a copy interrupted, a full disk on another
 	// system).
 	truncated := filepath.Join(dir, "truncated.db")
-	s, _ = newTestFile(t, FileConfig{Path: truncated})
+	s, _ = newTestFile(t, Config{Path: truncated})
 	commitMany(t, s, keys("k", 3000), time.Hour)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -385,7 +388,7 @@ func TestFileGarbage(t *testing.T) {
 
 func TestFileNewerSchema(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ledger.db")
-	s, _ := newTestFile(t, FileConfig{Path: path})
+	s, _ := newTestFile(t, Config{Path: path})
 	claimCommit(t, s, "k", time.Hour)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -395,7 +398,7 @@ func TestFileNewerSchema(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket(bucketMeta).Put(keySchema, binary.BigEndian.AppendUint32(nil, FileSchema+1))
+		return tx.Bucket(bucketMeta).Put(keySchema, binary.BigEndian.AppendUint32(nil, Schema+1))
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -424,7 +427,7 @@ func TestFileUnreadable(t *testing.T) {
 		return
 	}
 	path := filepath.Join(dir, "private.db")
-	s, _ := newTestFile(t, FileConfig{Path: path})
+	s, _ := newTestFile(t, Config{Path: path})
 	s.Close()
 	if err := os.Chmod(path, 0); err != nil {
 		t.Fatal(err)
@@ -433,49 +436,49 @@ func TestFileUnreadable(t *testing.T) {
 }
 
 // A full disk (here MaxSize) refuses the commit with an error matching
-// ErrDiskFull and ErrFull, writes no partial record, and loses none of
+// ErrDiskFull and dedupe.ErrFull, writes no partial record, and loses none of
 // the earlier ones.
 func TestFileDiskFull(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ledger.db")
-	s, clock := newTestFile(t, FileConfig{Path: path, MaxSize: 128 << 10})
+	s, clock := newTestFile(t, Config{Path: path, MaxSize: 128 << 10})
 	ctx := context.Background()
 	var committed []string
-	var full Claim
+	var full dedupe.Claim
 	for i := 0; ; i++ {
 		if i == 100_000 {
 			t.Fatal("100,000 commits did not fill 128 KiB")
 		}
-		key := Key("disk", "ivy", "evt_"+strconv.Itoa(i))
-		c := mustClaim(t, s, key, time.Minute, Fresh)
+		key := dedupe.Key("disk", "ivy", "evt_"+strconv.Itoa(i))
+		c := dedupetest.MustClaim(t, s, key, time.Minute, dedupe.Fresh)
 		err := s.Commit(ctx, c, time.Hour)
 		if err == nil {
 			committed = append(committed, key)
 			continue
 		}
-		if !errors.Is(err, ErrDiskFull) || !errors.Is(err, ErrFull) || !strings.Contains(err.Error(), path) {
-			t.Fatalf("Commit on a full disk = %v, want ErrDiskFull (and ErrFull) naming the path", err)
+		if !errors.Is(err, ErrDiskFull) || !errors.Is(err, dedupe.ErrFull) || !strings.Contains(err.Error(), path) {
+			t.Fatalf("Commit on a full disk = %v, want ErrDiskFull (and dedupe.ErrFull) naming the path", err)
 		}
 		full = c
 		break
 	}
 	// The failed commit's claim is still in flight: no duplicate gets
 	// through while the guard retries the commit or the lease runs out.
-	mustClaim(t, s, full.Key, time.Minute, InFlight)
+	dedupetest.MustClaim(t, s, full.Key, time.Minute, dedupe.InFlight)
 	for _, key := range committed {
-		mustClaim(t, s, key, time.Minute, Delivered)
+		dedupetest.MustClaim(t, s, key, time.Minute, dedupe.Delivered)
 	}
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
 	checkLedger(t, path)
-	s2, err := openFile(FileConfig{Path: path, MaxSize: 128 << 10, SweepEvery: time.Hour}, clock.now)
+	s2, err := open(Config{Path: path, MaxSize: 128 << 10, SweepEvery: time.Hour}, clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s2.Close()
-	mustClaim(t, s2, full.Key, time.Minute, Fresh)
+	dedupetest.MustClaim(t, s2, full.Key, time.Minute, dedupe.Fresh)
 	for _, key := range committed {
-		mustClaim(t, s2, key, time.Minute, Delivered)
+		dedupetest.MustClaim(t, s2, key, time.Minute, dedupe.Delivered)
 	}
 	t.Logf("%d ids committed before the disk was full", len(committed))
 
@@ -483,7 +486,7 @@ func TestFileDiskFull(t *testing.T) {
 	// (One at a time: bbolt reuses a freed page only once no read
 	// transaction older than its freeing is open, so commits racing with
 	// claims right after the sweep could still find no page free.)
-	clock.advance(2 * time.Hour)
+	clock.Advance(2 * time.Hour)
 	for {
 		n, err := s2.sweepOnce(ctx)
 		if err != nil {
@@ -502,13 +505,13 @@ func TestFileDiskFull(t *testing.T) {
 // gives their places back.
 func TestFileSweep(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "ledger.db")
-	s, clock := newTestFile(t, FileConfig{Path: path, MaxEvents: 10_000})
+	s, clock := newTestFile(t, Config{Path: path, MaxEvents: 10_000})
 	const short, long = sweepBatch*2 + 10, 5
 	commitMany(t, s, keys("short_", short), time.Minute)
 	commitMany(t, s, keys("long_", long), time.Hour)
 	// Committed again: one record, its old expiry dropped from the index.
 	claimCommitAfterExpiry := func(key string) {
-		clock.advance(2 * time.Minute)
+		clock.Advance(2 * time.Minute)
 		claimCommit(t, s, key, time.Hour)
 	}
 	claimCommitAfterExpiry("short_0")
@@ -535,9 +538,9 @@ func TestFileSweep(t *testing.T) {
 	if n, _ := s.Usage(); n != long+1 {
 		t.Fatalf("Usage() after the sweep = %d, want %d", n, long+1)
 	}
-	mustClaim(t, s, "short_0", time.Minute, Delivered)
+	dedupetest.MustClaim(t, s, "short_0", time.Minute, dedupe.Delivered)
 	for i := range long {
-		mustClaim(t, s, "long_"+strconv.Itoa(i), time.Minute, Delivered)
+		dedupetest.MustClaim(t, s, "long_"+strconv.Itoa(i), time.Minute, dedupe.Delivered)
 	}
 	err := s.db.View(func(tx *bolt.Tx) error {
 		if n := tx.Bucket(bucketReplay).Stats().KeyN; n != long+1 {
@@ -555,12 +558,12 @@ func TestFileSweep(t *testing.T) {
 
 // The background sweep runs on its own.
 func TestFileBackgroundSweep(t *testing.T) {
-	s, clock := newTestFile(t, FileConfig{SweepEvery: 5 * time.Millisecond})
+	s, clock := newTestFile(t, Config{SweepEvery: 5 * time.Millisecond})
 	for i := range 50 {
 		claimCommit(t, s, "k"+strconv.Itoa(i), time.Minute)
 	}
-	mustClaim(t, s, "lease", time.Minute, Fresh)
-	clock.advance(2 * time.Minute)
+	dedupetest.MustClaim(t, s, "lease", time.Minute, dedupe.Fresh)
+	clock.Advance(2 * time.Minute)
 	waitUntil(t, 10*time.Second, "background sweep", func() bool {
 		n, _ := s.Usage()
 		return n == 0
@@ -570,7 +573,7 @@ func TestFileBackgroundSweep(t *testing.T) {
 // An operation that fails inside a group does not fail the others, and
 // leaves nothing in the file.
 func TestFileGroupIsolatesFailures(t *testing.T) {
-	s, _ := newTestFile(t, FileConfig{})
+	s, _ := newTestFile(t, Config{})
 	ctx := context.Background()
 	// Hold the writer so that the operations below queue into one group.
 	hold, held := make(chan struct{}), make(chan struct{})
@@ -625,11 +628,11 @@ func TestFileGroupIsolatesFailures(t *testing.T) {
 	}
 }
 
-func TestFileConfig(t *testing.T) {
-	if _, err := OpenFile(FileConfig{}); err == nil {
+func TestConfig(t *testing.T) {
+	if _, err := Open(Config{}); err == nil {
 		t.Fatal("empty path: no error")
 	}
-	if _, err := OpenFile(FileConfig{Path: filepath.Join(t.TempDir(), "l.db"), MaxEvents: -1}); err == nil {
+	if _, err := Open(Config{Path: filepath.Join(t.TempDir(), "l.db"), MaxEvents: -1}); err == nil {
 		t.Fatal("MaxEvents -1: no error")
 	}
 }
@@ -644,4 +647,18 @@ func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() boo
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+func TestLedgerContract(t *testing.T) {
+	dedupetest.Contract(t, time.Second, func(t *testing.T, maxEvents int64) dedupetest.ContractStore {
+		s, clock := newTestFile(t, Config{MaxEvents: maxEvents})
+		return dedupetest.ContractStore{Store: s, Advance: clock.Advance}
+	})
+}
+
+func TestCachedLedgerContract(t *testing.T) {
+	dedupetest.Contract(t, time.Second, func(t *testing.T, maxEvents int64) dedupetest.ContractStore {
+		s, clock := newTestFile(t, Config{MaxEvents: maxEvents})
+		return dedupetest.ContractStore{Store: dedupe.NewCached(s, 1000, clock.Now), Advance: clock.Advance}
+	})
 }

@@ -1,0 +1,4 @@
+package dedupe
+
+// NewMemoryWithClock is newMemory, for the external tests.
+var NewMemoryWithClock = newMemory
