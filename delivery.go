@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -35,6 +36,7 @@ const (
 	outcomeStoreUnavailable = "store_unavailable"
 	outcomeStoreFull        = "store_full"
 	outcomeSpooled          = "spooled"
+	outcomeUnrecorded       = "unrecorded"
 )
 
 // outcomeFacts is what an outcome means to the sender and to the operator.
@@ -69,6 +71,10 @@ var outcomes = map[string]outcomeFacts{
 	outcomeStoreUnavailable: {http.StatusServiceUnavailable, zapcore.ErrorLevel, "webhook refused", true},
 	outcomeStoreFull:        {http.StatusServiceUnavailable, zapcore.ErrorLevel, "webhook refused", true},
 	outcomeSpooled:          {http.StatusOK, zapcore.InfoLevel, "webhook spooled", false},
+	// The upstream took the event but the store could not record it: the
+	// provider gets 503 and retries; its copies are answered 409 while the
+	// claim is held (the commit is retried until it lands), then duplicate.
+	outcomeUnrecorded: {http.StatusServiceUnavailable, zapcore.ErrorLevel, "webhook delivered but not remembered", true},
 }
 
 // delivery is one inbound webhook request on its way through the pipeline.
@@ -77,6 +83,14 @@ type delivery struct {
 	r        *http.Request
 	clientIP string
 	event    verify.Event
+
+	// stopRenewal stops renewing the claim's lease (nil: not renewing);
+	// settling says its commit or release has begun.
+	stopRenewal func()
+	settling    atomic.Bool
+	// commitErr is why the commit of an accepted delivery failed: the
+	// claim is kept and the commit retried, the sender gets 503.
+	commitErr error
 }
 
 // log writes the delivery's one log line and counts it. status is the
@@ -145,14 +159,11 @@ func (d *delivery) forward(w http.ResponseWriter, next caddyhttp.Handler, claim 
 	ctx, cancel := detach(d.r.Context(), d.h.lease)
 	defer cancel()
 	held := newHeldResponse(w, d.commitEarly(claim))
-	var stopRenewing func()
 	if claim != nil {
-		stopRenewing = d.renew(ctx, *claim)
+		d.stopRenewal = d.renew(ctx, *claim)
 	}
+	defer d.endRenewal() // settle ends it once the claim is settled
 	defer func() {
-		if stopRenewing != nil {
-			stopRenewing()
-		}
 		p := recover()
 		switch {
 		case p != nil:
@@ -163,7 +174,10 @@ func (d *delivery) forward(w http.ResponseWriter, next caddyhttp.Handler, claim 
 			d.settle(claim, false)
 			err = d.refuse(w, outcomeNoUpstream, "no handler after webhook_guard answered (add reverse_proxy)")
 		case err == nil && held.accepted():
-			d.settle(claim, true)
+			if !d.settle(claim, true) {
+				err = d.unrecorded(w)
+				return
+			}
 			d.log(outcomeForwarded, "upstream accepted", held.status)
 			held.release()
 		case err != nil:
@@ -179,6 +193,39 @@ func (d *delivery) forward(w http.ResponseWriter, next caddyhttp.Handler, claim 
 	return next.ServeHTTP(held, d.r.WithContext(ctx))
 }
 
+// unrecorded answers an event the upstream accepted but the store could not
+// record: 503 + Retry-After instead of the upstream's 2xx, so that a
+// provider never gets a 2xx for an event the store has not remembered. The
+// upstream has the event: the provider's retries are answered 409 while the
+// claim is held and the commit retried, then duplicate once it lands; only
+// if the process ends first is a retry forwarded again (at least once).
+func (d *delivery) unrecorded(w http.ResponseWriter) error {
+	for name := range w.Header() { // the upstream's, for an answer not sent
+		delete(w.Header(), name)
+	}
+	return d.refuse(w, outcomeUnrecorded, "the upstream accepted the event but the replay store could not record it (%v); answered 503 so the provider retries; the claim is held and the commit retried until it lands", d.commitErr)
+}
+
+// unwritable refuses a freshly claimed event, and releases its claim, when
+// the store says its writes fail now (a full disk, a journal that could not
+// sync): the event is not forwarded, since its commit would fail. It
+// reports whether it refused.
+func (d *delivery) unwritable(w http.ResponseWriter, claim dedupe.Claim) (bool, error) {
+	hs, ok := d.h.store.(dedupe.Health)
+	if !ok {
+		return false, nil
+	}
+	err := hs.Writable()
+	if err == nil {
+		return false, nil
+	}
+	_ = d.h.store.Release(context.WithoutCancel(d.r.Context()), claim)
+	if errors.Is(err, dedupe.ErrFull) {
+		return true, d.refuse(w, outcomeStoreFull, "replay store: %v", err)
+	}
+	return true, d.refuse(w, outcomeStoreUnavailable, "replay store: %v", err)
+}
+
 // detach is the context of the upstream call: the request's values, but not
 // its cancellation, which only starts a countdown of grace.
 func detach(parent context.Context, grace time.Duration) (context.Context, context.CancelFunc) {
@@ -189,12 +236,21 @@ func detach(parent context.Context, grace time.Duration) (context.Context, conte
 
 // commitEarly is called by the held response when the upstream's 2xx answer
 // outgrows what it holds: the event is committed before any of it is sent.
-func (d *delivery) commitEarly(claim *dedupe.Claim) func() {
+// If the commit fails, nothing of the answer is sent (the sender gets 503).
+func (d *delivery) commitEarly(claim *dedupe.Claim) func() bool {
 	if claim == nil {
 		return nil
 	}
-	return func() {
-		d.settle(claim, true)
+	return func() bool {
+		return d.settle(claim, true)
+	}
+}
+
+// endRenewal stops renewing the claim's lease, once.
+func (d *delivery) endRenewal() {
+	if d.stopRenewal != nil {
+		d.stopRenewal()
+		d.stopRenewal = nil
 	}
 }
 
@@ -216,6 +272,9 @@ func (d *delivery) renew(ctx context.Context, claim dedupe.Claim) (stop func()) 
 				return
 			case <-t.C:
 				if err := d.h.store.Renew(ctx, claim, d.h.lease); err != nil {
+					if d.settling.Load() {
+						return // committed or released meanwhile
+					}
 					d.h.logger.Error("replay store: could not renew the lease of an event in flight; a copy may pass when it ends",
 						zap.String("provider", d.h.Provider), zap.String("event_id", d.event.ID), zap.Error(err))
 					if errors.Is(err, dedupe.ErrNotHeld) {
@@ -230,40 +289,57 @@ func (d *delivery) renew(ctx context.Context, claim dedupe.Claim) (stop func()) 
 
 // settle ends the claim once: Commit after an accepted delivery (durable
 // before the sender gets the answer), Release after anything else, so a
-// provider's retry goes through.
-func (d *delivery) settle(claim *dedupe.Claim, accepted bool) {
-	if claim == nil || claim.Key == "" {
-		return
+// provider's retry goes through. The lease is renewed until the commit or
+// release returns. It reports whether the claim ended as it should: false
+// when the commit failed (or did not return within commitWait): the claim
+// is then kept, the commit retried in the background until it lands, and
+// the sender must get 503.
+func (d *delivery) settle(claim *dedupe.Claim, accepted bool) bool {
+	if claim == nil {
+		return true
+	}
+	if claim.Key == "" { // settled already (committed early)
+		return d.commitErr == nil
 	}
 	c := *claim
 	claim.Key = "" // settled
+	d.settling.Store(true)
+	defer d.endRenewal()
 	// Not cancelled with the request: the client may be gone while the
-	// upstream already took the event. Every store bounds its own calls.
-	ctx := context.WithoutCancel(d.r.Context())
+	// upstream already took the event. Bounded, so a stalled store answers.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(d.r.Context()), d.h.commitWait)
+	defer cancel()
 	if accepted {
 		window := d.h.rememberFor(d.event)
 		if err := d.h.store.Commit(ctx, c, window); err != nil {
-			d.h.logger.Error("replay store: event delivered but not yet remembered; retrying until it lands or the lease ends",
+			d.commitErr = err
+			d.h.logger.Error("replay store: event delivered but not remembered; the claim is held and the commit retried until it lands",
 				zap.String("provider", d.h.Provider), zap.String("event_id", d.event.ID), zap.Error(err))
 			go d.h.recommit(c, window, d.event.ID)
+			return false
 		}
-		return
+		return true
 	}
 	if err := d.h.store.Release(ctx, c); err != nil {
 		d.h.logger.Error("replay store: could not release a failed delivery; retries are refused until its lease expires",
 			zap.String("provider", d.h.Provider), zap.String("event_id", d.event.ID), zap.Error(err))
 	}
+	return true
 }
 
-// recommit retries a commit that failed (the store stalled) until it lands
-// or the claim's lease ends: while the claim is held, copies of the event
-// are answered 409 and retried by the provider; once remembered, duplicate.
+// recommit retries a commit that failed (the store stalled, its disk was
+// full) until it lands, the store is closed, or the event's window has
+// passed (remembering it no longer matters). Meanwhile the claim is held:
+// for the file store, whose leases do not expire in the process holding
+// them, until it lands; for the others it is renewed with each attempt.
+// Copies of the event are answered 409 and retried by the provider; once
+// remembered, duplicate.
 func (h *Handler) recommit(c dedupe.Claim, window time.Duration, eventID string) {
-	deadline := time.Now().Add(h.lease)
+	deadline := time.Now().Add(window)
 	wait := 100 * time.Millisecond
-	for time.Now().Before(deadline) {
-		time.Sleep(min(wait, time.Until(deadline)))
-		ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	for {
+		time.Sleep(min(wait, max(time.Until(deadline), 0)))
+		ctx, cancel := context.WithTimeout(context.Background(), h.commitWait)
 		_ = h.store.Renew(ctx, c, h.lease)
 		err := h.store.Commit(ctx, c, window)
 		cancel()
@@ -273,11 +349,14 @@ func (h *Handler) recommit(c dedupe.Claim, window time.Duration, eventID string)
 				zap.String("provider", h.Provider), zap.String("event_id", eventID))
 			return
 		}
+		if errors.Is(err, dedupe.ErrClosed) || !time.Now().Before(deadline) {
+			commitRetries.WithLabelValues("lost").Inc()
+			h.logger.Error("replay store: delivered event could not be remembered (store closed, or its window passed); a copy may pass",
+				zap.String("provider", h.Provider), zap.String("event_id", eventID), zap.Error(err))
+			return
+		}
 		wait = min(2*wait, 5*time.Second)
 	}
-	commitRetries.WithLabelValues("lost").Inc()
-	h.logger.Error("replay store: delivered event could not be remembered before its lease ended; a duplicate may pass",
-		zap.String("provider", h.Provider), zap.String("event_id", eventID))
 }
 
 // statusOf is the status an error answers with.

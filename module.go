@@ -38,6 +38,10 @@ const (
 	clockSkew = time.Minute
 	// retryAfter is the Retry-After (seconds) of 409 and 503 answers.
 	retryAfter = "5"
+	// defaultCommitWait bounds the wait for the commit of a delivered
+	// event: a stalled store answers 503 (the claim kept) rather than
+	// holding the sender and every request behind it.
+	defaultCommitWait = 10 * time.Second
 )
 
 // Handler guards a webhook endpoint: `webhook_guard <provider> { ... }`.
@@ -119,6 +123,9 @@ type Handler struct {
 	proxyWarned *proxyWarning  // loose trusted_proxies warned (proxies.go)
 
 	spool *spoolTarget // the provisioned spool block (spool.go)
+
+	// commitWait bounds a commit's wait (defaultCommitWait; tests lower it).
+	commitWait time.Duration
 }
 
 // CaddyModule returns the Caddy module information.
@@ -133,6 +140,7 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 // opens (or reuses across reloads) the replay store.
 func (h *Handler) Provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
+	h.commitWait = defaultCommitWait
 	h.lastUsageWarning = new(atomic.Int64)
 	h.errChain = new(errChainCache)
 	h.proxyWarned = new(proxyWarning)
@@ -343,6 +351,9 @@ func (h *Handler) pipeline(w http.ResponseWriter, r *http.Request, next caddyhtt
 		return nil
 	case claim.State == dedupe.InFlight:
 		return d.refuse(w, outcomeInFlight, "another delivery of this event is in flight")
+	}
+	if refused, err := d.unwritable(w, claim); refused {
+		return err
 	}
 	h.checkUsage()
 	if h.spool != nil {

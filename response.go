@@ -13,16 +13,21 @@ const maxHeldBody = 64 << 10
 // heldResponse holds the upstream's answer (status and a bounded body; the
 // headers are the sender's response headers, unsent until the status is)
 // until the guard has settled the event, so that a provider never sees a
-// 2xx for an event the store has not yet durably remembered.
+// 2xx for an event the store has not yet durably remembered. When the store
+// cannot record an event the upstream accepted, the upstream's answer is
+// never sent: the provider gets 503 and retries, and its copies are held
+// (409) until the commit lands, then answered duplicate — the upstream has
+// the event (see docs/replay.md).
 type heldResponse struct {
 	w          http.ResponseWriter
 	status     int
 	body       bytes.Buffer
 	released   bool
-	onOverflow func() // commits a 2xx answer that outgrows the hold; may be nil
+	discarding bool        // the answer will not be sent (its early commit failed)
+	onOverflow func() bool // commits a 2xx answer that outgrows the hold (false: failed); may be nil
 }
 
-func newHeldResponse(w http.ResponseWriter, onOverflow func()) *heldResponse {
+func newHeldResponse(w http.ResponseWriter, onOverflow func() bool) *heldResponse {
 	return &heldResponse{w: w, onOverflow: onOverflow}
 }
 
@@ -46,9 +51,14 @@ func (h *heldResponse) Write(b []byte) (int, error) {
 	if h.status == 0 {
 		h.WriteHeader(http.StatusOK)
 	}
+	if h.discarding {
+		return len(b), nil
+	}
 	if !h.released && h.body.Len()+len(b) > maxHeldBody {
-		if h.accepted() && h.onOverflow != nil {
-			h.onOverflow()
+		if h.accepted() && h.onOverflow != nil && !h.onOverflow() {
+			h.discarding = true // the sender gets 503, not this answer
+			h.body.Reset()
+			return len(b), nil
 		}
 		h.release()
 	}
@@ -79,7 +89,7 @@ func (h *heldResponse) accepted() bool { return h.status >= 200 && h.status < 30
 // release sends what is held and passes everything after it through. The
 // sender may be gone; its errors are not the upstream's.
 func (h *heldResponse) release() {
-	if h.released {
+	if h.released || h.discarding {
 		return
 	}
 	h.released = true

@@ -264,7 +264,14 @@ func (s *FileStore) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("store file %s: %v", path, err)
 	}
 	return s.open(ctx, "file:"+abs, func(p *pooledStore) (dedupe.Store, func() error, error) {
-		l, err := ledger.Open(ledger.Config{Path: abs, MaxEvents: s.MaxEvents, MaxSize: s.MaxSize})
+		l, err := ledger.Open(ledger.Config{Path: abs, MaxEvents: s.MaxEvents, MaxSize: s.MaxSize, HoldLeases: true,
+			OnWritable: func(err error) {
+				if err != nil {
+					p.logger().Error("ledger not writable: new events are refused 503 until a write succeeds", zap.String("ledger", abs), zap.Error(err))
+					return
+				}
+				p.logger().Info("ledger writable again", zap.String("ledger", abs))
+			}})
 		if err != nil {
 			return nil, nil, fmt.Errorf("store file: %w", err)
 		}

@@ -96,6 +96,15 @@ func (c *Cached) Commit(ctx context.Context, cl Claim, window time.Duration) err
 	return nil
 }
 
+// Writable implements Health with the store's answer (nil for a store that
+// does not implement it).
+func (c *Cached) Writable() error {
+	if h, ok := c.inner.(Health); ok {
+		return h.Writable()
+	}
+	return nil
+}
+
 // Release implements Store.
 func (c *Cached) Release(ctx context.Context, cl Claim) error { return c.inner.Release(ctx, cl) }
 
@@ -114,6 +123,7 @@ func (c *Cached) Close() error {
 }
 
 var (
-	_ Store = (*Cached)(nil)
-	_ Usage = cachedUsage{}
+	_ Store  = (*Cached)(nil)
+	_ Usage  = cachedUsage{}
+	_ Health = (*Cached)(nil)
 )

@@ -16,6 +16,7 @@ package dedupe
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"time"
@@ -81,6 +82,16 @@ type Store interface {
 	Renew(ctx context.Context, c Claim, lease time.Duration) error
 }
 
+// Health is implemented by the stores that know, before an event is
+// forwarded, that its commit would fail: a full disk, a journal that could
+// not sync. The guard then refuses a fresh event (503 + Retry-After) rather
+// than forward one it could not remember.
+type Health interface {
+	// Writable returns nil while writes are expected to succeed, else why
+	// not: an error wrapping ErrFull (no room) or ErrUnavailable.
+	Writable() error
+}
+
 // Usage is implemented by the stores that have a capacity, for a warning
 // when they fill up and for a gauge.
 type Usage interface {
@@ -92,6 +103,10 @@ type Usage interface {
 // ErrUnavailable wraps errors of a store that cannot be reached; the guard
 // answers 503 and the provider retries.
 var ErrUnavailable = errors.New("replay store unavailable")
+
+// ErrClosed wraps the errors of a store that was closed (its last
+// configuration unloaded); it matches ErrUnavailable too.
+var ErrClosed = fmt.Errorf("%w: store closed", ErrUnavailable)
 
 // ErrFull wraps the error of a claim refused because the store holds
 // max_events ids, all within their window or lease; the guard answers 503

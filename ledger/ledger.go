@@ -90,8 +90,17 @@ type Config struct {
 	// DefaultSweep. A claim refused at capacity deletes expired ids
 	// first in any case.
 	SweepEvery time.Duration
+	// HoldLeases makes a claim held until it is committed or released,
+	// whatever its lease: the claims of one process cannot outlive it, and
+	// a process stopped (SIGSTOP) or starved longer than a lease must not
+	// let a copy of an event it is delivering through. The lease still
+	// bounds nothing else. Caddy's file store sets it.
+	HoldLeases bool
 	// OnSweepError, when set, is called with the error of a failed sweep.
 	OnSweepError func(error)
+	// OnWritable, when set, is told when the ledger stops being writable
+	// (the error: a full disk, an I/O error) and when it is again (nil).
+	OnWritable func(err error)
 	// Now is the ledger's clock; time.Now when nil. Tests move it.
 	Now func() time.Time
 }
@@ -106,6 +115,7 @@ type Ledger struct {
 	path     string
 	capacity int64
 	now      func() time.Time
+	hold     bool // Config.HoldLeases
 	tokens   atomic.Uint64
 	// used counts the records in the file (expired ones not yet swept
 	// included) plus the ids in flight.
@@ -120,11 +130,16 @@ type Ledger struct {
 	stopSweep chan struct{}
 	swept     chan struct{} // closed when the sweeper has finished
 	onSweep   func(error)
+	onHealth  func(error)
 	closeOnce sync.Once
 	closeErr  error
 
 	// spool is the state of the spool's due events held in memory.
 	spool spoolState
+
+	// health is the error of the last write transaction that failed, nil
+	// once one succeeded since (see Writable).
+	health atomic.Pointer[error]
 }
 
 type fileShard struct {
@@ -187,11 +202,13 @@ func open(cfg Config, clock func() time.Time) (*Ledger, error) {
 		path:      cfg.Path,
 		capacity:  cfg.MaxEvents,
 		now:       clock,
+		hold:      cfg.HoldLeases,
 		writes:    make(chan *writeOp, maxGroup),
 		writer:    make(chan struct{}),
 		stopSweep: make(chan struct{}),
 		swept:     make(chan struct{}),
 		onSweep:   cfg.OnSweepError,
+		onHealth:  cfg.OnWritable,
 	}
 	s.used.Store(count)
 	for i := range s.shards {
@@ -423,7 +440,7 @@ func (s *Ledger) claim(key string, d *digest, leaseFor time.Duration) (c dedupe.
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if l, ok := sh.m[*d]; ok {
-		if t.Before(l.expires) {
+		if s.hold || t.Before(l.expires) {
 			return dedupe.Claim{Key: key, State: dedupe.InFlight}, time.Time{}, false, nil
 		}
 		delete(sh.m, *d)
@@ -541,12 +558,52 @@ func (s *Ledger) Renew(_ context.Context, c dedupe.Claim, leaseFor time.Duration
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	l, ok := sh.m[d]
-	if !ok || c.State != dedupe.Fresh || l.token != c.Token || !t.Before(l.expires) {
+	if !ok || c.State != dedupe.Fresh || l.token != c.Token || (!s.hold && !t.Before(l.expires)) {
 		return fmt.Errorf("ledger: renew %q: %w", c.Key, dedupe.ErrNotHeld)
 	}
 	l.expires = t.Add(leaseFor)
 	sh.m[d] = l
 	return nil
+}
+
+// Writable implements dedupe.Health: nil while writes succeed; after a write
+// transaction failed (a full disk, max_size reached, an I/O error) its
+// error, until a write succeeds again (the sweeper probes every
+// probeEvery).
+func (s *Ledger) Writable() error {
+	if p := s.health.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// setHealth records the outcome of a write transaction (nil: it
+// succeeded), telling OnWritable of a change.
+func (s *Ledger) setHealth(err error) {
+	var old *error
+	if err == nil {
+		old = s.health.Swap(nil)
+	} else {
+		old = s.health.Swap(&err)
+	}
+	if s.onHealth != nil && (old == nil) != (err == nil) {
+		s.onHealth(err)
+	}
+}
+
+// probeEvery is how often an unwritable ledger tries a write.
+const probeEvery = time.Second
+
+// probe tries a write that changes nothing in effect (a key put and deleted
+// in the meta bucket, which still needs a free page).
+func (s *Ledger) probe() {
+	key := []byte("probe")
+	_ = s.queue(context.Background(), &writeOp{fn: func(tx *bolt.Tx) error {
+		if err := tx.Bucket(bucketMeta).Put(key, make([]byte, 1024)); err != nil {
+			return err
+		}
+		return tx.Bucket(bucketMeta).Delete(key)
+	}})
 }
 
 // Usage implements dedupe.Usage: the records in the file (expired ones not yet
@@ -556,7 +613,7 @@ func (s *Ledger) Usage() (remembered, capacity int64) {
 }
 
 // errClosed is the error of an operation on a closed file store.
-var errClosed = fmt.Errorf("%w: ledger closed", dedupe.ErrUnavailable)
+var errClosed = fmt.Errorf("%w: ledger closed", dedupe.ErrClosed)
 
 // queue hands op to the writer and waits for its result or for ctx.
 func (s *Ledger) queue(ctx context.Context, op *writeOp) error {
@@ -620,6 +677,7 @@ func (s *Ledger) commitGroup(group []*writeOp) {
 			return nil
 		})
 		if err == nil {
+			s.setHealth(nil)
 			for _, op := range group {
 				op.finish(nil)
 			}
@@ -631,6 +689,7 @@ func (s *Ledger) commitGroup(group []*writeOp) {
 			continue
 		}
 		err = s.writeError(err)
+		s.setHealth(err)
 		for _, op := range group {
 			op.finish(err)
 		}
@@ -673,10 +732,17 @@ func (s *Ledger) sweepEvery(period time.Duration) {
 	defer close(s.swept)
 	tick := time.NewTicker(period)
 	defer tick.Stop()
+	probe := time.NewTicker(probeEvery)
+	defer probe.Stop()
 	for {
 		select {
 		case <-s.stopSweep:
 			return
+		case <-probe.C:
+			if s.Writable() != nil {
+				s.probe()
+			}
+			continue
 		case <-tick.C:
 		}
 		s.forgetLeases()
@@ -702,8 +768,12 @@ func (s *Ledger) sweepEvery(period time.Duration) {
 	}
 }
 
-// forgetLeases drops the in-flight claims whose lease ended.
+// forgetLeases drops the in-flight claims whose lease ended (none when
+// leases are held).
 func (s *Ledger) forgetLeases() {
+	if s.hold {
+		return
+	}
 	t := s.now()
 	for i := range s.shards {
 		sh := &s.shards[i]
@@ -797,4 +867,5 @@ var (
 	_ dedupe.WindowClaimer = (*Ledger)(nil)
 	_ spool.Store          = (*Ledger)(nil)
 	_ dedupe.Usage         = (*Ledger)(nil)
+	_ dedupe.Health        = (*Ledger)(nil)
 )

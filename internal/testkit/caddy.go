@@ -602,6 +602,12 @@ func (c *Caddy) Kill() {
 	})
 }
 
+// Signal sends sig to the Caddy process: SIGSTOP and SIGCONT to freeze and
+// thaw it as a starved or suspended process would be.
+func (c *Caddy) Signal(sig os.Signal) error {
+	return c.cmd.Process.Signal(sig)
+}
+
 // Dir is the folder Caddy runs in; its data directory is Dir()/data. StartCaddyIn with the same
 // folder starts a Caddy on the same data.
 func (c *Caddy) Dir() string { return c.dir }

@@ -1,0 +1,206 @@
+package integration
+
+import (
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hookguard/caddy-webhook-guard/internal/testkit"
+)
+
+// TestLedgerLeaseOutlivesStop proves that a claim held by a Caddy that is stopped (SIGSTOP) for
+// longer than its lease still holds when it runs again: a copy of the event sent then is
+// answered 409 and does not reach the upstream, and the held delivery ends with one copy
+// delivered.
+func TestLedgerLeaseOutlivesStop(t *testing.T) {
+	up := testkit.StartUpstream(t)
+	secret := newSecret(t, "ivy_")
+	g := startGuard(t, ledgerIvySite(up, " store file {\n lease 1s\n }\n"), map[string]string{"IVY_SECRET": secret})
+	body := eventBody(newID(t, "evt_stopped_"), "payment.succeeded")
+	h := signIvy(secret, body)
+	release := up.Block()
+	defer release()
+	first := make(chan result, 1)
+	go func() {
+		resp, err := g.send(nil, http.MethodPost, "/ivy", h, body)
+		first <- result{resp, err}
+	}()
+	up.WaitArrival(t)
+	if err := g.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	// The scenario is time passing: Caddy is frozen for three leases, its renewals with it.
+	time.Sleep(3 * time.Second)
+	if err := g.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		copyResult := make(chan result, 1)
+		go func() {
+			resp, err := g.send(nil, http.MethodPost, "/ivy", h, body)
+			copyResult <- result{resp, err}
+		}()
+		select {
+		case r := <-copyResult:
+			if r.err != nil {
+				t.Fatal(r.err)
+			}
+			expectStatus(t, "copy "+strconv.Itoa(i+1)+" after the stop", r.resp, http.StatusConflict)
+		case rec := <-up.Arrived():
+			t.Fatalf("copy %d after a stop longer than the lease reached the upstream (%d bytes)", i+1, len(rec.Body))
+		}
+	}
+	release()
+	r := <-first
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	expectStatus(t, "the held delivery", r.resp, http.StatusOK)
+	expectDropped(t, "a copy after the delivery", g.post("/ivy", h, body), "duplicate")
+	if n := up.Count(); n != 1 {
+		t.Fatalf("the upstream received %d copies, want 1", n)
+	}
+}
+
+// mountTmpfs mounts a tmpfs of size (as mount's size option, "16m") on a new temporary folder,
+// unmounted when the test ends; it skips the test where that is not allowed (not root, no
+// mount permission in this container).
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := syscall.Mount("tmpfs", dir, "tmpfs", 0, "size="+size+",mode=0700"); err != nil {
+		t.Skipf("cannot mount a tmpfs (%v): the full-disk test needs root or CAP_SYS_ADMIN", err)
+	}
+	t.Cleanup(func() {
+		if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil {
+			t.Errorf("unmount %s: %v", dir, err)
+		}
+	})
+	return dir
+}
+
+// fillDisk writes a file in dir until the file system is full, and returns its path.
+func fillDisk(t *testing.T, dir string) string {
+	t.Helper()
+	path := filepath.Join(dir, "filler")
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	chunk := make([]byte, 64<<10)
+	for {
+		if _, err := f.Write(chunk); err != nil {
+			if !errors.Is(err, syscall.ENOSPC) {
+				t.Fatalf("filling the disk: %v", err)
+			}
+			break
+		}
+	}
+	// The last bytes: a write smaller than a chunk may still fit.
+	one := make([]byte, 512)
+	for {
+		if _, err := f.Write(one); err != nil {
+			break
+		}
+	}
+	return path
+}
+
+// TestLedgerFullDisk proves that a full disk never costs a remembered event: with Caddy's data on
+// a small tmpfs filled up, every event answered 200 is remembered (its replay is a duplicate, also
+// after a restart), the events the ledger cannot take are answered 503 with Retry-After
+// (store_full, or unrecorded for one the upstream took whose commit failed: its copies are held,
+// 409), and once room is freed events are accepted again.
+func TestLedgerFullDisk(t *testing.T) {
+	dir := mountTmpfs(t, "16m")
+	up := testkit.StartUpstream(t)
+	secret := newSecret(t, "ivy_")
+	env := map[string]string{"IVY_SECRET": secret}
+	cfg := ledgerIvySite(up, "")
+	g := startGuardIn(t, dir, cfg, env)
+	mark := g.LogMark()
+	filler := fillDisk(t, dir)
+
+	type sent struct {
+		id   string
+		body []byte
+	}
+	var accepted, unrecorded []sent
+	refused := 0
+	for i := 0; refused < 20; i++ {
+		if i == 20_000 {
+			t.Fatalf("20,000 events on a full disk: %d accepted, none refused", len(accepted))
+		}
+		id := newID(t, "evt_full_")
+		body := eventBody(id, "payment.succeeded")
+		resp := g.post("/ivy", signIvy(secret, body), body)
+		switch resp.Status {
+		case http.StatusOK:
+			accepted = append(accepted, sent{id, body})
+		case http.StatusServiceUnavailable:
+			refused++
+			if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err != nil || ra <= 0 {
+				t.Fatalf("503 without Retry-After: %q", resp.Header.Get("Retry-After"))
+			}
+			e := g.expectLog(mark, logWant{Provider: "ivy", EventID: id, Status: http.StatusServiceUnavailable})
+			switch outcome := e.Field("outcome"); outcome {
+			case "unrecorded":
+				unrecorded = append(unrecorded, sent{id, body})
+			case "store_full":
+			default:
+				t.Fatalf("event %s refused with outcome %q, want store_full or unrecorded", id, outcome)
+			}
+		default:
+			t.Fatalf("event %d: status %d, want 200 or 503", i, resp.Status)
+		}
+	}
+	t.Logf("full disk: %d events accepted, then %d refused (%d of them unrecorded)", len(accepted), refused, len(unrecorded))
+	if len(accepted) == 0 {
+		t.Fatal("no event accepted before the disk was full")
+	}
+	before := up.Count()
+	for _, ev := range accepted {
+		expectDropped(t, "replay of "+ev.id+" on the full disk", g.post("/ivy", signIvy(secret, ev.body), ev.body), "duplicate")
+	}
+	for _, ev := range unrecorded {
+		expectStatus(t, "copy of the unrecorded "+ev.id, g.post("/ivy", signIvy(secret, ev.body), ev.body), http.StatusConflict)
+	}
+	expectNotForwarded(t, "replays on the full disk", up, before)
+
+	// Room again: the ledger probes, says so, and takes new events.
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+	fresh := eventBody(newID(t, "evt_room_"), "payment.succeeded")
+	for attempt := 1; ; attempt++ {
+		mark = g.LogMark()
+		resp := g.post("/ivy", signIvy(secret, fresh), fresh)
+		if resp.Status == http.StatusOK {
+			break
+		}
+		expectStatus(t, "an event once room is freed, refused while the ledger probes", resp, http.StatusServiceUnavailable)
+		if attempt == 3 {
+			t.Fatal("the ledger did not take events again once room was freed")
+		}
+		g.WaitLogSince(t, mark, func(e testkit.LogEntry) bool {
+			return e.Logger == guardLogger+".stores.file" && strings.Contains(e.Msg, "ledger writable again")
+		})
+	}
+	expectForwarded(t, "an event once room is freed", up, before, fresh)
+
+	// Everything answered 200 survives a restart.
+	g.Stop()
+	g = startGuardIn(t, dir, cfg, env)
+	before = up.Count()
+	for _, ev := range append(accepted, sent{"evt_room", fresh}) {
+		expectDropped(t, "replay of "+ev.id+" after a restart", g.post("/ivy", signIvy(secret, ev.body), ev.body), "duplicate")
+	}
+	expectNotForwarded(t, "replays after a restart", up, before)
+}
