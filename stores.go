@@ -15,6 +15,7 @@ import (
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
@@ -69,12 +70,19 @@ type pooledStore struct {
 	// a spool block (spool.go); unregisterSpool takes it off the admin API.
 	spool           *spool.Spool
 	unregisterSpool func()
+	// apply, when set, applies the newest user's settings to the store
+	// (the file store's max_events); p.mu is held.
+	apply func()
 }
 
-// storeUser is a module using a pooled store, with its logger.
+// storeUser is a module using a pooled store, with its logger and, for
+// the file store, the settings it asks of the ledger and the configuration
+// it belongs to (its metrics registry: a fresh one per load).
 type storeUser struct {
-	owner  any
-	logger *zap.Logger
+	owner     any
+	logger    *zap.Logger
+	config    *prometheus.Registry
+	maxEvents int64
 }
 
 // Destruct closes the store when its last user is cleaned up, after
@@ -103,11 +111,15 @@ func (p *pooledStore) attach(owner any, logger *zap.Logger) {
 	p.users = append(p.users, storeUser{owner: owner, logger: logger})
 }
 
-// detach forgets owner, cleaned up.
+// detach forgets owner, cleaned up, and applies the settings of the newest
+// user left: a reload that failed gives back the running configuration's.
 func (p *pooledStore) detach(owner any) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.users = slices.DeleteFunc(p.users, func(u storeUser) bool { return u.owner == owner })
+	if p.apply != nil && len(p.users) > 0 {
+		p.apply()
+	}
 }
 
 // logger is the newest user's logger.
@@ -226,13 +238,14 @@ type FileStore struct {
 	Path string `json:"path,omitempty"`
 	// MaxEvents is how many event ids the ledger remembers at most; at
 	// that count new events are refused with 503 until ids expire. Default
-	// 10,000,000.
+	// 10,000,000. The newest configuration's applies, at once on a reload;
+	// two handlers of one configuration may not differ on it.
 	MaxEvents int64 `json:"max_events,omitempty"`
 	// MaxSize bounds the ledger file in bytes (JSON only; 0: no bound), a
 	// disk budget: at that size writes fail as on a full disk, and new
 	// events are answered 503 with Retry-After until ids expire or spooled
 	// events are delivered. It applies when the file is opened (a reload
-	// that changes it takes effect at the next restart).
+	// that changes it takes effect at the next restart, and says so).
 	MaxSize int `json:"max_size,omitempty"`
 	storeHandle
 }
@@ -263,7 +276,7 @@ func (s *FileStore) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("store file %s: %v", path, err)
 	}
-	return s.open(ctx, "file:"+abs, func(p *pooledStore) (dedupe.Store, func() error, error) {
+	err = s.open(ctx, "file:"+abs, func(p *pooledStore) (dedupe.Store, func() error, error) {
 		l, err := ledger.Open(ledger.Config{Path: abs, MaxEvents: s.MaxEvents, MaxSize: s.MaxSize, HoldLeases: true,
 			OnWritable: func(err error) {
 				if err != nil {
@@ -276,8 +289,56 @@ func (s *FileStore) Provision(ctx caddy.Context) error {
 			return nil, nil, fmt.Errorf("store file: %w", err)
 		}
 		p.spoolStore = l
+		p.apply = func() {
+			for i := len(p.users) - 1; i >= 0; i-- {
+				if n := p.users[i].maxEvents; n > 0 {
+					l.SetCapacity(n)
+					return
+				}
+			}
+		}
 		return cached(l)
 	})
+	if err != nil {
+		return err
+	}
+	return s.applySettings(ctx, abs)
+}
+
+// applySettings makes this handler's max_events the ledger's limit: the
+// newest configuration's applies, so a reload that changes it applies it at
+// once (and a reload that fails gives the running one's back, see detach).
+// Two handlers of one configuration that give one ledger different limits
+// fail the load. max_size bounds the file from its opening: a change is
+// warned about and applies at the next start.
+func (s *FileStore) applySettings(ctx caddy.Context, path string) error {
+	p := s.pooled
+	l, ok := p.spoolStore.(*ledger.Ledger)
+	if !ok {
+		return nil
+	}
+	want := s.MaxEvents
+	if want == 0 {
+		want = ledger.DefaultMaxEvents
+	}
+	reg := ctx.GetMetricsRegistry()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for i := range p.users {
+		u := &p.users[i]
+		switch {
+		case u.owner == &s.storeHandle:
+			u.config, u.maxEvents = reg, want
+		case u.config == reg && u.maxEvents != 0 && u.maxEvents != want:
+			return fmt.Errorf("store file %s: max_events %d, but another handler of this configuration uses the same ledger with max_events %d: one ledger has one limit; give both the same max_events (or leave it out)", path, want, u.maxEvents)
+		}
+	}
+	p.apply()
+	if s.MaxSize != l.MaxSize() {
+		ctx.Logger().Warn("store file: max_size differs from the one the open ledger was opened with; it applies when the file is opened, at the next start",
+			zap.String("ledger", path), zap.Int("max_size", s.MaxSize), zap.Int("open_with", l.MaxSize()))
+	}
+	return nil
 }
 
 // UnmarshalCaddyfile parses `store file [<path>] [{ max_events <n>; lease <d> }]`.

@@ -204,3 +204,45 @@ func TestLedgerFullDisk(t *testing.T) {
 	}
 	expectNotForwarded(t, "replays after a restart", up, before)
 }
+
+// TestLedgerMaxEventsReload proves that a reload applies a changed max_events of the file store at
+// once (the ledger stays open across it), and that two handlers of one configuration giving one
+// ledger different limits fail the load naming the option and the ledger.
+func TestLedgerMaxEventsReload(t *testing.T) {
+	up := testkit.StartUpstream(t)
+	secret := newSecret(t, "ivy_")
+	env := map[string]string{"IVY_SECRET": secret}
+	withMax := func(n int) string {
+		return ledgerIvySite(up, " store file {\n max_events "+strconv.Itoa(n)+"\n }\n")
+	}
+	g := startGuard(t, withMax(3), env)
+	send := func(what string, want int) {
+		t.Helper()
+		body := eventBody(newID(t, "evt_max_"), "payment.succeeded")
+		expectStatus(t, what, g.post("/ivy", signIvy(secret, body), body), want)
+	}
+	for i := range 3 {
+		send("event "+strconv.Itoa(i+1)+" of max_events 3", http.StatusOK)
+	}
+	send("event 4 of max_events 3", http.StatusServiceUnavailable)
+
+	g.Reload(t, withMax(5))
+	send("event 4 after the reload to max_events 5", http.StatusOK)
+	send("event 5 after the reload to max_events 5", http.StatusOK)
+	send("event 6 after the reload to max_events 5", http.StatusServiceUnavailable)
+
+	g.Reload(t, withMax(4))
+	send("an event after the reload to max_events 4 (5 remembered)", http.StatusServiceUnavailable)
+
+	// One ledger, two limits in one configuration: the load fails.
+	two := globalOptions() + site(
+		guardRoute("/a", "ivy {\n secret {env.IVY_SECRET}\n allow_ips 127.0.0.1\n store file {\n max_events 50\n }\n}", up.Addr(), ""),
+		guardRoute("/b", "ivy {\n secret {env.IVY_SECRET}\n allow_ips 127.0.0.1\n scope b\n store file {\n max_events 70\n }\n}", up.Addr(), ""),
+	)
+	out := testkit.Validate(t, two, "IVY_SECRET="+secret)
+	for _, want := range []string{"max_events 70", "max_events 50", "ledger.db", "same max_events"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("two limits for one ledger: the output lacks %q:\n%s", want, out)
+		}
+	}
+}

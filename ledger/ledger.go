@@ -113,7 +113,8 @@ type Config struct {
 type Ledger struct {
 	db       *bolt.DB
 	path     string
-	capacity int64
+	capacity atomic.Int64 // max_events, changed by SetCapacity
+	maxSize  int
 	now      func() time.Time
 	hold     bool // Config.HoldLeases
 	tokens   atomic.Uint64
@@ -200,7 +201,7 @@ func open(cfg Config, clock func() time.Time) (*Ledger, error) {
 	s := &Ledger{
 		db:        db,
 		path:      cfg.Path,
-		capacity:  cfg.MaxEvents,
+		maxSize:   cfg.MaxSize,
 		now:       clock,
 		hold:      cfg.HoldLeases,
 		writes:    make(chan *writeOp, maxGroup),
@@ -211,6 +212,7 @@ func open(cfg Config, clock func() time.Time) (*Ledger, error) {
 		onHealth:  cfg.OnWritable,
 	}
 	s.used.Store(count)
+	s.capacity.Store(cfg.MaxEvents)
 	for i := range s.shards {
 		s.shards[i].m = make(map[digest]lease)
 	}
@@ -427,7 +429,7 @@ func (s *Ledger) ClaimWindow(_ context.Context, key string, leaseFor time.Durati
 		return failed, time.Time{}, err
 	}
 	if full {
-		return failed, time.Time{}, fmt.Errorf("%w: %d ids remembered or in flight, max_events %d (ledger %s)", dedupe.ErrFull, s.used.Load(), s.capacity, s.path)
+		return failed, time.Time{}, fmt.Errorf("%w: %d ids remembered or in flight, max_events %d (ledger %s)", dedupe.ErrFull, s.used.Load(), s.capacity.Load(), s.path)
 	}
 	return c, until, nil
 }
@@ -453,7 +455,7 @@ func (s *Ledger) claim(key string, d *digest, leaseFor time.Duration) (c dedupe.
 	if !until.IsZero() {
 		return dedupe.Claim{Key: key, State: dedupe.Delivered}, until, false, nil
 	}
-	if !dedupe.Reserve(&s.used, s.capacity) {
+	if !dedupe.Reserve(&s.used, s.capacity.Load()) {
 		return dedupe.Claim{}, time.Time{}, true, nil
 	}
 	token := strconv.FormatUint(s.tokens.Add(1), 36)
@@ -609,8 +611,23 @@ func (s *Ledger) probe() {
 // Usage implements dedupe.Usage: the records in the file (expired ones not yet
 // swept included) plus the ids in flight, and MaxEvents.
 func (s *Ledger) Usage() (remembered, capacity int64) {
-	return s.used.Load(), s.capacity
+	return s.used.Load(), s.capacity.Load()
 }
+
+// SetCapacity makes n (DefaultMaxEvents when 0) the most ids the ledger
+// remembers or holds in flight, from now on: a reload that changes
+// max_events applies it at once. Below the ids it holds, new events are
+// refused until enough expire; none is forgotten early.
+func (s *Ledger) SetCapacity(n int64) {
+	if n <= 0 {
+		n = DefaultMaxEvents
+	}
+	s.capacity.Store(n)
+}
+
+// MaxSize is the Config.MaxSize the ledger was opened with: it bounds the
+// file from its opening on, and cannot change while it is open.
+func (s *Ledger) MaxSize() int { return s.maxSize }
 
 // errClosed is the error of an operation on a closed file store.
 var errClosed = fmt.Errorf("%w: ledger closed", dedupe.ErrClosed)
