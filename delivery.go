@@ -71,9 +71,11 @@ var outcomes = map[string]outcomeFacts{
 	outcomeStoreUnavailable: {http.StatusServiceUnavailable, zapcore.ErrorLevel, "webhook refused", true},
 	outcomeStoreFull:        {http.StatusServiceUnavailable, zapcore.ErrorLevel, "webhook refused", true},
 	outcomeSpooled:          {http.StatusOK, zapcore.InfoLevel, "webhook spooled", false},
-	// The upstream took the event but the store could not record it: the
-	// provider gets 503 and retries; its copies are answered 409 while the
-	// claim is held (the commit is retried until it lands), then duplicate.
+	// The upstream took the event but the store did not record it: the
+	// claim is held and the commit retried until it lands (copies are
+	// answered 409, then duplicate). The provider gets the upstream's 2xx
+	// when the commit failed (the upstream has the event), 503 when it did
+	// not answer within commitWait (logged with the status sent).
 	outcomeUnrecorded: {http.StatusServiceUnavailable, zapcore.ErrorLevel, "webhook delivered but not remembered", true},
 }
 
@@ -89,8 +91,10 @@ type delivery struct {
 	stopRenewal func()
 	settling    atomic.Bool
 	// commitErr is why the commit of an accepted delivery failed: the
-	// claim is kept and the commit retried, the sender gets 503.
-	commitErr error
+	// claim is kept and the commit retried; commitStalled says it did not
+	// answer within commitWait (the sender then gets 503).
+	commitErr     error
+	commitStalled bool
 }
 
 // log writes the delivery's one log line and counts it. status is the
@@ -175,7 +179,12 @@ func (d *delivery) forward(w http.ResponseWriter, next caddyhttp.Handler, claim 
 			err = d.refuse(w, outcomeNoUpstream, "no handler after webhook_guard answered (add reverse_proxy)")
 		case err == nil && held.accepted():
 			if !d.settle(claim, true) {
-				err = d.unrecorded(w)
+				if d.commitStalled {
+					err = d.unrecorded(w)
+					return
+				}
+				d.log(outcomeUnrecorded, fmt.Sprintf("the upstream accepted the event, the replay store could not record it (%v): the claim is held and the commit retried until it lands", d.commitErr), held.status)
+				held.release()
 				return
 			}
 			d.log(outcomeForwarded, "upstream accepted", held.status)
@@ -193,17 +202,17 @@ func (d *delivery) forward(w http.ResponseWriter, next caddyhttp.Handler, claim 
 	return next.ServeHTTP(held, d.r.WithContext(ctx))
 }
 
-// unrecorded answers an event the upstream accepted but the store could not
-// record: 503 + Retry-After instead of the upstream's 2xx, so that a
-// provider never gets a 2xx for an event the store has not remembered. The
-// upstream has the event: the provider's retries are answered 409 while the
-// claim is held and the commit retried, then duplicate once it lands; only
-// if the process ends first is a retry forwarded again (at least once).
+// unrecorded answers an event the upstream accepted whose commit did not
+// answer within commitWait (a stalled store): 503 + Retry-After instead of
+// the upstream's 2xx, which is not sent. The upstream has the event; the
+// claim is held and the commit retried: the provider's retries are
+// answered 409, then duplicate once it lands. Only if the process ends
+// first is a retry forwarded again (at least once).
 func (d *delivery) unrecorded(w http.ResponseWriter) error {
 	for name := range w.Header() { // the upstream's, for an answer not sent
 		delete(w.Header(), name)
 	}
-	return d.refuse(w, outcomeUnrecorded, "the upstream accepted the event but the replay store could not record it (%v); answered 503 so the provider retries; the claim is held and the commit retried until it lands", d.commitErr)
+	return d.refuse(w, outcomeUnrecorded, "the upstream accepted the event but the replay store did not confirm its record in time (%v); answered 503 so the provider retries; the claim is held and the commit retried until it lands", d.commitErr)
 }
 
 // unwritable refuses a freshly claimed event, and releases its claim, when
@@ -236,13 +245,13 @@ func detach(parent context.Context, grace time.Duration) (context.Context, conte
 
 // commitEarly is called by the held response when the upstream's 2xx answer
 // outgrows what it holds: the event is committed before any of it is sent.
-// If the commit fails, nothing of the answer is sent (the sender gets 503).
+// If the commit stalls, nothing of the answer is sent (the sender gets 503).
 func (d *delivery) commitEarly(claim *dedupe.Claim) func() bool {
 	if claim == nil {
 		return nil
 	}
 	return func() bool {
-		return d.settle(claim, true)
+		return d.settle(claim, true) || !d.commitStalled
 	}
 }
 
@@ -291,9 +300,9 @@ func (d *delivery) renew(ctx context.Context, claim dedupe.Claim) (stop func()) 
 // before the sender gets the answer), Release after anything else, so a
 // provider's retry goes through. The lease is renewed until the commit or
 // release returns. It reports whether the claim ended as it should: false
-// when the commit failed (or did not return within commitWait): the claim
-// is then kept, the commit retried in the background until it lands, and
-// the sender must get 503.
+// when the commit failed or did not return within commitWait (stalled):
+// the claim is then kept and the commit retried in the background until
+// it lands.
 func (d *delivery) settle(claim *dedupe.Claim, accepted bool) bool {
 	if claim == nil {
 		return true
@@ -312,7 +321,7 @@ func (d *delivery) settle(claim *dedupe.Claim, accepted bool) bool {
 	if accepted {
 		window := d.h.rememberFor(d.event)
 		if err := d.h.store.Commit(ctx, c, window); err != nil {
-			d.commitErr = err
+			d.commitErr, d.commitStalled = err, ctx.Err() != nil
 			d.h.logger.Error("replay store: event delivered but not remembered; the claim is held and the commit retried until it lands",
 				zap.String("provider", d.h.Provider), zap.String("event_id", d.event.ID), zap.Error(err))
 			go d.h.recommit(c, window, d.event.ID)

@@ -13,18 +13,19 @@ const maxHeldBody = 64 << 10
 // heldResponse holds the upstream's answer (status and a bounded body; the
 // headers are the sender's response headers, unsent until the status is)
 // until the guard has settled the event, so that a provider never sees a
-// 2xx for an event the store has not yet durably remembered. When the store
-// cannot record an event the upstream accepted, the upstream's answer is
-// never sent: the provider gets 503 and retries, and its copies are held
-// (409) until the commit lands, then answered duplicate — the upstream has
-// the event (see docs/replay.md).
+// 2xx for an event the store has not yet durably remembered — with one
+// exception: when the store fails to record an event the upstream accepted
+// (a full disk), the upstream has the event, and the provider gets its 2xx;
+// the claim is held (copies 409) and the commit retried until it lands. A
+// commit that does not answer in time gets the provider 503 and nothing of
+// this answer (see docs/replay.md).
 type heldResponse struct {
 	w          http.ResponseWriter
 	status     int
 	body       bytes.Buffer
 	released   bool
-	discarding bool        // the answer will not be sent (its early commit failed)
-	onOverflow func() bool // commits a 2xx answer that outgrows the hold (false: failed); may be nil
+	discarding bool        // the answer will not be sent (its early commit stalled)
+	onOverflow func() bool // commits a 2xx answer that outgrows the hold (false: do not send it); may be nil
 }
 
 func newHeldResponse(w http.ResponseWriter, onOverflow func() bool) *heldResponse {

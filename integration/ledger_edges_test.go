@@ -114,10 +114,11 @@ func fillDisk(t *testing.T, dir string) string {
 }
 
 // TestLedgerFullDisk proves that a full disk never costs a remembered event: with Caddy's data on
-// a small tmpfs filled up, every event answered 200 is remembered (its replay is a duplicate, also
-// after a restart), the events the ledger cannot take are answered 503 with Retry-After
-// (store_full, or unrecorded for one the upstream took whose commit failed: its copies are held,
-// 409), and once room is freed events are accepted again.
+// a small tmpfs filled up, new events are refused 503 with Retry-After (store_full) before they
+// are forwarded; every event answered 200 is remembered — its replay is a duplicate, or, for one
+// the upstream took at the moment the disk filled (outcome unrecorded, its commit failed), a 409
+// while the claim is held, then a duplicate once its commit landed; once room is freed events are
+// accepted again, and after a restart every event answered 200 is still a duplicate.
 func TestLedgerFullDisk(t *testing.T) {
 	dir := mountTmpfs(t, "16m")
 	up := testkit.StartUpstream(t)
@@ -132,7 +133,7 @@ func TestLedgerFullDisk(t *testing.T) {
 		id   string
 		body []byte
 	}
-	var accepted, unrecorded []sent
+	var accepted []sent
 	refused := 0
 	for i := 0; refused < 20; i++ {
 		if i == 20_000 {
@@ -150,33 +151,41 @@ func TestLedgerFullDisk(t *testing.T) {
 				t.Fatalf("503 without Retry-After: %q", resp.Header.Get("Retry-After"))
 			}
 			e := g.expectLog(mark, logWant{Provider: "ivy", EventID: id, Status: http.StatusServiceUnavailable})
-			switch outcome := e.Field("outcome"); outcome {
-			case "unrecorded":
-				unrecorded = append(unrecorded, sent{id, body})
-			case "store_full":
-			default:
-				t.Fatalf("event %s refused with outcome %q, want store_full or unrecorded", id, outcome)
+			if outcome := e.Field("outcome"); outcome != "store_full" {
+				t.Fatalf("event %s refused with outcome %q (%s), want store_full", id, outcome, e.Field("reason"))
 			}
 		default:
 			t.Fatalf("event %d: status %d, want 200 or 503", i, resp.Status)
 		}
 	}
-	t.Logf("full disk: %d events accepted, then %d refused (%d of them unrecorded)", len(accepted), refused, len(unrecorded))
+	unrecorded := map[string]bool{}
+	for _, e := range g.guardLogs(mark, logWant{Outcome: "unrecorded"}) {
+		unrecorded[e.Field("event_id")] = true
+	}
+	t.Logf("full disk: %d events accepted (%d of them unrecorded at first), then %d refused", len(accepted), len(unrecorded), refused)
 	if len(accepted) == 0 {
 		t.Fatal("no event accepted before the disk was full")
 	}
 	before := up.Count()
 	for _, ev := range accepted {
-		expectDropped(t, "replay of "+ev.id+" on the full disk", g.post("/ivy", signIvy(secret, ev.body), ev.body), "duplicate")
-	}
-	for _, ev := range unrecorded {
-		expectStatus(t, "copy of the unrecorded "+ev.id, g.post("/ivy", signIvy(secret, ev.body), ev.body), http.StatusConflict)
+		resp := g.post("/ivy", signIvy(secret, ev.body), ev.body)
+		if unrecorded[ev.id] {
+			expectStatus(t, "copy of the unrecorded "+ev.id, resp, http.StatusConflict)
+			continue
+		}
+		expectDropped(t, "replay of "+ev.id+" on the full disk", resp, "duplicate")
 	}
 	expectNotForwarded(t, "replays on the full disk", up, before)
 
-	// Room again: the ledger probes, says so, and takes new events.
+	// Room again: the ledger says so and takes new events; the unrecorded commits land.
+	mark = g.LogMark()
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
+	}
+	for id := range unrecorded {
+		g.WaitLogSince(t, mark, func(e testkit.LogEntry) bool {
+			return e.Msg == "replay store: delivered event remembered after a retry" && e.Field("event_id") == id
+		})
 	}
 	fresh := eventBody(newID(t, "evt_room_"), "payment.succeeded")
 	for attempt := 1; ; attempt++ {
@@ -185,7 +194,7 @@ func TestLedgerFullDisk(t *testing.T) {
 		if resp.Status == http.StatusOK {
 			break
 		}
-		expectStatus(t, "an event once room is freed, refused while the ledger probes", resp, http.StatusServiceUnavailable)
+		expectStatus(t, "an event once room is freed, refused while the ledger tries again", resp, http.StatusServiceUnavailable)
 		if attempt == 3 {
 			t.Fatal("the ledger did not take events again once room was freed")
 		}

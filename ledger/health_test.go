@@ -47,7 +47,7 @@ func TestHeldLeases(t *testing.T) {
 
 // After a write that failed for lack of room (here max_size), Writable says
 // so (ErrDiskFull, which matches dedupe.ErrFull) until a write succeeds
-// again: once expired ids are swept, the probe finds room.
+// again: once expired ids are swept, the checkpoint finds room.
 func TestWritableAfterFullDisk(t *testing.T) {
 	s, clock := newTestFile(t, Config{MaxSize: 128 << 10})
 	ctx := context.Background()
@@ -76,7 +76,6 @@ func TestWritableAfterFullDisk(t *testing.T) {
 			break
 		}
 	}
-	s.probe()
 	if err := s.Writable(); err != nil {
 		t.Fatalf("Writable after the sweep freed room: %v", err)
 	}

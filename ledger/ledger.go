@@ -1,7 +1,11 @@
 // Package ledger is the guard's durable memory on one Caddy instance: a
 // bbolt file that remembers delivered event ids (a dedupe.Store) and holds
-// the spool's events (a spool.Store), written by one goroutine that
-// group-commits every waiting write in one transaction (one fsync).
+// the spool's events (a spool.Store), with a write-ahead journal in front of
+// it. A write is durable once its journal record is: one goroutine writes
+// every record waiting in one write and one fdatasync (journal.go,
+// writer.go); a background checkpoint applies the records to the bbolt file
+// later (checkpoint.go); reads see the records not yet applied through an
+// in-memory overlay (overlay.go), then the file.
 //
 // A file it cannot open, read or upgrade is an error naming its path: never
 // a silent fallback, never an empty start over data it could not read.
@@ -99,17 +103,40 @@ type Config struct {
 	// OnSweepError, when set, is called with the error of a failed sweep.
 	OnSweepError func(error)
 	// OnWritable, when set, is told when the ledger stops being writable
-	// (the error: a full disk, an I/O error) and when it is again (nil).
+	// (the error: a full disk, a journal that failed a sync) and when it is
+	// again (nil). It must not call the ledger.
 	OnWritable func(err error)
+	// SegmentSize is the largest journal segment, in bytes; default
+	// DefaultSegmentSize. A new ledger's first segment is 1 MiB, each one
+	// made after the last filled up twice as large, up to it.
+	SegmentSize int64
+	// CheckpointEvery is how often the journal's records are applied to
+	// the file; default one second (and at once when 4096 records wait).
+	CheckpointEvery time.Duration
+	// OnSync, when set, is told of each journal group: how long its
+	// fdatasync took and how many records it held.
+	OnSync func(d time.Duration, records int)
+	// OnJournalError, when set, is told of every journal failure: a failed
+	// write or sync (fatal to the journal as it was: it is reopened), a
+	// checkpoint or a segment that could not be made. It must not call
+	// the ledger.
+	OnJournalError func(err error)
+
+	// fs is the journal's file system (the OS's when nil); tests use a
+	// strict in-memory one.
+	fs fileSystem
+	// manualCheckpoint stops the background checkpoint (tests call
+	// checkpoint themselves).
+	manualCheckpoint bool
 	// Now is the ledger's clock; time.Now when nil. Tests move it.
 	Now func() time.Time
 }
 
-// Ledger is the replay store kept in a bbolt file, so that delivered ids
-// survive a restart or a crash. dedupe.Delivered ids are written by one goroutine
-// that puts every commit waiting into one transaction (one fsync); ids in
-// flight are kept in memory only, as a crash ends their deliveries anyway.
-// The file holds SHA-256 digests of the keys, never event ids in clear.
+// Ledger is the replay store kept in a bbolt file and its journal, so that
+// delivered ids survive a restart or a crash. A commit is durable once its
+// journal record is (one fdatasync per group of every write waiting); ids in
+// flight are kept in memory only: they belong to this process. The file and
+// the journal hold SHA-256 digests of the keys, never event ids in clear.
 type Ledger struct {
 	db       *bolt.DB
 	path     string
@@ -123,10 +150,49 @@ type Ledger struct {
 	used   atomic.Int64
 	shards [shardCount]fileShard
 
+	// The bbolt writer: the checkpoint's transactions, the sweeps.
 	writes  chan *writeOp
 	closeMu sync.RWMutex // held for reading while queueing a write
 	closed  bool
 	writer  chan struct{} // closed when the writer has finished
+
+	// The journal (journal.go, writer.go, checkpoint.go, overlay.go).
+	fs          fileSystem
+	j           *journal
+	ov          *overlay
+	segmentSize int64
+	jops        chan *jop
+	jmu         sync.RWMutex // held for reading while queueing to jops
+	jclosed     bool
+	jdone       chan struct{} // closed when the journal writer has finished
+	// Owned by the journal writer: the next record's seq and spool seq,
+	// when the last reopen was tried.
+	nextSeq    uint64
+	nextSpool  uint64
+	lastReopen time.Time
+	// durable is the seq of the last record synced; applied the last one
+	// the file holds.
+	durable, applied atomic.Uint64
+	cpq              checkpointQueue
+	cpMu             sync.Mutex // one checkpoint, or a reopen, at a time
+	cpKick, cpStop   chan struct{}
+	cpDone           chan struct{}
+	allocKick        chan struct{}
+	allocStop        chan struct{}
+	allocDone        chan struct{}
+	manualCheckpoint bool
+	// bound is how many bytes of records (as held in memory) may wait for
+	// the checkpoint before the writer waits for it (see waitRoom).
+	bound int64
+	// broken is the error of the journal's failed write or sync, until it
+	// is reopened; full the error of a checkpoint that found no room.
+	broken, full   atomic.Pointer[error]
+	fsyncErrors    atomic.Int64
+	onSync         func(time.Duration, int)
+	onJournalError func(error)
+	healthMu       sync.Mutex
+	unhealthy      bool
+	closing        atomic.Bool
 
 	stopSweep chan struct{}
 	swept     chan struct{} // closed when the sweeper has finished
@@ -137,10 +203,6 @@ type Ledger struct {
 
 	// spool is the state of the spool's due events held in memory.
 	spool spoolState
-
-	// health is the error of the last write transaction that failed, nil
-	// once one succeeded since (see Writable).
-	health atomic.Pointer[error]
 }
 
 type fileShard struct {
@@ -198,6 +260,9 @@ func open(cfg Config, clock func() time.Time) (*Ledger, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ledger %s: %w", cfg.Path, err)
 	}
+	if cfg.CheckpointEvery <= 0 {
+		cfg.CheckpointEvery = defaultCheckpointEvery
+	}
 	s := &Ledger{
 		db:        db,
 		path:      cfg.Path,
@@ -220,9 +285,62 @@ func open(cfg Config, clock func() time.Time) (*Ledger, error) {
 		_ = db.Close()
 		return nil, fmt.Errorf("ledger %s: %w", cfg.Path, err)
 	}
+	if err := s.openJournal(cfg); err != nil {
+		s.j.closeFiles()
+		_ = db.Close()
+		return nil, fmt.Errorf("ledger %s: %w", cfg.Path, err)
+	}
 	go s.write()
+	go s.journalWriter()
+	go s.checkpointer(cfg.CheckpointEvery)
+	go s.allocator()
 	go s.sweepEvery(cfg.SweepEvery)
+	s.kickAlloc()
+	if s.cpq.length() > 0 {
+		s.kickCheckpoint()
+	}
 	return s, nil
+}
+
+// openJournal reads the journal beside the file back (see loadJournal) and
+// prepares its writer.
+func (s *Ledger) openJournal(cfg Config) error {
+	s.fs = cfg.fs
+	if s.fs == nil {
+		s.fs = osFS{}
+	}
+	s.segmentSize = cfg.SegmentSize
+	if s.segmentSize <= 0 {
+		s.segmentSize = DefaultSegmentSize
+	}
+	s.segmentSize = max(alignUp(s.segmentSize, blockSize), minSegmentSize)
+	// The records waiting for the checkpoint: a segment's worth at most,
+	// and with a max_size budget an eighth of it, so that the journal
+	// never holds much more than the file could take.
+	s.bound = s.segmentSize
+	if cfg.MaxSize > 0 {
+		s.bound = min(s.bound, max(int64(cfg.MaxSize)/8, 16<<10))
+	}
+	s.cpq.room = make(chan struct{}, 1)
+	if cfg.CheckpointEvery <= 0 {
+		cfg.CheckpointEvery = defaultCheckpointEvery
+	}
+	s.ov = newOverlay()
+	s.jops = make(chan *jop, maxGroupOps)
+	s.jdone = make(chan struct{})
+	s.cpKick, s.cpStop, s.cpDone = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+	s.allocKick, s.allocStop, s.allocDone = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+	s.manualCheckpoint = cfg.manualCheckpoint
+	s.onSync, s.onJournalError = cfg.OnSync, cfg.OnJournalError
+	s.j = &journal{fs: s.fs, dir: filepath.Dir(s.path), name: filepath.Base(s.path), maxSize: s.segmentSize}
+	err := s.view(func(tx *bolt.Tx) error {
+		s.j.nextID = segmentIDIn(tx)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return s.loadJournal(false)
 }
 
 // openLedger opens the bbolt file at path, checks or writes its schema and
@@ -463,26 +581,25 @@ func (s *Ledger) claim(key string, d *digest, leaseFor time.Duration) (c dedupe.
 	return dedupe.Claim{Key: key, State: dedupe.Fresh, Token: token}, time.Time{}, false, nil
 }
 
-// delivered returns the end of the window of d if the file records it as
+// delivered returns the end of the window of d if the ledger records it as
 // delivered (or accepted) with a window that has not ended at t, else the
-// zero time.
+// zero time: the journal's overlay first, then the file.
 func (s *Ledger) delivered(d *digest, t time.Time) (until time.Time, err error) {
-	defer func() {
-		if r := recover(); r != nil {
-			until, err = time.Time{}, fmt.Errorf("%w: ledger %s: read failed: %v", dedupe.ErrUnavailable, s.path, r)
-		}
-	}()
-	err = s.db.View(func(tx *bolt.Tx) error {
-		if r, ok := getReplay(tx, d); ok && r.remembered(t.UnixNano()) {
-			until = time.Unix(0, r.expires)
-		}
-		return nil
-	})
+	if s.isClosing() {
+		return time.Time{}, errClosed
+	}
+	r, ok, err := s.replayOf(d)
 	if err != nil {
-		return time.Time{}, fmt.Errorf("%w: ledger %s: %v", dedupe.ErrUnavailable, s.path, err)
+		return time.Time{}, err
+	}
+	if ok && r.remembered(t.UnixNano()) {
+		until = time.Unix(0, r.expires)
 	}
 	return until, nil
 }
+
+// isClosing says whether Close has begun.
+func (s *Ledger) isClosing() bool { return s.closing.Load() }
 
 // makeRoom, for a claim refused at capacity, forgets the leases that ended
 // and deletes the expired records.
@@ -491,7 +608,8 @@ func (s *Ledger) makeRoom() {
 	_, _ = s.sweepOnce(context.Background())
 }
 
-// Commit implements dedupe.Store. It returns once the record is fsynced. The
+// Commit implements dedupe.Store. It returns once the record's journal
+// record is fsynced. The
 // event is recorded delivered whether or not the lease of c ended
 // meanwhile: the upstream accepted it. If ctx ends first Commit returns its
 // error, and the record may still be written.
@@ -505,10 +623,15 @@ func (s *Ledger) Commit(ctx context.Context, c dedupe.Claim, window time.Duratio
 	d := digest(sha256.Sum256([]byte(c.Key)))
 	rec := replayRecord{state: recordDelivered, expires: s.now().Add(window).UnixNano()}
 	var added bool
-	op := &writeOp{
-		fn: func(tx *bolt.Tx) (err error) {
-			added, err = putReplay(tx, &d, rec)
-			return err
+	op := &jop{
+		class: classNew,
+		eval: func(v *view) ([]mutation, error) {
+			_, exists, err := v.replayOf(&d)
+			if err != nil {
+				return nil, err
+			}
+			added = !exists
+			return []mutation{{kind: mPutReplay, flag: added, digest: d, replay: rec}}, nil
 		},
 		after: func(err error) {
 			if err != nil {
@@ -530,7 +653,7 @@ func (s *Ledger) Commit(ctx context.Context, c dedupe.Claim, window time.Duratio
 			sh.mu.Unlock()
 		},
 	}
-	return s.queue(ctx, op)
+	return s.submit(ctx, op)
 }
 
 // Release implements dedupe.Store: the key is freed only if c still holds it.
@@ -566,46 +689,6 @@ func (s *Ledger) Renew(_ context.Context, c dedupe.Claim, leaseFor time.Duration
 	l.expires = t.Add(leaseFor)
 	sh.m[d] = l
 	return nil
-}
-
-// Writable implements dedupe.Health: nil while writes succeed; after a write
-// transaction failed (a full disk, max_size reached, an I/O error) its
-// error, until a write succeeds again (the sweeper probes every
-// probeEvery).
-func (s *Ledger) Writable() error {
-	if p := s.health.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-
-// setHealth records the outcome of a write transaction (nil: it
-// succeeded), telling OnWritable of a change.
-func (s *Ledger) setHealth(err error) {
-	var old *error
-	if err == nil {
-		old = s.health.Swap(nil)
-	} else {
-		old = s.health.Swap(&err)
-	}
-	if s.onHealth != nil && (old == nil) != (err == nil) {
-		s.onHealth(err)
-	}
-}
-
-// probeEvery is how often an unwritable ledger tries a write.
-const probeEvery = time.Second
-
-// probe tries a write that changes nothing in effect (a key put and deleted
-// in the meta bucket, which still needs a free page).
-func (s *Ledger) probe() {
-	key := []byte("probe")
-	_ = s.queue(context.Background(), &writeOp{fn: func(tx *bolt.Tx) error {
-		if err := tx.Bucket(bucketMeta).Put(key, make([]byte, 1024)); err != nil {
-			return err
-		}
-		return tx.Bucket(bucketMeta).Delete(key)
-	}})
 }
 
 // Usage implements dedupe.Usage: the records in the file (expired ones not yet
@@ -694,7 +777,6 @@ func (s *Ledger) commitGroup(group []*writeOp) {
 			return nil
 		})
 		if err == nil {
-			s.setHealth(nil)
 			for _, op := range group {
 				op.finish(nil)
 			}
@@ -706,7 +788,6 @@ func (s *Ledger) commitGroup(group []*writeOp) {
 			continue
 		}
 		err = s.writeError(err)
-		s.setHealth(err)
 		for _, op := range group {
 			op.finish(err)
 		}
@@ -749,17 +830,10 @@ func (s *Ledger) sweepEvery(period time.Duration) {
 	defer close(s.swept)
 	tick := time.NewTicker(period)
 	defer tick.Stop()
-	probe := time.NewTicker(probeEvery)
-	defer probe.Stop()
 	for {
 		select {
 		case <-s.stopSweep:
 			return
-		case <-probe.C:
-			if s.Writable() != nil {
-				s.probe()
-			}
-			continue
 		case <-tick.C:
 		}
 		s.forgetLeases()
@@ -807,12 +881,19 @@ func (s *Ledger) forgetLeases() {
 
 // sweepOnce deletes up to sweepBatch expired records, through the writer,
 // and returns how many it deleted.
-func (s *Ledger) sweepOnce(ctx context.Context) (int, error) {
+func (s *Ledger) sweepOnce(ctx context.Context) (n int, err error) {
+	// What the journal holds goes to the file first, so that the sweep
+	// sees it; a full file takes what it can, and the sweep frees room.
+	_ = s.checkpointAll()
+	defer func() {
+		if n > 0 && s.full.Load() != nil {
+			_ = s.checkpointAll()
+		}
+	}()
 	now := s.now().UnixNano()
 	if !s.anyExpired(now) {
 		return 0, nil
 	}
-	var n int
 	op := &writeOp{
 		fn: func(tx *bolt.Tx) error {
 			n = 0
@@ -827,6 +908,9 @@ func (s *Ledger) sweepOnce(ctx context.Context) (int, error) {
 			}
 			for _, k := range keys {
 				d := k[8:]
+				if s.inOverlay(d) {
+					continue // changed since: the checkpoint replaces it
+				}
 				if r, ok := parseReplay(replay.Get(d)); ok && r.expires == int64(binary.BigEndian.Uint64(k)) {
 					if err := replay.Delete(d); err != nil {
 						return err
@@ -851,6 +935,17 @@ func (s *Ledger) sweepOnce(ctx context.Context) (int, error) {
 	return n, nil
 }
 
+// inOverlay says whether the journal holds a change of the replay key of
+// digest d not yet applied.
+func (s *Ledger) inOverlay(d []byte) bool {
+	var dg digest
+	copy(dg[:], d)
+	s.ov.mu.RLock()
+	defer s.ov.mu.RUnlock()
+	_, ok := s.ov.replay[dg]
+	return ok
+}
+
 // anyExpired says whether the oldest entry of the expiry index ended
 // before now.
 func (s *Ledger) anyExpired(now int64) bool {
@@ -863,12 +958,33 @@ func (s *Ledger) anyExpired(now int64) bool {
 	return any
 }
 
-// Close stops the sweeper, lets the writer finish the writes queued, and
-// closes the file.
+// Close stops the sweeper, lets the journal writer finish the writes
+// queued, applies every journal record to the file and removes the
+// segments (a ledger closed cleanly is its file alone), and closes the file.
+// Records it could not apply (a full disk) stay in the journal, read back at
+// the next open.
 func (s *Ledger) Close() error {
 	s.closeOnce.Do(func() {
+		s.closing.Store(true)
 		close(s.stopSweep)
 		<-s.swept
+		s.jmu.Lock()
+		s.jclosed = true
+		close(s.jops)
+		s.jmu.Unlock()
+		<-s.jdone
+		close(s.allocStop)
+		<-s.allocDone
+		close(s.cpStop)
+		<-s.cpDone
+		var cpErr error
+		if s.brokenErr() == nil {
+			cpErr = s.checkpointAll()
+		}
+		s.j.closeFiles()
+		if cpErr == nil && s.brokenErr() == nil && s.cpq.length() == 0 {
+			s.removeSegments()
+		}
 		s.closeMu.Lock()
 		s.closed = true
 		close(s.writes)
@@ -877,6 +993,18 @@ func (s *Ledger) Close() error {
 		s.closeErr = s.db.Close()
 	})
 	return s.closeErr
+}
+
+// removeSegments deletes every segment file, all applied.
+func (s *Ledger) removeSegments() {
+	s.j.mu.Lock()
+	all := append(append([]*segment(nil), s.j.segs...), s.j.spares...)
+	s.j.segs, s.j.spares = nil, nil
+	s.j.mu.Unlock()
+	for _, sg := range all {
+		_ = s.fs.Remove(sg.path)
+	}
+	_ = s.fs.SyncDir(s.j.dir)
 }
 
 var (

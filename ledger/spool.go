@@ -2,6 +2,7 @@ package ledger
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/base64"
@@ -9,9 +10,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
+	"github.com/google/btree"
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/hookguard/caddy-webhook-guard/dedupe"
@@ -189,27 +192,8 @@ func spoolBuckets(tx *bolt.Tx) error {
 	return nil
 }
 
-// putRecord stores d and its index entry.
-func putRecord(tx *bolt.Tx, d *diskRecord) error {
-	enc, err := encodeRecord(d)
-	if err != nil {
-		return err
-	}
-	bucket, k, v := index(d)
-	if err := tx.Bucket(bucket).Put(k, v); err != nil {
-		return err
-	}
-	return tx.Bucket(bucketSpool).Put(seqKey(d.ID), enc)
-}
-
-// deleteIndex deletes the index entry of d.
-func deleteIndex(tx *bolt.Tx, d *diskRecord) error {
-	bucket, k, _ := index(d)
-	return tx.Bucket(bucket).Delete(k)
-}
-
 // Ingest implements spool.Store: it stores rec and marks key accepted until
-// rec.ReceivedAt + acceptFor in one transaction, unless key is already
+// rec.ReceivedAt + acceptFor in one journal record, unless key is already
 // remembered. The in-flight claim of key, if any, is let go once the record
 // is durable (a claim meanwhile sees the event in flight, after it accepted).
 // A failed write leaves nothing: the error wraps ErrDiskFull (disk or
@@ -224,27 +208,31 @@ func (s *Ledger) Ingest(ctx context.Context, key string, rec *spool.Record, acce
 	}
 	dg := digest(sha256.Sum256([]byte(key)))
 	d := &diskRecord{Record: rec, Digest: dg[:], AcceptFor: acceptFor}
+	enc, err := encodeRecord(d) // the seq is not part of it
+	if err != nil {
+		return false, err
+	}
 	accepted := replayRecord{state: recordAccepted, expires: rec.ReceivedAt.Add(acceptFor).UnixNano()}
 	var added bool
-	op := &writeOp{
-		fn: func(tx *bolt.Tx) error {
+	op := &jop{
+		class: classNew,
+		eval: func(v *view) ([]mutation, error) {
 			duplicate, added = false, false
-			if r, ok := getReplay(tx, &dg); ok && r.remembered(s.now().UnixNano()) {
-				duplicate = true
-				return nil
-			}
-			sp, due := tx.Bucket(bucketSpool), tx.Bucket(bucketDue)
-			sp.FillPercent, due.FillPercent = 1, 1 // appended to, mostly
-			seq, err := sp.NextSequence()
+			r, exists, err := v.replayOf(&dg)
 			if err != nil {
-				return err
+				return nil, err
 			}
-			rec.ID = seq
-			if err := putRecord(tx, d); err != nil {
-				return err
+			if exists && r.remembered(v.now.UnixNano()) {
+				duplicate = true
+				return nil, nil
 			}
-			added, err = putReplay(tx, &dg, accepted)
-			return err
+			rec.ID = v.nextSpool
+			v.nextSpool++
+			added = !exists
+			return []mutation{
+				{kind: mPutSpool, seq: rec.ID, idx: entryOf(d), enc: enc},
+				{kind: mPutReplay, flag: added, digest: dg, replay: accepted},
+			}, nil
 		},
 		after: func(err error) {
 			if err != nil || duplicate {
@@ -256,7 +244,7 @@ func (s *Ledger) Ingest(ctx context.Context, key string, rec *spool.Record, acce
 			s.dropLease(&dg)
 		},
 	}
-	if err := s.queue(ctx, op); err != nil {
+	if err := s.submit(ctx, op); err != nil {
 		return false, err
 	}
 	return duplicate, nil
@@ -273,39 +261,53 @@ func (s *Ledger) dropLease(d *digest) {
 	sh.mu.Unlock()
 }
 
-// spoolUpdate runs fn on the record seq in a write transaction through the
-// writer; fn changes the record in place and returns whether to keep it
-// (false: delete it). A missing record is spool.ErrNotFound; when leased is
-// set, a leased record is spool.ErrInFlight and nothing is written.
-func (s *Ledger) spoolUpdate(ctx context.Context, seq uint64, refuseLeased bool, fn func(tx *bolt.Tx, d *diskRecord) (keep bool, err error)) error {
+// spoolFn changes the record d in place, in the journal writer, and returns
+// whether to keep it (false: delete it) and the record's other mutations
+// (of its replay key).
+type spoolFn func(v *view, d *diskRecord) (keep bool, more []mutation, err error)
+
+// spoolUpdate runs fn on the record seq through the journal; a missing
+// record is spool.ErrNotFound; when refuseLeased is set, a leased record is
+// spool.ErrInFlight and nothing is written. after, when set, runs once the
+// record is durable.
+func (s *Ledger) spoolUpdate(ctx context.Context, seq uint64, refuseLeased bool, fn spoolFn, after func()) error {
 	if refuseLeased && s.isLeased(seq) {
 		return spool.ErrInFlight
 	}
 	var missing bool
-	op := &writeOp{fn: func(tx *bolt.Tx) error {
-		sp := tx.Bucket(bucketSpool)
-		v := sp.Get(seqKey(seq))
-		missing = v == nil
-		if missing {
-			return nil
-		}
-		d, err := decodeRecord(seq, v, true)
-		if err != nil {
-			return err
-		}
-		if err := deleteIndex(tx, d); err != nil {
-			return err
-		}
-		keep, err := fn(tx, d)
-		if err != nil {
-			return err
-		}
-		if !keep {
-			return sp.Delete(seqKey(seq))
-		}
-		return putRecord(tx, d)
-	}}
-	if err := s.queue(ctx, op); err != nil {
+	op := &jop{
+		class: classChange,
+		eval: func(v *view) ([]mutation, error) {
+			enc, oldIdx, ok, err := v.spoolOf(seq)
+			missing = !ok
+			if err != nil || missing {
+				return nil, err
+			}
+			d, err := decodeRecord(seq, enc, true)
+			if err != nil {
+				return nil, err
+			}
+			keep, more, err := fn(v, d)
+			if err != nil {
+				return nil, err
+			}
+			m := mutation{kind: mDelSpool, seq: seq, oldIdx: oldIdx}
+			if keep {
+				newEnc, err := encodeRecord(d)
+				if err != nil {
+					return nil, err
+				}
+				m = mutation{kind: mPutSpool, seq: seq, oldIdx: oldIdx, idx: entryOf(d), enc: newEnc}
+			}
+			return append([]mutation{m}, more...), nil
+		},
+		after: func(err error) {
+			if err == nil && !missing && after != nil {
+				after()
+			}
+		},
+	}
+	if err := s.submit(ctx, op); err != nil {
 		return err
 	}
 	if missing {
@@ -332,53 +334,73 @@ func (s *Ledger) Abandon(_ context.Context, seq uint64) {
 func (s *Ledger) Extend(context.Context, uint64) error { return nil }
 
 // finish runs a result's update and gives the lease back.
-func (s *Ledger) finish(ctx context.Context, seq uint64, fn func(tx *bolt.Tx, d *diskRecord) (bool, error)) error {
+func (s *Ledger) finish(ctx context.Context, seq uint64, fn spoolFn, after func()) error {
 	defer s.Abandon(ctx, seq)
-	return s.spoolUpdate(ctx, seq, false, fn)
+	return s.spoolUpdate(ctx, seq, false, fn, after)
+}
+
+// putReplayMut is the mutation that makes d's replay record r, with the
+// flag of a new key.
+func putReplayMut(v *view, d *digest, r replayRecord) (mutation, bool, error) {
+	_, exists, err := v.replayOf(d)
+	if err != nil {
+		return mutation{}, false, err
+	}
+	return mutation{kind: mPutReplay, flag: !exists, digest: *d, replay: r}, !exists, nil
+}
+
+// recordDigest is the replay key's digest a record carries (false: none,
+// in a record that predates it).
+func recordDigest(d *diskRecord) (digest, bool) {
+	var dg digest
+	if len(d.Digest) != sha256.Size {
+		return dg, false
+	}
+	copy(dg[:], d.Digest)
+	return dg, true
 }
 
 // Delivered implements spool.Store.
 func (s *Ledger) Delivered(ctx context.Context, seq uint64, window time.Duration) error {
 	var added bool
-	err := s.finish(ctx, seq, func(tx *bolt.Tx, d *diskRecord) (bool, error) {
+	return s.finish(ctx, seq, func(v *view, d *diskRecord) (bool, []mutation, error) {
 		added = false
-		if len(d.Digest) != sha256.Size {
-			return false, nil
+		dg, ok := recordDigest(d)
+		if !ok {
+			return false, nil, nil
 		}
-		var dg digest
-		copy(dg[:], d.Digest)
-		var err error
-		added, err = putReplay(tx, &dg, replayRecord{state: recordDelivered, expires: s.now().Add(window).UnixNano()})
-		return false, err
+		m, isNew, err := putReplayMut(v, &dg, replayRecord{state: recordDelivered, expires: v.now.Add(window).UnixNano()})
+		added = isNew
+		return false, []mutation{m}, err
+	}, func() {
+		if added {
+			s.used.Add(1)
+		}
 	})
-	if err == nil && added {
-		s.used.Add(1)
-	}
-	return err
 }
 
 // Failed implements spool.Store.
 func (s *Ledger) Failed(ctx context.Context, rec *spool.Record) error {
-	return s.finish(ctx, rec.ID, func(_ *bolt.Tx, d *diskRecord) (bool, error) {
+	return s.finish(ctx, rec.ID, func(_ *view, d *diskRecord) (bool, []mutation, error) {
 		if d.State == spool.Pending {
 			d.Attempts, d.LastError, d.NextAt, d.History = rec.Attempts, rec.LastError, rec.NextAt, rec.History
 		}
-		return true, nil
-	})
+		return true, nil, nil
+	}, nil)
 }
 
 // Die implements spool.Store.
 func (s *Ledger) Die(ctx context.Context, rec *spool.Record) (spool.Record, error) {
 	var out spool.Record
-	err := s.finish(ctx, rec.ID, func(_ *bolt.Tx, d *diskRecord) (bool, error) {
+	err := s.finish(ctx, rec.ID, func(v *view, d *diskRecord) (bool, []mutation, error) {
 		d.Attempts, d.LastError, d.History = rec.Attempts, rec.LastError, rec.History
 		if d.State != spool.Dead {
-			d.State, d.DiedAt, d.NextAt = spool.Dead, s.now(), time.Time{}
+			d.State, d.DiedAt, d.NextAt = spool.Dead, v.now, time.Time{}
 		}
 		out = *d.Record
 		out.Body = nil
-		return true, nil
-	})
+		return true, nil, nil
+	}, nil)
 	return out, err
 }
 
@@ -387,31 +409,33 @@ func (s *Ledger) Die(ctx context.Context, rec *spool.Record) (spool.Record, erro
 // duplicate while the event may still be delivered.
 func (s *Ledger) Retry(ctx context.Context, seq uint64) error {
 	var added bool
-	err := s.spoolUpdate(ctx, seq, true, func(tx *bolt.Tx, d *diskRecord) (bool, error) {
+	return s.spoolUpdate(ctx, seq, true, func(v *view, d *diskRecord) (bool, []mutation, error) {
 		added = false
 		if d.State != spool.Pending {
 			d.Attempts = 0
 		}
-		t := s.now()
+		t := v.now
 		d.State, d.DiedAt, d.NextAt, d.RetriedAt = spool.Pending, time.Time{}, t, t
 		d.DiscardedAt, d.DiscardedBy, d.PurgeAt = time.Time{}, "", time.Time{}
-		if len(d.Digest) != sha256.Size || d.AcceptFor <= 0 {
-			return true, nil
+		dg, ok := recordDigest(d)
+		if !ok || d.AcceptFor <= 0 {
+			return true, nil, nil
 		}
-		var dg digest
-		copy(dg[:], d.Digest)
 		exp := t.Add(d.AcceptFor).UnixNano()
-		if r, ok := getReplay(tx, &dg); ok && r.expires >= exp {
-			return true, nil
+		r, exists, err := v.replayOf(&dg)
+		if err != nil {
+			return false, nil, err
 		}
-		var err error
-		added, err = putReplay(tx, &dg, replayRecord{state: recordAccepted, expires: exp})
-		return true, err
+		if exists && r.expires >= exp {
+			return true, nil, nil
+		}
+		added = !exists
+		return true, []mutation{{kind: mPutReplay, flag: added, digest: dg, replay: replayRecord{state: recordAccepted, expires: exp}}}, nil
+	}, func() {
+		if added {
+			s.used.Add(1)
+		}
 	})
-	if err == nil && added {
-		s.used.Add(1)
-	}
-	return err
 }
 
 // Discard implements spool.Store: the record stays, discarded, until its
@@ -419,21 +443,23 @@ func (s *Ledger) Retry(ctx context.Context, seq uint64) error {
 // it is a duplicate), then the sweep purges it.
 func (s *Ledger) Discard(ctx context.Context, seq uint64, by string) (spool.Record, error) {
 	var out spool.Record
-	err := s.spoolUpdate(ctx, seq, true, func(tx *bolt.Tx, d *diskRecord) (bool, error) {
-		t := s.now()
+	err := s.spoolUpdate(ctx, seq, true, func(v *view, d *diskRecord) (bool, []mutation, error) {
+		t := v.now
 		d.State, d.NextAt, d.DiscardedAt, d.DiscardedBy = spool.Discarded, time.Time{}, t, by
 		d.PurgeAt = t
-		if len(d.Digest) == sha256.Size {
-			var dg digest
-			copy(dg[:], d.Digest)
-			if r, ok := getReplay(tx, &dg); ok && r.expires > t.UnixNano() {
+		if dg, ok := recordDigest(d); ok {
+			r, exists, err := v.replayOf(&dg)
+			if err != nil {
+				return false, nil, err
+			}
+			if exists && r.expires > t.UnixNano() {
 				d.PurgeAt = time.Unix(0, r.expires)
 			}
 		}
 		out = *d.Record
 		out.Body = nil
-		return true, nil
-	})
+		return true, nil, nil
+	}, nil)
 	return out, err
 }
 
@@ -460,30 +486,37 @@ func (s *Ledger) Forget(ctx context.Context, key string) (bool, error) {
 		return false, fmt.Errorf("%w: the event is spooled as %d (%s): retry or discard it first", ErrSpooled, spooled.ID, spooled.State)
 	}
 	var deleted bool
-	op := &writeOp{fn: func(tx *bolt.Tx) error {
-		for _, seq := range purge {
-			if v := tx.Bucket(bucketSpool).Get(seqKey(seq)); v != nil {
-				d, err := decodeRecord(seq, v, false)
+	op := &jop{
+		class: classChange,
+		eval: func(v *view) ([]mutation, error) {
+			var muts []mutation
+			for _, seq := range purge {
+				_, oldIdx, ok, err := v.spoolOf(seq)
 				if err != nil {
-					return err
+					return nil, err
 				}
-				if err := deleteIndex(tx, d); err != nil {
-					return err
-				}
-				if err := tx.Bucket(bucketSpool).Delete(seqKey(seq)); err != nil {
-					return err
+				if ok {
+					muts = append(muts, mutation{kind: mDelSpool, seq: seq, oldIdx: oldIdx})
 				}
 			}
-		}
-		var err error
-		deleted, err = deleteReplay(tx, &dg)
-		return err
-	}}
-	if err := s.queue(ctx, op); err != nil {
-		return false, err
+			_, exists, err := v.replayOf(&dg)
+			if err != nil {
+				return nil, err
+			}
+			deleted = exists
+			if exists {
+				muts = append(muts, mutation{kind: mDelReplay, flag: true, digest: dg})
+			}
+			return muts, nil
+		},
+		after: func(err error) {
+			if err == nil && deleted {
+				s.used.Add(-1)
+			}
+		},
 	}
-	if deleted {
-		s.used.Add(-1)
+	if err := s.submit(ctx, op); err != nil {
+		return false, err
 	}
 	return deleted, nil
 }
@@ -491,50 +524,176 @@ func (s *Ledger) Forget(ctx context.Context, key string) (bool, error) {
 // ErrSpooled is the error of Forget for a key whose event is spooled.
 var ErrSpooled = errors.New("cannot forget the id of an event the spool holds")
 
+// snapshot is a consistent view of the spool for a scan: the overlay's
+// spool records and index entries as they were, and a read transaction of
+// the file begun after. An overlay entry whose record the file has applied
+// (jseq ≤ applied) is older than, or the same as, the file's, and ignored.
+type snapshot struct {
+	tx      *bolt.Tx
+	applied uint64
+	spool   *btree.BTreeG[*ovSpool]
+	index   *btree.BTreeG[ovIndex]
+}
+
+// readSnapshot runs fn on a snapshot.
+func (s *Ledger) readSnapshot(fn func(sn *snapshot) error) error {
+	s.ov.mu.Lock() // Clone writes to the tree it clones
+	sp, idx := s.ov.spool.Clone(), s.ov.index.Clone()
+	s.ov.mu.Unlock()
+	return s.view(func(tx *bolt.Tx) error {
+		return fn(&snapshot{tx: tx, applied: appliedIn(tx), spool: sp, index: idx})
+	})
+}
+
+// shadowed says whether the overlay holds a newer state of the file's
+// spool record seq.
+func (sn *snapshot) shadowed(seq uint64) bool {
+	e, ok := sn.spool.Get(&ovSpool{seq: seq})
+	return ok && e.jseq > sn.applied
+}
+
+// overlayIndex returns the overlay's entries of index bucket id with keys
+// from start (nil: the first), in order.
+func (sn *snapshot) overlayIndex(id byte, start []byte) []ovIndex {
+	var from ovIndex
+	from.bucket = id
+	copy(from.key[:], start)
+	var out []ovIndex
+	sn.index.AscendGreaterOrEqual(from, func(e ovIndex) bool {
+		if e.bucket != id {
+			return false
+		}
+		if e.jseq > sn.applied {
+			out = append(out, e)
+		}
+		return true
+	})
+	return out
+}
+
+// ascendIndex calls fn for the entries of index bucket id, the file's and
+// the overlay's merged, in key order from start (nil: the first), until fn
+// returns false.
+func (sn *snapshot) ascendIndex(id byte, start []byte, fn func(k, v []byte) bool) {
+	ov := sn.overlayIndex(id, start)
+	c := sn.tx.Bucket(indexBucket(id)).Cursor()
+	var k, v []byte
+	if start != nil {
+		k, v = c.Seek(start)
+	} else {
+		k, v = c.First()
+	}
+	for {
+		for k != nil && (len(k) != 16 || sn.shadowed(binary.BigEndian.Uint64(k[8:]))) {
+			k, v = c.Next()
+		}
+		switch {
+		case k == nil && len(ov) == 0:
+			return
+		case k != nil && (len(ov) == 0 || bytes.Compare(k, ov[0].key[:]) < 0):
+			if !fn(k, v) {
+				return
+			}
+			k, v = c.Next()
+		default:
+			e := ov[0]
+			ov = ov[1:]
+			if !fn(e.key[:], e.value) {
+				return
+			}
+		}
+	}
+}
+
+// descendSpool calls fn for the spool records, the file's and the
+// overlay's merged, from the highest seq below before (0: the newest)
+// down, until fn returns false.
+func (sn *snapshot) descendSpool(before uint64, fn func(seq uint64, v []byte) (bool, error)) error {
+	var ov []*ovSpool
+	visit := func(e *ovSpool) bool {
+		if e.jseq > sn.applied && !e.deleted {
+			ov = append(ov, e)
+		}
+		return true
+	}
+	if before > 0 {
+		sn.spool.DescendLessOrEqual(&ovSpool{seq: before - 1}, visit)
+	} else {
+		sn.spool.Descend(visit)
+	}
+	c := sn.tx.Bucket(bucketSpool).Cursor()
+	var k, v []byte
+	if before > 0 {
+		if k, _ = c.Seek(seqKey(before)); k != nil {
+			k, v = c.Prev()
+		} else {
+			k, v = c.Last()
+		}
+	} else {
+		k, v = c.Last()
+	}
+	for {
+		for k != nil && (len(k) != 8 || (before > 0 && binary.BigEndian.Uint64(k) >= before) || sn.shadowed(binary.BigEndian.Uint64(k))) {
+			k, v = c.Prev()
+		}
+		var seq uint64
+		var val []byte
+		switch {
+		case k == nil && len(ov) == 0:
+			return nil
+		case k != nil && (len(ov) == 0 || binary.BigEndian.Uint64(k) > ov[0].seq):
+			seq, val = binary.BigEndian.Uint64(k), v
+			k, v = c.Prev()
+		default:
+			seq, val = ov[0].seq, ov[0].enc
+			ov = ov[1:]
+		}
+		more, err := fn(seq, val)
+		if err != nil || !more {
+			return err
+		}
+	}
+}
+
 // recordsOf returns the records of the replay key digest d (a scan of the
-// spool bucket, with a cheap test of the raw meta first).
+// spool, with a cheap test of the raw meta first).
 func (s *Ledger) recordsOf(d *digest) ([]*diskRecord, error) {
 	needle := []byte(`"digest":"` + base64.StdEncoding.EncodeToString(d[:]) + `"`)
 	var out []*diskRecord
-	err := s.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketSpool).Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			seq := binary.BigEndian.Uint64(k)
+	err := s.readSnapshot(func(sn *snapshot) error {
+		return sn.descendSpool(0, func(seq uint64, v []byte) (bool, error) {
 			meta, _, err := recordMeta(seq, v)
 			if err != nil || !bytes.Contains(meta, needle) {
-				continue
+				return true, nil
 			}
 			rec, err := decodeRecord(seq, v, false)
 			if err != nil {
-				return err
+				return false, err
 			}
 			out = append(out, rec)
-		}
-		return nil
+			return true, nil
+		})
 	})
+	slices.SortFunc(out, func(a, b *diskRecord) int { return cmp.Compare(a.ID, b.ID) })
 	return out, err
 }
 
 // Get implements spool.Store.
 func (s *Ledger) Get(_ context.Context, seq uint64) (rec spool.Record, ok bool, err error) {
-	err = s.view(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketSpool).Get(seqKey(seq))
-		if v == nil {
-			return nil
-		}
-		d, err := decodeRecord(seq, v, true)
-		if err != nil {
-			return err
-		}
-		rec, ok = *d.Record, true
-		return nil
-	})
-	return rec, ok, err
+	enc, _, ok, err := s.spoolOf(seq)
+	if err != nil || !ok {
+		return spool.Record{}, false, err
+	}
+	d, err := decodeRecord(seq, enc, true)
+	if err != nil {
+		return spool.Record{}, false, err
+	}
+	return *d.Record, true, nil
 }
 
-// List implements spool.Store: a walk of the spool bucket from the newest
-// record, each record's meta tested raw for the state and scope before it
-// is decoded.
+// List implements spool.Store: a walk of the spool from the newest record,
+// each record's meta tested raw for the state and scope before it is
+// decoded.
 func (s *Ledger) List(_ context.Context, f spool.Filter, p spool.Page) ([]spool.Record, error) {
 	var needles [][]byte
 	if f.State != "" {
@@ -546,74 +705,54 @@ func (s *Ledger) List(_ context.Context, f spool.Filter, p spool.Page) ([]spool.
 	}
 	size := p.Size()
 	var out []spool.Record
-	err := s.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketSpool).Cursor()
-		var k, v []byte
-		if p.After > 0 {
-			k, v = c.Seek(seqKey(p.After))
-			if k != nil {
-				k, v = c.Prev()
-			} else {
-				k, v = c.Last()
-			}
-		} else {
-			k, v = c.Last()
-		}
-	records:
-		for ; k != nil && len(out) < size; k, v = c.Prev() {
-			if len(k) != 8 {
-				continue
-			}
-			seq := binary.BigEndian.Uint64(k)
-			if p.After > 0 && seq >= p.After {
-				continue
-			}
+	err := s.readSnapshot(func(sn *snapshot) error {
+		return sn.descendSpool(p.After, func(seq uint64, v []byte) (bool, error) {
 			meta, _, err := recordMeta(seq, v)
 			if err != nil {
-				return err
+				return false, err
 			}
 			for _, n := range needles {
 				if !bytes.Contains(meta, n) {
-					continue records
+					return true, nil
 				}
 			}
 			d, err := decodeRecord(seq, v, false)
 			if err != nil {
-				return err
+				return false, err
 			}
-			if !f.Match(d.Record) {
-				continue
+			if f.Match(d.Record) {
+				d.Header, d.History = nil, nil
+				out = append(out, *d.Record)
 			}
-			d.Header, d.History = nil, nil
-			out = append(out, *d.Record)
-		}
-		return nil
+			return len(out) < size, nil
+		})
 	})
 	return out, err
 }
 
-// stateIndex is the index bucket of a state.
-func stateIndex(state spool.State) []byte {
+// stateIndex is the index bucket id of a state.
+func stateIndex(state spool.State) byte {
 	switch state {
 	case spool.Dead:
-		return bucketDead
+		return idxDead
 	case spool.Discarded:
-		return bucketDiscarded
+		return idxDiscarded
 	}
-	return bucketDue
+	return idxDue
 }
 
 // IDs implements spool.Store, from the indexes only.
 func (s *Ledger) IDs(_ context.Context, state spool.State, scope string) ([]uint64, error) {
 	var out []uint64
-	bucket := stateIndex(state)
-	err := s.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucket).Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
-			if len(k) == 16 && (scope == "" || indexScope(bucket, v) == scope) {
+	id := stateIndex(state)
+	bucket := indexBucket(id)
+	err := s.readSnapshot(func(sn *snapshot) error {
+		sn.ascendIndex(id, nil, func(k, v []byte) bool {
+			if scope == "" || indexScope(bucket, v) == scope {
 				out = append(out, binary.BigEndian.Uint64(k[8:]))
 			}
-		}
+			return true
+		})
 		return nil
 	})
 	return out, err
@@ -629,31 +768,27 @@ func (s *Ledger) Lease(_ context.Context, now time.Time, offer func(spool.Due) s
 	st.cursor = nil
 	st.mu.Unlock()
 	var stopAt []byte
-	err = s.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketDue).Cursor()
-		k, v := c.First()
-		if cursor != nil {
-			k, v = c.Seek(cursor)
-		}
-		for scanned := 0; k != nil; k, v = c.Next() {
+	err = s.readSnapshot(func(sn *snapshot) error {
+		scanned := 0
+		sn.ascendIndex(idxDue, cursor, func(k, v []byte) bool {
 			d, ok := parseDue(k, v)
 			if !ok {
-				continue
+				return true
 			}
 			if d.NextAt.After(now) {
 				next = d.NextAt
-				return nil
+				return false
 			}
 			if scanned++; scanned > maxLeaseScan {
 				stopAt = append([]byte(nil), k...)
 				next = now.Add(leaseBackoff)
-				return nil
+				return false
 			}
 			st.mu.Lock()
 			skip := st.leased[d.ID] || st.paused[d.Scope]
 			st.mu.Unlock()
 			if skip {
-				continue
+				return true
 			}
 			switch offer(d) {
 			case spool.Take:
@@ -661,9 +796,10 @@ func (s *Ledger) Lease(_ context.Context, now time.Time, offer func(spool.Due) s
 				st.leased[d.ID] = true
 				st.mu.Unlock()
 			case spool.Stop:
-				return nil
+				return false
 			}
-		}
+			return true
+		})
 		return nil
 	})
 	if stopAt != nil {
@@ -677,12 +813,11 @@ func (s *Ledger) Lease(_ context.Context, now time.Time, offer func(spool.Due) s
 // Counts implements spool.Store, from the indexes only.
 func (s *Ledger) Counts(context.Context) (map[string]spool.Counts, error) {
 	out := map[string]spool.Counts{}
-	err := s.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bucketDue).Cursor()
-		for k, v := c.First(); k != nil; k, v = c.Next() {
+	err := s.readSnapshot(func(sn *snapshot) error {
+		sn.ascendIndex(idxDue, nil, func(k, v []byte) bool {
 			d, ok := parseDue(k, v)
 			if !ok {
-				continue
+				return true
 			}
 			sc := out[d.Scope]
 			sc.Pending++
@@ -694,18 +829,19 @@ func (s *Ledger) Counts(context.Context) (map[string]spool.Counts, error) {
 				sc.OldestPending = d.ReceivedAt
 			}
 			out[d.Scope] = sc
-		}
-		for _, b := range [][]byte{bucketDead, bucketDiscarded} {
-			c = tx.Bucket(b).Cursor()
-			for k, v := c.First(); k != nil; k, v = c.Next() {
+			return true
+		})
+		for _, id := range []byte{idxDead, idxDiscarded} {
+			sn.ascendIndex(id, nil, func(_, v []byte) bool {
 				sc := out[string(v)]
-				if bytes.Equal(b, bucketDead) {
+				if id == idxDead {
 					sc.Dead++
 				} else {
 					sc.Discarded++
 				}
 				out[string(v)] = sc
-			}
+				return true
+			})
 		}
 		return nil
 	})
@@ -715,24 +851,9 @@ func (s *Ledger) Counts(context.Context) (map[string]spool.Counts, error) {
 // SetPaused implements spool.Store: the state is kept in the ledger's meta
 // bucket, so it survives restarts.
 func (s *Ledger) SetPaused(ctx context.Context, scope string, paused bool) error {
-	key := []byte(pausePrefix + scope)
-	err := s.queue(ctx, &writeOp{fn: func(tx *bolt.Tx) error {
-		if paused {
-			return tx.Bucket(bucketMeta).Put(key, nil)
-		}
-		return tx.Bucket(bucketMeta).Delete(key)
+	return s.submit(ctx, &jop{class: classChange, eval: func(*view) ([]mutation, error) {
+		return []mutation{{kind: mPause, scope: scope, paused: paused}}, nil
 	}})
-	if err != nil {
-		return err
-	}
-	s.spool.mu.Lock()
-	if paused {
-		s.spool.paused[scope] = true
-	} else {
-		delete(s.spool.paused, scope)
-	}
-	s.spool.mu.Unlock()
-	return nil
 }
 
 // Paused implements spool.Store.
@@ -761,8 +882,10 @@ func (s *Ledger) readPaused() (map[string]bool, error) {
 }
 
 // purgeDiscarded deletes up to sweepBatch discarded records whose purge
-// time has come, and returns how many it deleted.
+// time has come (and that the journal has not changed since), and returns
+// how many it deleted.
 func (s *Ledger) purgeDiscarded(ctx context.Context) (int, error) {
+	_ = s.checkpointAll() // what the journal holds goes to the file first
 	now := s.now()
 	var n int
 	op := &writeOp{fn: func(tx *bolt.Tx) error {
@@ -777,6 +900,9 @@ func (s *Ledger) purgeDiscarded(ctx context.Context) (int, error) {
 			keys = append(keys, k)
 		}
 		for _, k := range keys {
+			if s.spoolInOverlay(binary.BigEndian.Uint64(k[8:])) {
+				continue
+			}
 			if err := idx.Delete(k); err != nil {
 				return err
 			}
@@ -791,6 +917,15 @@ func (s *Ledger) purgeDiscarded(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	return n, nil
+}
+
+// spoolInOverlay says whether the journal holds a change of the spool
+// record seq not yet applied.
+func (s *Ledger) spoolInOverlay(seq uint64) bool {
+	s.ov.mu.RLock()
+	defer s.ov.mu.RUnlock()
+	_, ok := s.ov.getSpool(seq)
+	return ok
 }
 
 // view is db.View with a panic (a corrupt page) turned into an error.

@@ -1,0 +1,99 @@
+package ledger
+
+import (
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+)
+
+// fileSystem is what the journal needs of a file system: the OS's
+// (osFS), or in tests a strict in-memory one that loses what was not
+// synced when it "crashes".
+type fileSystem interface {
+	// OpenFile opens name as os.OpenFile does.
+	OpenFile(name string, flag int, perm os.FileMode) (journalFile, error)
+	// Remove and Rename are os.Remove and os.Rename; neither is durable
+	// until SyncDir of the folder.
+	Remove(name string) error
+	Rename(oldName, newName string) error
+	// ReadDir lists the names in dir.
+	ReadDir(dir string) ([]string, error)
+	// SyncDir makes the creations, renames and removals in dir durable.
+	SyncDir(dir string) error
+}
+
+// journalFile is an open segment file.
+type journalFile interface {
+	io.ReaderAt
+	io.WriterAt
+	// Datasync flushes the file's data (fdatasync): what was written is
+	// durable when it returns nil. After an error nothing written since
+	// the last successful Datasync may be assumed durable, and a retry
+	// proves nothing.
+	Datasync() error
+	// Size is the file's size.
+	Size() (int64, error)
+	// DropCache asks the kernel to forget the file's cached pages, so that
+	// what is read next is what the disk holds.
+	DropCache() error
+	Close() error
+}
+
+// osFS is the operating system's file system.
+type osFS struct{}
+
+func (osFS) OpenFile(name string, flag int, perm os.FileMode) (journalFile, error) {
+	f, err := os.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return osFile{f}, nil
+}
+
+func (osFS) Remove(name string) error             { return os.Remove(name) }
+func (osFS) Rename(oldName, newName string) error { return os.Rename(oldName, newName) }
+
+func (osFS) ReadDir(dir string) ([]string, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	names := make([]string, len(entries))
+	for i, e := range entries {
+		names[i] = e.Name()
+	}
+	return names, nil
+}
+
+func (osFS) SyncDir(dir string) error {
+	d, err := os.Open(filepath.Clean(dir))
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	// Some systems cannot sync a folder (Windows); their renames are
+	// durable as they are.
+	if errors.Is(err, os.ErrInvalid) || errors.Is(err, errors.ErrUnsupported) {
+		return nil
+	}
+	return err
+}
+
+// osFile is a segment file of the OS.
+type osFile struct{ *os.File }
+
+func (f osFile) Datasync() error { return datasync(f.File) }
+
+func (f osFile) Size() (int64, error) {
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, err
+	}
+	return fi.Size(), nil
+}
+
+func (f osFile) DropCache() error { return dropCache(f.File) }

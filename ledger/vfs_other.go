@@ -1,0 +1,11 @@
+//go:build !linux
+
+package ledger
+
+import "os"
+
+// datasync is fsync where fdatasync is not available.
+func datasync(f *os.File) error { return f.Sync() }
+
+// dropCache does nothing where posix_fadvise is not available.
+func dropCache(*os.File) error { return nil }

@@ -1,0 +1,702 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/hookguard/caddy-webhook-guard/dedupe"
+)
+
+// Bounds of a journal group.
+const (
+	maxGroupOps   = 4096
+	maxGroupBytes = 1 << 20
+)
+
+// opClass says how an operation weighs on the ledger's room.
+type opClass int
+
+const (
+	// classChange changes what the ledger holds without adding to it much
+	// (a spool state change, a pause, a forget): taken until the hard
+	// back-pressure bound.
+	classChange opClass = iota
+	// classNew adds an id or an event (a commit, an ingest): refused while
+	// the ledger is full, and past the soft bound.
+	classNew
+	// classProbe writes an empty record, to learn whether writes work.
+	classProbe
+)
+
+// jop is one operation queued for the journal writer. eval runs in the
+// writer, in journal order, against the state every earlier operation
+// left (view): it returns the record's mutations (none: nothing to write,
+// as for a duplicate) or the operation's own error. after runs once the
+// group is durable (err nil) or failed, before done.
+type jop struct {
+	class opClass
+	eval  func(v *view) ([]mutation, error)
+	after func(err error)
+	done  chan error
+	err   error // the operation's own error, from eval
+}
+
+// finish reports the result of op to its caller.
+func (op *jop) finish(err error) {
+	if err == nil {
+		err = op.err
+	}
+	if op.after != nil {
+		op.after(err)
+	}
+	op.done <- err
+}
+
+// crashPoint, when set (by this package's tests only, to kill the process
+// there), is called at the named points of the journal's write path.
+var crashPoint func(point string)
+
+func crashAt(point string) {
+	if crashPoint != nil {
+		crashPoint(point)
+	}
+}
+
+// submit hands op to the journal writer and waits for its result or for ctx.
+func (s *Ledger) submit(ctx context.Context, op *jop) error {
+	op.done = make(chan error, 1)
+	s.jmu.RLock()
+	if s.jclosed {
+		s.jmu.RUnlock()
+		return errClosed
+	}
+	s.jops <- op
+	s.jmu.RUnlock()
+	select {
+	case err := <-op.done:
+		return err
+	case <-ctx.Done():
+		return fmt.Errorf("%w: ledger %s: write not confirmed: %v", dedupe.ErrUnavailable, s.path, ctx.Err())
+	}
+}
+
+// journalWriter is the writer goroutine: it takes every operation waiting
+// (up to the group's bounds), writes their records in one write, syncs
+// once, and wakes their callers.
+func (s *Ledger) journalWriter() {
+	defer close(s.jdone)
+	var carry []*jop
+	for {
+		group := carry
+		carry = nil
+		if len(group) == 0 {
+			op, ok := <-s.jops
+			if !ok {
+				return
+			}
+			group = append(group, op)
+		}
+	gather:
+		for len(group) < maxGroupOps {
+			select {
+			case op, ok := <-s.jops:
+				if !ok {
+					break gather
+				}
+				group = append(group, op)
+			default:
+				break gather
+			}
+		}
+		carry = s.writeGroup(group)
+	}
+}
+
+// view is the state an operation is evaluated against: the records of its
+// group evaluated before it (staged), then the overlay, then the file.
+type view struct {
+	s         *Ledger
+	replay    map[digest]ovReplay
+	spool     map[uint64]*ovSpool
+	nextSpool uint64
+	now       time.Time
+}
+
+// replayOf returns the replay record of d, if the ledger holds one.
+func (v *view) replayOf(d *digest) (replayRecord, bool, error) {
+	if e, ok := v.replay[*d]; ok {
+		return e.rec, !e.deleted, nil
+	}
+	return v.s.replayOf(d)
+}
+
+// spoolOf returns the stored record seq and its index entry.
+func (v *view) spoolOf(seq uint64) (enc []byte, idx indexEntry, ok bool, err error) {
+	if e, found := v.spool[seq]; found {
+		return e.enc, e.idx, !e.deleted, nil
+	}
+	return v.s.spoolOf(seq)
+}
+
+// stage makes muts visible to the operations after it in the group.
+func (v *view) stage(jseq uint64, muts []mutation) {
+	for i := range muts {
+		m := &muts[i]
+		switch m.kind {
+		case mPutReplay:
+			v.replay[m.digest] = ovReplay{rec: m.replay, jseq: jseq}
+		case mDelReplay:
+			v.replay[m.digest] = ovReplay{deleted: true, jseq: jseq}
+		case mPutSpool:
+			v.spool[m.seq] = &ovSpool{seq: m.seq, jseq: jseq, enc: m.enc, idx: m.idx}
+		case mDelSpool:
+			v.spool[m.seq] = &ovSpool{seq: m.seq, jseq: jseq, deleted: true}
+		}
+	}
+}
+
+// replayOf returns the replay record of d: the overlay's, else the file's.
+func (s *Ledger) replayOf(d *digest) (r replayRecord, ok bool, err error) {
+	s.ov.mu.RLock()
+	e, found := s.ov.getReplay(d)
+	s.ov.mu.RUnlock()
+	if found {
+		return e.rec, !e.deleted, nil
+	}
+	// An entry leaves the overlay only once the file has it: a
+	// transaction begun after the look-up sees it.
+	err = s.view(func(tx *bolt.Tx) error {
+		r, ok = getReplay(tx, d)
+		return nil
+	})
+	if err != nil && !errors.Is(err, dedupe.ErrUnavailable) {
+		err = fmt.Errorf("%w: ledger %s: %v", dedupe.ErrUnavailable, s.path, err)
+	}
+	return r, ok, err
+}
+
+// spoolOf returns the stored record seq and its index entry: the
+// overlay's, else the file's.
+func (s *Ledger) spoolOf(seq uint64) (enc []byte, idx indexEntry, ok bool, err error) {
+	s.ov.mu.RLock()
+	e, found := s.ov.getSpool(seq)
+	s.ov.mu.RUnlock()
+	if found {
+		return e.enc, e.idx, !e.deleted, nil
+	}
+	err = s.view(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketSpool).Get(seqKey(seq))
+		if v == nil {
+			return nil
+		}
+		d, err := decodeRecord(seq, v, false)
+		if err != nil {
+			return err
+		}
+		enc, idx, ok = append([]byte(nil), v...), entryOf(d), true
+		return nil
+	})
+	return enc, idx, ok, err
+}
+
+// writeGroup writes the records of group's operations in one write and
+// one sync, and finishes them; it returns the operations left for the next
+// group (past maxGroupBytes).
+func (s *Ledger) writeGroup(group []*jop) (carry []*jop) {
+	if err := s.brokenErr(); err != nil {
+		s.tryReopen()
+		if err = s.brokenErr(); err != nil {
+			for _, op := range group {
+				op.finish(err)
+			}
+			return nil
+		}
+	}
+	s.waitRoom()
+	v := &view{s: s, replay: map[digest]ovReplay{}, spool: map[uint64]*ovSpool{}, nextSpool: s.nextSpool, now: s.now()}
+	recs := make([]jrecord, 0, len(group))
+	size := 0
+	refuse := s.refusal()
+	for i, op := range group {
+		if size > maxGroupBytes {
+			carry, group = group[i:], group[:i]
+			break
+		}
+		op.err = nil
+		if refuse[op.class] != nil {
+			op.err = refuse[op.class]
+			continue
+		}
+		muts, err := op.eval(v)
+		if err != nil {
+			op.err = err
+			continue
+		}
+		if len(muts) == 0 && op.class != classProbe {
+			continue
+		}
+		rec := jrecord{seq: s.nextSeq + uint64(len(recs)), muts: muts}
+		for i := range muts {
+			rec.size += muts[i].size()
+		}
+		v.stage(rec.seq, muts)
+		recs = append(recs, rec)
+		size += rec.size
+	}
+	if len(recs) == 0 {
+		for _, op := range group {
+			op.finish(nil)
+		}
+		return carry
+	}
+	active := s.j.active()
+	buf := s.encodeGroup(active, recs, active != nil && active.off == 0)
+	if active == nil || active.off+int64(len(buf)) > active.size {
+		var err error
+		if active, err = s.rotate(int64(len(buf)) + blockSize); err != nil {
+			err = s.writeError(err)
+			for _, op := range group {
+				op.finish(err)
+			}
+			s.reportHealth()
+			return carry
+		}
+		buf = s.encodeGroup(active, recs, true)
+	}
+	crashAt("before-write")
+	_, err := active.f.WriteAt(buf, active.off)
+	crashAt("after-write")
+	if err == nil {
+		start := time.Now()
+		err = active.f.Datasync()
+		if s.onSync != nil {
+			s.onSync(time.Since(start), len(recs))
+		}
+	}
+	if err != nil {
+		s.journalFailed(err, group)
+		return carry
+	}
+	crashAt("after-sync")
+	active.off += int64(len(buf))
+	active.last = recs[len(recs)-1].seq
+	s.nextSeq = active.last + 1
+	s.nextSpool = v.nextSpool
+	s.publish(recs)
+	for _, op := range group {
+		op.finish(nil)
+	}
+	if active.off > active.size/2 {
+		s.kickAlloc()
+	}
+	return carry
+}
+
+// encodeGroup encodes recs for segment sg (a fresh one's first frame
+// first), padded to whole blocks.
+func (s *Ledger) encodeGroup(sg *segment, recs []jrecord, fresh bool) []byte {
+	var id uint64
+	if sg != nil {
+		id = sg.id
+	}
+	buf := make([]byte, 0, 4096)
+	if fresh {
+		buf = segmentHeader(buf, id, recs[0].seq)
+	}
+	for _, r := range recs {
+		var start int
+		buf, start = beginFrame(buf, frameOps, r.seq, id)
+		buf = appendMutations(buf, r.muts)
+		buf = endFrame(buf, start)
+	}
+	return padBlock(buf)
+}
+
+// publish makes durable records visible to readers and hands them to the
+// checkpoint.
+func (s *Ledger) publish(recs []jrecord) {
+	s.ov.mu.Lock()
+	for _, r := range recs {
+		s.ov.publish(r.seq, r.muts, s.setPaused)
+	}
+	s.ov.mu.Unlock()
+	s.durable.Store(recs[len(recs)-1].seq)
+	s.cpq.push(recs, time.Now())
+	if s.cpq.length() >= checkpointRecords || s.cpq.bytesHeld() >= s.segmentSize/4 {
+		s.kickCheckpoint()
+	}
+	s.reportHealth()
+}
+
+// setPaused mirrors a journaled pause in memory.
+func (s *Ledger) setPaused(scope string, paused bool) {
+	s.spool.mu.Lock()
+	if paused {
+		s.spool.paused[scope] = true
+	} else {
+		delete(s.spool.paused, scope)
+	}
+	s.spool.mu.Unlock()
+}
+
+// rotate activates a spare (or, with none of need bytes ready, a segment
+// made now) as the segment the writer writes to, from seq nextSeq; the
+// caller writes its first frame with the group.
+func (s *Ledger) rotate(need int64) (*segment, error) {
+	sp := s.j.takeSpare(need)
+	if sp == nil {
+		s.j.mu.Lock()
+		size := s.j.nextSize(need)
+		s.j.mu.Unlock()
+		var err error
+		if sp, err = s.j.createFitting(size, need); err != nil {
+			s.j.mu.Lock()
+			s.j.allocErr = err
+			s.j.mu.Unlock()
+			return nil, err
+		}
+	}
+	f, err := s.fs.OpenFile(sp.path, os.O_RDWR, 0o600)
+	if err != nil {
+		s.j.mu.Lock()
+		s.j.spares = append(s.j.spares, sp)
+		s.j.mu.Unlock()
+		return nil, err
+	}
+	sp.f, sp.base, sp.last, sp.off = f, s.nextSeq, s.nextSeq-1, 0
+	s.j.mu.Lock()
+	if n := len(s.j.segs); n > 0 && s.j.segs[n-1].f != nil {
+		_ = s.j.segs[n-1].f.Close()
+		s.j.segs[n-1].f = nil
+	}
+	s.j.segs = append(s.j.segs, sp)
+	s.j.mu.Unlock()
+	s.kickAlloc()
+	return sp, nil
+}
+
+// journalFailed handles a failed write or sync of the journal: fatal to
+// the journal as it is. A sync is never retried (after a failed fdatasync
+// the kernel may have dropped the pages it could not write, and a second
+// one would "succeed" without them): the group's callers get an error, the
+// ledger is broken, and it reopens its journal from what the disk holds
+// before it takes writes again.
+func (s *Ledger) journalFailed(err error, group []*jop) {
+	err = fmt.Errorf("%w: ledger %s: journal write failed, reopening it: %v", dedupe.ErrUnavailable, s.path, err)
+	s.broken.Store(&err)
+	s.fsyncErrors.Add(1)
+	if s.onJournalError != nil {
+		s.onJournalError(err)
+	}
+	for _, op := range group {
+		op.finish(err)
+	}
+	s.reportHealth()
+	s.lastReopen = time.Time{}
+	s.tryReopen()
+}
+
+// brokenErr is the error of a journal that failed, until it is reopened.
+func (s *Ledger) brokenErr() error {
+	if p := s.broken.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// reopenEvery is how often a broken journal tries to reopen.
+const reopenEvery = time.Second
+
+// tryReopen reopens a broken journal (not more than once per reopenEvery):
+// the segment files are closed, their cached pages dropped, the records
+// after the file's applied seq read back from the disk into a new overlay,
+// and a new segment activated. The writer calls it.
+func (s *Ledger) tryReopen() {
+	if s.brokenErr() == nil || time.Since(s.lastReopen) < reopenEvery {
+		return
+	}
+	s.lastReopen = time.Now()
+	s.cpMu.Lock()
+	defer s.cpMu.Unlock()
+	s.j.closeFiles()
+	if err := s.loadJournal(true); err != nil {
+		err = fmt.Errorf("%w: ledger %s: reopening the journal: %v", dedupe.ErrUnavailable, s.path, err)
+		s.broken.Store(&err)
+		if s.onJournalError != nil {
+			s.onJournalError(err)
+		}
+		return
+	}
+	s.broken.Store(nil)
+	s.reportHealth()
+}
+
+// roomWait bounds how long the writer waits for the checkpoint to make
+// room (see waitRoom).
+const roomWait = 10 * time.Second
+
+// waitRoom holds the writer while the records not yet applied to the file
+// fill the bound (the file's disk is slower than the journal, or max_size
+// is small): the checkpoint catches up, or finds the file full, or roomWait
+// passes (then refusal refuses).
+func (s *Ledger) waitRoom() {
+	if s.cpq.bytesHeld() < s.bound || s.manualCheckpoint {
+		return
+	}
+	timer := time.NewTimer(roomWait)
+	defer timer.Stop()
+	for s.cpq.bytesHeld() >= s.bound && s.full.Load() == nil && s.brokenErr() == nil {
+		s.kickCheckpoint()
+		select {
+		case <-s.cpq.room:
+		case <-timer.C:
+			return
+		}
+	}
+}
+
+// refusal is, by class, the error an operation gets at once: a full ledger
+// refuses new events; past twice the bound of records not yet applied
+// (the writer waited for room in vain) every write is refused.
+func (s *Ledger) refusal() [3]error {
+	var out [3]error
+	if held := s.cpq.bytesHeld(); held >= 2*s.bound && !s.manualCheckpoint {
+		err := fmt.Errorf("%w: ledger %s: %d bytes of journal records not yet applied to the file (its disk is slow?)", dedupe.ErrUnavailable, s.path, held)
+		out[classNew], out[classChange] = err, err
+	}
+	if p := s.full.Load(); p != nil {
+		out[classNew] = *p
+	}
+	return out
+}
+
+// journalRead is what reading the journal back found: its activated
+// segments, oldest first (those whose records the file has all applied
+// included), its spares, the records after the file's applied seq, in
+// order, and the seq of the last record.
+type journalRead struct {
+	segs   []*segment
+	spares []*segment
+	recs   []jrecord
+	last   uint64
+	maxID  uint64
+}
+
+// readJournal reads the segments of journal j back: every record after
+// applied, checked to follow the one before without a gap. A bad record in
+// the last segment ends it (a torn write, never acknowledged); in another
+// segment, or a gap, it fails naming the file. drop drops the files' cached
+// pages first (after a failed sync).
+func readJournal(fsys fileSystem, j *journal, ledgerPath string, applied uint64, drop bool) (*journalRead, error) {
+	names, err := fsys.ReadDir(j.dir)
+	if err != nil {
+		return nil, err
+	}
+	type found struct {
+		id   uint64
+		path string
+		scan segmentScan
+		size int64
+	}
+	var segs []found
+	out := &journalRead{maxID: j.nextID, last: applied}
+	for _, name := range names {
+		id, tmp, ok := j.segmentID(name)
+		if !ok {
+			continue
+		}
+		path := filepath.Join(j.dir, name)
+		out.maxID = max(out.maxID, id+1)
+		if tmp { // a segment being made when the process ended
+			_ = fsys.Remove(path)
+			continue
+		}
+		data, err := readSegmentFile(fsys, path, drop)
+		if err != nil {
+			return nil, fmt.Errorf("journal segment %s: %v", path, err)
+		}
+		sc := scanSegment(data, id, func(seq uint64) bool { return seq > applied })
+		if !sc.activated {
+			if ownFrameAfterHeader(data, id) {
+				return nil, fmt.Errorf("journal segment %s: its first frame is damaged; %s", path, journalAdvice(ledgerPath))
+			}
+			out.spares = append(out.spares, &segment{id: id, path: path, size: int64(len(data))})
+			continue
+		}
+		for i := range sc.records {
+			if sc.records[i].seq > applied {
+				sc.records[i].muts = cloneMutations(sc.records[i].muts) // data is not kept
+			}
+		}
+		segs = append(segs, found{id, path, sc, int64(len(data))})
+	}
+	sort.Slice(segs, func(a, b int) bool { return segs[a].id < segs[b].id })
+	for _, sg := range segs {
+		out.segs = append(out.segs, &segment{id: sg.id, path: sg.path, size: sg.size, base: sg.scan.base, last: sg.scan.last()})
+	}
+	// Segments whose records the file has all applied are not needed.
+	for len(segs) > 0 && segs[0].scan.last() <= applied {
+		segs = segs[1:]
+	}
+	if len(segs) > 0 && segs[0].scan.base > applied+1 {
+		return nil, fmt.Errorf("journal segment %s begins at record %d, but the ledger file has applied only up to %d: records are missing; %s", segs[0].path, segs[0].scan.base, applied, journalAdvice(ledgerPath))
+	}
+	for i, sg := range segs {
+		if i+1 < len(segs) && segs[i+1].scan.base != sg.scan.last()+1 {
+			why := ""
+			if sg.scan.end == endBad {
+				why = fmt.Sprintf(" (at byte %d: %s)", sg.scan.endOffset, sg.scan.why)
+			}
+			return nil, fmt.Errorf("journal segment %s is damaged: its records end at %d%s, but the next segment begins at %d; %s", sg.path, sg.scan.last(), why, segs[i+1].scan.base, journalAdvice(ledgerPath))
+		}
+		out.last = max(out.last, sg.scan.last())
+		for _, r := range sg.scan.records {
+			if r.seq > applied {
+				out.recs = append(out.recs, r)
+			}
+		}
+	}
+	return out, nil
+}
+
+// loadJournal reads the journal back (readJournal) into a new overlay and
+// the checkpoint's queue; then it activates a new segment. reopen says the
+// ledger is running: the segments' cached pages are dropped first.
+func (s *Ledger) loadJournal(reopen bool) error {
+	applied, err := s.readApplied()
+	if err != nil {
+		return err
+	}
+	rd, err := readJournal(s.fs, s.j, s.path, applied, reopen)
+	if err != nil {
+		return err
+	}
+	ov := newOverlay()
+	paused := map[string]bool{}
+	var delta int64
+	for _, r := range rd.recs {
+		ov.publish(r.seq, r.muts, func(scope string, p bool) { paused[scope] = p })
+		delta += usedDelta(r.muts)
+	}
+	nextSpool, err := s.readSpoolSeq()
+	if err != nil {
+		return err
+	}
+	// Swap in what was read. The count of remembered ids holds the
+	// queued records' changes: replace them by the ones read.
+	s.ov.mu.Lock()
+	s.ov.replay, s.ov.spool, s.ov.index, s.ov.maxSpool = ov.replay, ov.spool, ov.index, ov.maxSpool
+	s.ov.mu.Unlock()
+	s.used.Add(delta - s.cpq.delta())
+	s.cpq.reset(rd.recs, time.Now(), delta)
+	for scope, p := range paused {
+		s.setPaused(scope, p)
+	}
+	s.nextSeq = rd.last + 1
+	s.nextSpool = max(nextSpool, ov.maxSpool) + 1
+	s.durable.Store(rd.last)
+	s.applied.Store(applied)
+	s.j.mu.Lock()
+	s.j.nextID = rd.maxID
+	s.j.segs, s.j.spares = rd.segs, rd.spares
+	s.j.mu.Unlock()
+	// Never write after what was read: a torn tail or an older use may
+	// follow it. A new segment (a spare, or a small new one) starts at the
+	// next seq.
+	if _, err := s.rotate(blockSize); err != nil {
+		// No room for a segment: the ledger opens, new events are
+		// refused until the allocator makes one.
+		s.j.mu.Lock()
+		s.j.allocErr = err
+		s.j.mu.Unlock()
+	}
+	return nil
+}
+
+// journalAdvice says what to do with a damaged journal.
+func journalAdvice(ledgerPath string) string {
+	return fmt.Sprintf("restore the journal from a backup, or move its segments (%s%s*) away to open the ledger without them: the ids and events recorded after the last checkpoint are then lost", ledgerPath, journalSuffix)
+}
+
+// readSegmentFile reads a whole segment file (after dropping its cached
+// pages, when drop is set).
+func readSegmentFile(fs fileSystem, path string, drop bool) ([]byte, error) {
+	f, err := fs.OpenFile(path, os.O_RDONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if drop {
+		_ = f.DropCache()
+	}
+	size, err := f.Size()
+	if err != nil {
+		return nil, err
+	}
+	data := make([]byte, size)
+	const chunk = 4 << 20
+	for off := int64(0); off < size; off += chunk {
+		n, err := f.ReadAt(data[off:min(off+chunk, size)], off)
+		if err != nil && int64(n) < min(chunk, size-off) {
+			return nil, err
+		}
+	}
+	return data, nil
+}
+
+// cloneMutations copies the slices of muts out of the buffer they point
+// into.
+func cloneMutations(muts []mutation) []mutation {
+	for i := range muts {
+		m := &muts[i]
+		if m.enc != nil {
+			m.enc = append([]byte(nil), m.enc...)
+		}
+		if m.idx.value != nil {
+			m.idx.value = append([]byte(nil), m.idx.value...)
+		}
+	}
+	return muts
+}
+
+// usedDelta is what a record's mutations change in the count of
+// remembered ids.
+func usedDelta(muts []mutation) int64 {
+	var n int64
+	for i := range muts {
+		switch m := &muts[i]; {
+		case m.kind == mPutReplay && m.flag:
+			n++
+		case m.kind == mDelReplay && m.flag:
+			n--
+		}
+	}
+	return n
+}
+
+// readApplied reads the seq of the last journal record the file applied.
+func (s *Ledger) readApplied() (uint64, error) {
+	var applied uint64
+	err := s.view(func(tx *bolt.Tx) error {
+		applied = appliedIn(tx)
+		return nil
+	})
+	return applied, err
+}
+
+// readSpoolSeq reads the spool bucket's sequence.
+func (s *Ledger) readSpoolSeq() (uint64, error) {
+	var seq uint64
+	err := s.view(func(tx *bolt.Tx) error {
+		seq = tx.Bucket(bucketSpool).Sequence()
+		return nil
+	})
+	return seq, err
+}
