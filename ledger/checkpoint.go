@@ -70,12 +70,18 @@ func putJournalState(tx *bolt.Tx, applied, nextID uint64) error {
 type checkpointQueue struct {
 	mu    sync.Mutex
 	recs  []jrecord
-	times []time.Time
-	sum   int64 // usedDelta of the records
+	runs  []timeRun // when the records were made durable, oldest first
+	sum   int64     // usedDelta of the records
 	bytes atomic.Int64
 	n     atomic.Int64
 	// room is signalled when records are dropped (applied).
 	room chan struct{}
+}
+
+// timeRun is n records of the queue made durable at the same time.
+type timeRun struct {
+	n  int
+	at time.Time
 }
 
 func (q *checkpointQueue) push(recs []jrecord, at time.Time) {
@@ -83,10 +89,10 @@ func (q *checkpointQueue) push(recs []jrecord, at time.Time) {
 	defer q.mu.Unlock()
 	for _, r := range recs {
 		q.recs = append(q.recs, r)
-		q.times = append(q.times, at)
 		q.sum += usedDelta(r.muts)
 		q.bytes.Add(int64(r.size))
 	}
+	q.runs = append(q.runs, timeRun{len(recs), at})
 	q.n.Store(int64(len(q.recs)))
 }
 
@@ -94,10 +100,9 @@ func (q *checkpointQueue) push(recs []jrecord, at time.Time) {
 func (q *checkpointQueue) reset(recs []jrecord, at time.Time, sum int64) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	q.recs, q.times, q.sum = recs, make([]time.Time, len(recs)), sum
+	q.recs, q.runs, q.sum = recs, []timeRun{{len(recs), at}}, sum
 	var bytes int64
-	for i, r := range recs {
-		q.times[i] = at
+	for _, r := range recs {
 		bytes += int64(r.size)
 	}
 	q.bytes.Store(bytes)
@@ -121,7 +126,14 @@ func (q *checkpointQueue) drop(n int) {
 		q.sum -= usedDelta(r.muts)
 	}
 	q.recs = append([]jrecord(nil), q.recs[n:]...)
-	q.times = append([]time.Time(nil), q.times[n:]...)
+	for left := n; left > 0 && len(q.runs) > 0; {
+		if q.runs[0].n > left {
+			q.runs[0].n -= left
+			break
+		}
+		left -= q.runs[0].n
+		q.runs = q.runs[1:]
+	}
 	q.bytes.Add(-bytes)
 	q.n.Store(int64(len(q.recs)))
 	q.signal()
@@ -148,10 +160,12 @@ func (q *checkpointQueue) delta() int64 {
 func (q *checkpointQueue) oldest() time.Time {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if len(q.times) == 0 {
-		return time.Time{}
+	for _, r := range q.runs {
+		if r.n > 0 {
+			return r.at
+		}
 	}
-	return q.times[0]
+	return time.Time{}
 }
 
 // kickCheckpoint wakes the checkpoint.
@@ -336,6 +350,8 @@ func (s *Ledger) allocator() {
 // maintainSegments recycles (or deletes) the segments whose records the
 // file has applied, and makes a spare if there is none.
 func (s *Ledger) maintainSegments() {
+	s.allocMu.Lock()
+	defer s.allocMu.Unlock()
 	applied := s.applied.Load()
 	j := s.j
 	j.mu.Lock()

@@ -113,11 +113,13 @@ func segmentHeader(b []byte, seg, base uint64) []byte {
 }
 
 // jrecord is a journal record read back or written: its seq, mutations,
-// and an estimate of the memory it holds.
+// and an estimate of the memory it holds; read back, where its frame
+// starts and ends (before its alignment) in its segment.
 type jrecord struct {
-	seq  uint64
-	muts []mutation
-	size int
+	seq        uint64
+	muts       []mutation
+	size       int
+	start, end int64
 }
 
 // scanEnd says how the reading of a segment ended.
@@ -156,6 +158,8 @@ func scanSegment(data []byte, id uint64, keep func(seq uint64) bool) segmentScan
 	sc.activated, sc.base = true, base
 	p := alignUp(frameHeaderSize+segmentPayload, frameAlign)
 	next := base
+	sc.records = make([]jrecord, 0, len(data)/(8*blockSize))
+	var arena []mutation
 	for {
 		if rem := blockSize - p%blockSize; p%blockSize != 0 && rem < frameHeaderSize {
 			p += rem
@@ -198,10 +202,14 @@ func scanSegment(data []byte, id uint64, keep func(seq uint64) bool) segmentScan
 			return bad(fmt.Sprintf("seq %d where %d was due", seq, next))
 		}
 		payload := data[p+frameHeaderSize : p+frameHeaderSize+n]
-		rec := jrecord{seq: seq}
+		rec := jrecord{seq: seq, start: p, end: p + frameHeaderSize + n}
 		if keep(seq) {
-			muts, err := decodeMutations(payload)
-			if err != nil {
+			if cap(arena)-len(arena) < 16 {
+				arena = make([]mutation, 0, max(1024, (int64(len(data))-p)/128))
+			}
+			var muts []mutation
+			var err error
+			if arena, muts, err = decodeMutationsInto(arena, payload); err != nil {
 				return bad(fmt.Sprintf("record %d: %v", seq, err))
 			}
 			rec.muts = muts

@@ -125,8 +125,8 @@ type Config struct {
 	// fs is the journal's file system (the OS's when nil); tests use a
 	// strict in-memory one.
 	fs fileSystem
-	// manualCheckpoint stops the background checkpoint (tests call
-	// checkpoint themselves).
+	// manualCheckpoint stops the background checkpoint, and Close's: the
+	// tests call checkpoint themselves, or leave the journal as it is.
 	manualCheckpoint bool
 	// Now is the ledger's clock; time.Now when nil. Tests move it.
 	Now func() time.Time
@@ -177,6 +177,7 @@ type Ledger struct {
 	cpMu             sync.Mutex // one checkpoint, or a reopen, at a time
 	cpKick, cpStop   chan struct{}
 	cpDone           chan struct{}
+	allocMu          sync.Mutex // held while segments are made or recycled, and by a reopen
 	allocKick        chan struct{}
 	allocStop        chan struct{}
 	allocDone        chan struct{}
@@ -325,7 +326,7 @@ func (s *Ledger) openJournal(cfg Config) error {
 	if cfg.CheckpointEvery <= 0 {
 		cfg.CheckpointEvery = defaultCheckpointEvery
 	}
-	s.ov = newOverlay()
+	s.ov = newOverlay(0)
 	s.jops = make(chan *jop, maxGroupOps)
 	s.jdone = make(chan struct{})
 	s.cpKick, s.cpStop, s.cpDone = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
@@ -978,11 +979,11 @@ func (s *Ledger) Close() error {
 		close(s.cpStop)
 		<-s.cpDone
 		var cpErr error
-		if s.brokenErr() == nil {
+		if s.brokenErr() == nil && !s.manualCheckpoint {
 			cpErr = s.checkpointAll()
 		}
 		s.j.closeFiles()
-		if cpErr == nil && s.brokenErr() == nil && s.cpq.length() == 0 {
+		if cpErr == nil && s.brokenErr() == nil && s.cpq.length() == 0 && !s.manualCheckpoint {
 			s.removeSegments()
 		}
 		s.closeMu.Lock()

@@ -73,23 +73,33 @@ func entryOf(d *diskRecord) indexEntry {
 	return e
 }
 
-// mutation is one change of a journal record.
+// mutation is one change of a journal record. It is small (the overlay
+// holds many): a spool change is behind a pointer.
 type mutation struct {
-	kind   byte
-	flag   bool // mPutReplay: the key was new; mDelReplay: it existed
 	digest digest
 	replay replayRecord
+	*spoolChange
+	scope  string // mPause
+	kind   byte
+	flag   bool // mPutReplay: the key was new; mDelReplay: it existed
+	paused bool // mPause
+}
+
+// spoolChange is what a mutation of a spool record changes.
+type spoolChange struct {
 	seq    uint64     // spool seq
 	oldIdx indexEntry // the index entry the record had (mPutSpool, mDelSpool)
 	idx    indexEntry // its new one (mPutSpool)
 	enc    []byte     // the stored record (mPutSpool)
-	scope  string     // mPause
-	paused bool       // mPause
 }
 
 // size is an estimate of the memory m holds, for back-pressure.
 func (m *mutation) size() int {
-	return 96 + len(m.enc) + len(m.idx.value) + len(m.scope)
+	n := 80 + len(m.scope)
+	if m.spoolChange != nil {
+		n += 120 + len(m.enc) + len(m.idx.value)
+	}
+	return n
 }
 
 // appendMutations appends the encoding of muts to b:
@@ -227,12 +237,20 @@ func (d *decoder) indexKey() indexEntry {
 // decodeMutations decodes a record's payload. The slices of the result
 // point into payload.
 func decodeMutations(payload []byte) ([]mutation, error) {
+	_, muts, err := decodeMutationsInto(nil, payload)
+	return muts, err
+}
+
+// decodeMutationsInto decodes a record's payload, appending its mutations
+// to arena (one allocation for many records): it returns the arena and the
+// record's mutations, a slice of it.
+func decodeMutationsInto(arena []mutation, payload []byte) ([]mutation, []mutation, error) {
 	d := &decoder{b: payload}
 	n := d.uvarint()
-	if n > uint64(len(payload)) { // every mutation takes two bytes at least
-		return nil, errBadRecord
+	if d.err != nil || n > uint64(len(payload)) { // every mutation takes two bytes at least
+		return arena, nil, errBadRecord
 	}
-	muts := make([]mutation, 0, n)
+	first := len(arena)
 	for range n {
 		var m mutation
 		m.kind = d.byte1()
@@ -251,6 +269,7 @@ func decodeMutations(payload []byte) ([]mutation, error) {
 		case mDelReplay:
 			copy(m.digest[:], d.bytes(len(m.digest)))
 		case mPutSpool:
+			m.spoolChange = &spoolChange{}
 			m.seq = d.uint64()
 			m.oldIdx = d.indexKey()
 			m.idx = d.indexKey()
@@ -260,6 +279,7 @@ func decodeMutations(payload []byte) ([]mutation, error) {
 				d.fail()
 			}
 		case mDelSpool:
+			m.spoolChange = &spoolChange{}
 			m.seq = d.uint64()
 			m.oldIdx = d.indexKey()
 		case mPause:
@@ -275,14 +295,14 @@ func decodeMutations(payload []byte) ([]mutation, error) {
 			d.fail()
 		}
 		if d.err != nil {
-			return nil, d.err
+			return arena[:first], nil, d.err
 		}
-		muts = append(muts, m)
+		arena = append(arena, m)
 	}
 	if len(d.b) != 0 {
-		return nil, errBadRecord
+		return arena[:first], nil, errBadRecord
 	}
-	return muts, nil
+	return arena, arena[first:len(arena):len(arena)], nil
 }
 
 // applyMutations applies the mutations of record seq to the bbolt file, as

@@ -61,10 +61,10 @@ func lessIndex(a, b ovIndex) bool {
 	return bytes.Compare(a.key[:], b.key[:]) < 0
 }
 
-// newOverlay returns an empty overlay.
-func newOverlay() *overlay {
+// newOverlay returns an empty overlay, room made for n replay keys.
+func newOverlay(n int) *overlay {
 	return &overlay{
-		replay: map[digest]ovReplay{},
+		replay: make(map[digest]ovReplay, n),
 		spool:  btree.NewG(32, lessSpool),
 		index:  btree.NewG(32, lessIndex),
 	}

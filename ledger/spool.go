@@ -230,7 +230,7 @@ func (s *Ledger) Ingest(ctx context.Context, key string, rec *spool.Record, acce
 			v.nextSpool++
 			added = !exists
 			return []mutation{
-				{kind: mPutSpool, seq: rec.ID, idx: entryOf(d), enc: enc},
+				{kind: mPutSpool, spoolChange: &spoolChange{seq: rec.ID, idx: entryOf(d), enc: enc}},
 				{kind: mPutReplay, flag: added, digest: dg, replay: accepted},
 			}, nil
 		},
@@ -291,13 +291,13 @@ func (s *Ledger) spoolUpdate(ctx context.Context, seq uint64, refuseLeased bool,
 			if err != nil {
 				return nil, err
 			}
-			m := mutation{kind: mDelSpool, seq: seq, oldIdx: oldIdx}
+			m := mutation{kind: mDelSpool, spoolChange: &spoolChange{seq: seq, oldIdx: oldIdx}}
 			if keep {
 				newEnc, err := encodeRecord(d)
 				if err != nil {
 					return nil, err
 				}
-				m = mutation{kind: mPutSpool, seq: seq, oldIdx: oldIdx, idx: entryOf(d), enc: newEnc}
+				m = mutation{kind: mPutSpool, spoolChange: &spoolChange{seq: seq, oldIdx: oldIdx, idx: entryOf(d), enc: newEnc}}
 			}
 			return append([]mutation{m}, more...), nil
 		},
@@ -496,7 +496,7 @@ func (s *Ledger) Forget(ctx context.Context, key string) (bool, error) {
 					return nil, err
 				}
 				if ok {
-					muts = append(muts, mutation{kind: mDelSpool, seq: seq, oldIdx: oldIdx})
+					muts = append(muts, mutation{kind: mDelSpool, spoolChange: &spoolChange{seq: seq, oldIdx: oldIdx}})
 				}
 			}
 			_, exists, err := v.replayOf(&dg)

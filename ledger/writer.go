@@ -425,6 +425,8 @@ func (s *Ledger) tryReopen() {
 	s.lastReopen = time.Now()
 	s.cpMu.Lock()
 	defer s.cpMu.Unlock()
+	s.allocMu.Lock() // no segment made or recycled meanwhile
+	defer s.allocMu.Unlock()
 	s.j.closeFiles()
 	if err := s.loadJournal(true); err != nil {
 		err = fmt.Errorf("%w: ledger %s: reopening the journal: %v", dedupe.ErrUnavailable, s.path, err)
@@ -557,6 +559,13 @@ func readJournal(fsys fileSystem, j *journal, ledgerPath string, applied uint64,
 			return nil, fmt.Errorf("journal segment %s is damaged: its records end at %d%s, but the next segment begins at %d; %s", sg.path, sg.scan.last(), why, segs[i+1].scan.base, journalAdvice(ledgerPath))
 		}
 		out.last = max(out.last, sg.scan.last())
+		if out.recs == nil {
+			n := 0
+			for _, s := range segs[i:] {
+				n += len(s.scan.records)
+			}
+			out.recs = make([]jrecord, 0, n)
+		}
 		for _, r := range sg.scan.records {
 			if r.seq > applied {
 				out.recs = append(out.recs, r)
@@ -578,7 +587,7 @@ func (s *Ledger) loadJournal(reopen bool) error {
 	if err != nil {
 		return err
 	}
-	ov := newOverlay()
+	ov := newOverlay(len(rd.recs))
 	paused := map[string]bool{}
 	var delta int64
 	for _, r := range rd.recs {
@@ -604,7 +613,7 @@ func (s *Ledger) loadJournal(reopen bool) error {
 	s.durable.Store(rd.last)
 	s.applied.Store(applied)
 	s.j.mu.Lock()
-	s.j.nextID = rd.maxID
+	s.j.nextID = max(s.j.nextID, rd.maxID)
 	s.j.segs, s.j.spares = rd.segs, rd.spares
 	s.j.mu.Unlock()
 	// Never write after what was read: a torn tail or an older use may
@@ -655,12 +664,11 @@ func readSegmentFile(fs fileSystem, path string, drop bool) ([]byte, error) {
 // into.
 func cloneMutations(muts []mutation) []mutation {
 	for i := range muts {
-		m := &muts[i]
-		if m.enc != nil {
-			m.enc = append([]byte(nil), m.enc...)
-		}
-		if m.idx.value != nil {
-			m.idx.value = append([]byte(nil), m.idx.value...)
+		if m := &muts[i]; m.spoolChange != nil {
+			c := *m.spoolChange
+			c.enc = append([]byte(nil), c.enc...)
+			c.idx.value = append([]byte(nil), c.idx.value...)
+			m.spoolChange = &c
 		}
 	}
 	return muts
