@@ -284,10 +284,18 @@ func (s *FileStore) Provision(ctx caddy.Context) error {
 					return
 				}
 				p.logger().Info("ledger writable again", zap.String("ledger", abs))
+			},
+			OnSync: observeJournalSync,
+			OnJournalError: func(kind string, err error) {
+				if kind == ledger.FailSync {
+					journalFsyncErrors.Inc()
+				}
+				p.logger().Error("ledger journal: "+journalFailures[kind], zap.String("ledger", abs), zap.String("failure", kind), zap.Error(err))
 			}})
 		if err != nil {
 			return nil, nil, fmt.Errorf("store file: %w", err)
 		}
+		unreport := journalLag.add(l)
 		p.spoolStore = l
 		p.apply = func() {
 			for i := len(p.users) - 1; i >= 0; i-- {
@@ -297,12 +305,22 @@ func (s *FileStore) Provision(ctx caddy.Context) error {
 				}
 			}
 		}
-		return cached(l)
+		c, closeFn, err := cached(l)
+		return c, func() error { unreport(); return closeFn() }, err
 	})
 	if err != nil {
 		return err
 	}
 	return s.applySettings(ctx, abs)
+}
+
+// journalFailures says what each kind of journal failure means, in its
+// ERROR log line.
+var journalFailures = map[string]string{
+	ledger.FailSync:       "a write or fdatasync failed; the writes of its group failed (503), the journal is reopened from what the disk holds before it takes writes again",
+	ledger.FailReopen:     "reopening the journal after a failed sync failed; new events are refused 503, tried again every second",
+	ledger.FailCheckpoint: "applying the journal to the ledger file failed; new events are refused 503 while the file is full, tried again every second",
+	ledger.FailSegment:    "making the next journal segment failed (disk full?); new events are refused 503 until one is made, tried again every second",
 }
 
 // applySettings makes this handler's max_events the ledger's limit: the

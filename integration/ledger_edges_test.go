@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"bytes"
 	"errors"
 	"net/http"
 	"os"
@@ -10,6 +11,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/hookguard/caddy-webhook-guard/internal/testkit"
 )
@@ -252,6 +257,51 @@ func TestLedgerMaxEventsReload(t *testing.T) {
 	for _, want := range []string{"max_events 70", "max_events 50", "ledger.db", "same max_events"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("two limits for one ledger: the output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestLedgerJournalMetrics proves the ledger's journal is measured: after events are forwarded
+// through the default ledger, /metrics has the journal's sync durations and group sizes (as many
+// records as there were commits), its checkpoint lag (back to 0 once applied) and no fsync error.
+func TestLedgerJournalMetrics(t *testing.T) {
+	up := testkit.StartUpstream(t)
+	secret := newSecret(t, "ivy_")
+	g := startGuard(t, ledgerIvySite(up, ""), map[string]string{"IVY_SECRET": secret})
+	const events = 20
+	for i := range events {
+		body := eventBody(newID(t, "evt_metric_"), "payment.succeeded")
+		expectStatus(t, "event "+strconv.Itoa(i+1), g.post("/ivy", signIvy(secret, body), body), http.StatusOK)
+	}
+	status, body := g.AdminGet(t, "/metrics")
+	if status != http.StatusOK {
+		t.Fatalf("admin GET /metrics: %d", status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	metric := func(name string) *dto.Metric {
+		t.Helper()
+		mf, ok := families[name]
+		if !ok || len(mf.GetMetric()) != 1 {
+			t.Fatalf("/metrics has no single %s", name)
+		}
+		return mf.GetMetric()[0]
+	}
+	if n := metric("caddy_webhook_guard_journal_sync_seconds").GetHistogram().GetSampleCount(); n == 0 || n > events {
+		t.Errorf("journal_sync_seconds counts %d syncs for %d commits", n, events)
+	}
+	if sum := metric("caddy_webhook_guard_journal_group_records").GetHistogram().GetSampleSum(); sum != events {
+		t.Errorf("journal_group_records sums %v records, want the %d commits", sum, events)
+	}
+	if v := metric("caddy_webhook_guard_journal_fsync_errors_total").GetCounter().GetValue(); v != 0 {
+		t.Errorf("journal_fsync_errors_total = %v, want 0", v)
+	}
+	for _, name := range []string{"caddy_webhook_guard_journal_checkpoint_lag_records", "caddy_webhook_guard_journal_checkpoint_lag_seconds"} {
+		if v := metric(name).GetGauge().GetValue(); v < 0 {
+			t.Errorf("%s = %v", name, v)
 		}
 	}
 }

@@ -244,11 +244,11 @@ func (s *Ledger) checkpoint() (int, error) {
 		}
 		if errors.Is(err, ErrDiskFull) {
 			if s.full.Swap(&err) == nil && s.onJournalError != nil {
-				s.onJournalError(fmt.Errorf("checkpoint: %w", err))
+				s.onJournalError(FailCheckpoint, err)
 			}
 			s.cpq.signal() // a writer waiting for room waits no more
 		} else if s.onJournalError != nil {
-			s.onJournalError(fmt.Errorf("checkpoint: %w", err))
+			s.onJournalError(FailCheckpoint, err)
 		}
 		s.reportHealth()
 		return 0, err
@@ -413,7 +413,7 @@ func (s *Ledger) setAllocErr(err error) {
 	s.j.mu.Unlock()
 	if (old == nil) != (err == nil) {
 		if err != nil && s.onJournalError != nil {
-			s.onJournalError(fmt.Errorf("making a journal segment: %w", err))
+			s.onJournalError(FailSegment, err)
 		}
 		s.reportHealth()
 	}

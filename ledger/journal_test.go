@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -330,8 +331,12 @@ func TestJournalSyncError(t *testing.T) {
 	var journalErrs []error
 	path := filepath.Join(t.TempDir(), "ledger.db")
 	cfg := Config{Path: path, fs: fs, SweepEvery: time.Hour,
-		OnWritable:     func(err error) { mu.Lock(); health = append(health, err); mu.Unlock() },
-		OnJournalError: func(err error) { mu.Lock(); journalErrs = append(journalErrs, err); mu.Unlock() },
+		OnWritable: func(err error) { mu.Lock(); health = append(health, err); mu.Unlock() },
+		OnJournalError: func(kind string, err error) {
+			mu.Lock()
+			journalErrs = append(journalErrs, fmt.Errorf("%s: %w", kind, err))
+			mu.Unlock()
+		},
 	}
 	s, err := Open(cfg)
 	if err != nil {
@@ -375,7 +380,7 @@ func TestJournalSyncError(t *testing.T) {
 	if len(health) != 2 || health[0] == nil || health[1] != nil {
 		t.Errorf("OnWritable told %v, want the failure then nil", health)
 	}
-	if len(journalErrs) != 1 || !strings.Contains(journalErrs[0].Error(), "input/output error") {
+	if len(journalErrs) != 1 || !strings.Contains(journalErrs[0].Error(), "sync: ") || !strings.Contains(journalErrs[0].Error(), "input/output error") {
 		t.Errorf("OnJournalError told %v, want the failed sync once", journalErrs)
 	}
 	mu.Unlock()

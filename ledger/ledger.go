@@ -79,6 +79,23 @@ var ErrDiskFull = fmt.Errorf("%w: ledger disk full", dedupe.ErrFull)
 // ErrInUse wraps the error of Open when another process holds the file.
 var ErrInUse = errors.New("in use by another process (another Caddy running with the same data directory?)")
 
+// The kinds of journal failure, as Config.OnJournalError is told them.
+const (
+	// FailSync: a write or fdatasync of the journal failed. It is fatal to
+	// the journal as it was (never retried): the group's operations fail,
+	// the ledger refuses writes until it reopened its journal from disk.
+	FailSync = "sync"
+	// FailReopen: reopening the journal after FailSync failed; it is tried
+	// again every second.
+	FailReopen = "reopen"
+	// FailCheckpoint: applying journal records to the file failed (a full
+	// disk, max_size: new events are refused until a checkpoint succeeds).
+	FailCheckpoint = "checkpoint"
+	// FailSegment: making the next segment failed (a full disk: new events
+	// are refused until one is made).
+	FailSegment = "segment"
+)
+
 // Config configures the file store.
 type Config struct {
 	// Path is the ledger file; its folder is created (mode 0700) if
@@ -116,11 +133,10 @@ type Config struct {
 	// OnSync, when set, is told of each journal group: how long its
 	// fdatasync took and how many records it held.
 	OnSync func(d time.Duration, records int)
-	// OnJournalError, when set, is told of every journal failure: a failed
-	// write or sync (fatal to the journal as it was: it is reopened), a
-	// checkpoint or a segment that could not be made. It must not call
+	// OnJournalError, when set, is told of every journal failure, by kind
+	// (FailSync, FailReopen, FailCheckpoint, FailSegment). It must not call
 	// the ledger.
-	OnJournalError func(err error)
+	OnJournalError func(kind string, err error)
 
 	// fs is the journal's file system (the OS's when nil); tests use a
 	// strict in-memory one.
@@ -190,7 +206,7 @@ type Ledger struct {
 	broken, full   atomic.Pointer[error]
 	fsyncErrors    atomic.Int64
 	onSync         func(time.Duration, int)
-	onJournalError func(error)
+	onJournalError func(string, error)
 	healthMu       sync.Mutex
 	unhealthy      bool
 	closing        atomic.Bool

@@ -393,7 +393,7 @@ func (s *Ledger) journalFailed(err error, group []*jop) {
 	s.broken.Store(&err)
 	s.fsyncErrors.Add(1)
 	if s.onJournalError != nil {
-		s.onJournalError(err)
+		s.onJournalError(FailSync, err)
 	}
 	for _, op := range group {
 		op.finish(err)
@@ -432,7 +432,7 @@ func (s *Ledger) tryReopen() {
 		err = fmt.Errorf("%w: ledger %s: reopening the journal: %v", dedupe.ErrUnavailable, s.path, err)
 		s.broken.Store(&err)
 		if s.onJournalError != nil {
-			s.onJournalError(err)
+			s.onJournalError(FailReopen, err)
 		}
 		return
 	}
