@@ -341,6 +341,12 @@ func (s *Ledger) allocator() {
 		case <-s.allocStop:
 			return
 		case <-tick.C:
+			if s.brokenErr() != nil { // the writer tries to reopen again
+				select {
+				case s.reopenKick <- struct{}{}:
+				default:
+				}
+			}
 		case <-s.allocKick:
 		}
 		s.maintainSegments()

@@ -39,8 +39,7 @@ var (
 	tailErr  error
 )
 
-// tailReference builds the tail journal once (with a strict in-memory file
-// system under the journal, nothing checkpointed).
+// tailReference builds the tail journal once.
 func tailReference(t testing.TB) *tailJournal {
 	t.Helper()
 	tailOnce.Do(func() {
@@ -60,72 +59,39 @@ func tailReference(t testing.TB) *tailJournal {
 }
 
 func (tj *tailJournal) build() error {
-	fs := newMemFS()
-	s, err := Open(Config{Path: tj.path, fs: fs, manualCheckpoint: true, SweepEvery: time.Hour})
-	if err != nil {
-		return err
+	// Laid out as the writer lays out groups (encodeGroup), by hand, so
+	// that the last group holds exactly lastGroup records.
+	const id = 7
+	j := &journal{dir: tj.dir, name: filepath.Base(tj.path)}
+	tj.segPath = j.segmentPath(id)
+	s := &Ledger{}
+	exp := time.Now().Add(time.Hour).UnixNano()
+	rec := func(i int) jrecord {
+		key := "tail_" + strconv.Itoa(i)
+		tj.keys = append(tj.keys, key)
+		d := digest(sha256.Sum256([]byte(key)))
+		return jrecord{seq: uint64(i + 1), muts: []mutation{{kind: mPutReplay, flag: true, digest: d, replay: replayRecord{state: recordDelivered, expires: exp}}}}
 	}
-	defer s.Close()
-	ctx := context.Background()
-	commit := func(key string) error {
-		c, err := s.Claim(ctx, key, time.Minute)
-		if err != nil {
-			return err
-		}
-		return s.Commit(ctx, c, time.Hour)
-	}
+	sg := &segment{id: id}
+	var data []byte
 	for i := range firstGroups {
-		if err := commit("tail_" + strconv.Itoa(i)); err != nil {
-			return err
-		}
+		data = append(data, s.encodeGroup(sg, []jrecord{rec(i)}, i == 0)...)
 	}
-	// Hold the writer so that the last commits queue into one group.
-	held, release := make(chan struct{}), make(chan struct{})
-	go func() {
-		_ = s.submit(ctx, &jop{class: classChange, eval: func(*view) ([]mutation, error) {
-			close(held)
-			<-release
-			return nil, nil
-		}})
-	}()
-	<-held
-	var wg sync.WaitGroup
-	errs := make(chan error, lastGroup)
+	var last []jrecord
 	for i := range lastGroup {
-		wg.Go(func() { errs <- commit("tail_" + strconv.Itoa(firstGroups+i)) })
+		last = append(last, rec(firstGroups+i))
 	}
-	for len(s.jops) < lastGroup {
-		time.Sleep(time.Millisecond) // the commits are being queued; nothing else is
-	}
-	close(release)
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			return err
-		}
-	}
-	active := s.j.active()
-	tj.segPath = active.path
-	data, _ := fs.get(active.path)
-	sc := scanSegment(data, active.id, func(uint64) bool { return true })
+	data = append(data, s.encodeGroup(sg, last, false)...)
+	data = append(data, make([]byte, minSegmentSize-len(data))...) // zero-filled ahead of use
+	sc := scanSegment(data, id, func(uint64) bool { return true })
 	if sc.end != endClean || len(sc.records) != firstGroups+lastGroup {
 		return errors.New("tail reference: unexpected layout")
 	}
-	byDigest := map[digest]string{}
-	for i := range firstGroups + lastGroup {
-		k := "tail_" + strconv.Itoa(i)
-		byDigest[digest(sha256.Sum256([]byte(k)))] = k
-	}
 	for _, r := range sc.records {
-		tj.keys = append(tj.keys, byDigest[r.muts[0].digest])
 		r.muts = cloneMutations(r.muts)
 		tj.recs = append(tj.recs, r)
 	}
 	first := tj.recs[len(tj.recs)-lastGroup]
-	if tj.recs[len(tj.recs)-lastGroup-1].end > first.start&^(blockSize-1) {
-		return errors.New("tail reference: the last group shares a block")
-	}
 	tj.lastGroupStart = first.start &^ (blockSize - 1)
 	tj.lastGroupEnd = alignUp(tj.recs[len(tj.recs)-1].end, blockSize)
 	tj.data = append([]byte(nil), data[:tj.lastGroupEnd]...)

@@ -182,10 +182,20 @@ type Ledger struct {
 	jclosed     bool
 	jdone       chan struct{} // closed when the journal writer has finished
 	// Owned by the journal writer: the next record's seq and spool seq,
-	// when the last reopen was tried.
+	// the groups written and not yet published, when the last reopen was
+	// tried.
 	nextSeq    uint64
 	nextSpool  uint64
-	lastReopen time.Time
+	pending      []*group
+	lastReopen   time.Time
+	failuresSeen int64
+	// syncq hands the groups to the syncer, which says on syncIdle when
+	// it waits for one; inflight counts those it has not finished;
+	// reopenKick wakes the writer to reopen.
+	syncq      chan *group
+	syncIdle   chan struct{}
+	inflight   sync.WaitGroup
+	reopenKick chan struct{}
 	// durable is the seq of the last record synced; applied the last one
 	// the file holds.
 	durable, applied atomic.Uint64
@@ -234,6 +244,11 @@ type digest [sha256.Size]byte
 type lease struct {
 	token   string
 	expires time.Time
+	// exists says whether the ledger held a record of the key (an
+	// expired one) when it was claimed: its commit then replaces it. The
+	// sweep leaves the records of keys in flight alone, so it still
+	// holds when the commit is written.
+	exists bool
 }
 
 // writeOp is one write queued for the writer goroutine. fn runs inside the
@@ -309,6 +324,7 @@ func open(cfg Config, clock func() time.Time) (*Ledger, error) {
 	}
 	go s.write()
 	go s.journalWriter()
+	go s.syncer()
 	go s.checkpointer(cfg.CheckpointEvery)
 	go s.allocator()
 	go s.sweepEvery(cfg.SweepEvery)
@@ -345,6 +361,9 @@ func (s *Ledger) openJournal(cfg Config) error {
 	s.ov = newOverlay(0)
 	s.jops = make(chan *jop, maxGroupOps)
 	s.jdone = make(chan struct{})
+	s.syncq = make(chan *group, 1)
+	s.syncIdle = make(chan struct{}, 1)
+	s.reopenKick = make(chan struct{}, 1)
 	s.cpKick, s.cpStop, s.cpDone = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
 	s.allocKick, s.allocStop, s.allocDone = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
 	s.manualCheckpoint = cfg.manualCheckpoint
@@ -583,7 +602,7 @@ func (s *Ledger) claim(key string, d *digest, leaseFor time.Duration) (c dedupe.
 		delete(sh.m, *d)
 		s.used.Add(-1)
 	}
-	until, err = s.delivered(d, t)
+	until, exists, err := s.delivered(d, t)
 	if err != nil {
 		return dedupe.Claim{}, time.Time{}, false, err
 	}
@@ -594,25 +613,26 @@ func (s *Ledger) claim(key string, d *digest, leaseFor time.Duration) (c dedupe.
 		return dedupe.Claim{}, time.Time{}, true, nil
 	}
 	token := strconv.FormatUint(s.tokens.Add(1), 36)
-	sh.m[*d] = lease{token: token, expires: t.Add(leaseFor)}
+	sh.m[*d] = lease{token: token, expires: t.Add(leaseFor), exists: exists}
 	return dedupe.Claim{Key: key, State: dedupe.Fresh, Token: token}, time.Time{}, false, nil
 }
 
 // delivered returns the end of the window of d if the ledger records it as
 // delivered (or accepted) with a window that has not ended at t, else the
-// zero time: the journal's overlay first, then the file.
-func (s *Ledger) delivered(d *digest, t time.Time) (until time.Time, err error) {
+// zero time: the journal's overlay first, then the file. exists says it
+// holds a record of d at all (an expired one, maybe).
+func (s *Ledger) delivered(d *digest, t time.Time) (until time.Time, exists bool, err error) {
 	if s.isClosing() {
-		return time.Time{}, errClosed
+		return time.Time{}, false, errClosed
 	}
 	r, ok, err := s.replayOf(d)
 	if err != nil {
-		return time.Time{}, err
+		return time.Time{}, false, err
 	}
 	if ok && r.remembered(t.UnixNano()) {
 		until = time.Unix(0, r.expires)
 	}
-	return until, nil
+	return until, ok, nil
 }
 
 // isClosing says whether Close has begun.
@@ -639,13 +659,25 @@ func (s *Ledger) Commit(ctx context.Context, c dedupe.Claim, window time.Duratio
 	}
 	d := digest(sha256.Sum256([]byte(c.Key)))
 	rec := replayRecord{state: recordDelivered, expires: s.now().Add(window).UnixNano()}
+	// What the claim found spares the writer a read of the file.
+	sh := s.shard(&d)
+	sh.mu.Lock()
+	l, held := sh.m[d]
+	sh.mu.Unlock()
+	held = held && l.token == c.Token
 	var added bool
 	op := &jop{
 		class: classNew,
 		eval: func(v *view) ([]mutation, error) {
-			_, exists, err := v.replayOf(&d)
-			if err != nil {
-				return nil, err
+			_, exists, found := v.inMemory(&d)
+			if !found && held {
+				exists, found = l.exists, true
+			}
+			if !found {
+				var err error
+				if _, exists, err = v.replayOf(&d); err != nil {
+					return nil, err
+				}
 			}
 			added = !exists
 			return []mutation{{kind: mPutReplay, flag: added, digest: d, replay: rec}}, nil
@@ -925,8 +957,8 @@ func (s *Ledger) sweepOnce(ctx context.Context) (n int, err error) {
 			}
 			for _, k := range keys {
 				d := k[8:]
-				if s.inOverlay(d) {
-					continue // changed since: the checkpoint replaces it
+				if s.inOverlay(d) || s.inFlight(d) {
+					continue // changed since (the checkpoint replaces it), or being delivered
 				}
 				if r, ok := parseReplay(replay.Get(d)); ok && r.expires == int64(binary.BigEndian.Uint64(k)) {
 					if err := replay.Delete(d); err != nil {
@@ -960,6 +992,17 @@ func (s *Ledger) inOverlay(d []byte) bool {
 	s.ov.mu.RLock()
 	defer s.ov.mu.RUnlock()
 	_, ok := s.ov.replay[dg]
+	return ok
+}
+
+// inFlight says whether the key of digest d is claimed.
+func (s *Ledger) inFlight(d []byte) bool {
+	var dg digest
+	copy(dg[:], d)
+	sh := s.shard(&dg)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	_, ok := sh.m[dg]
 	return ok
 }
 

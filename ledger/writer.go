@@ -87,35 +87,251 @@ func (s *Ledger) submit(ctx context.Context, op *jop) error {
 	}
 }
 
-// journalWriter is the writer goroutine: it takes every operation waiting
-// (up to the group's bounds), writes their records in one write, syncs
-// once, and wakes their callers.
+// The journal's write path is two goroutines. The writer evaluates each
+// operation as it arrives, in order, against the state every earlier one
+// left, and gathers the records into a group; the syncer writes a group
+// (one write) and syncs it (one fdatasync), then publishes it and wakes its
+// callers. The writer hands the syncer its group the moment the syncer is
+// idle: a group is everything that arrived during the sync before, and an
+// operation waits at most for the end of the sync running when it arrived
+// and for its own.
+
+// group is a group of records on its way to the journal: its operations,
+// their records, and what they changed (staged) for the operations
+// evaluated after them until it is published; once handed, the encoded
+// frames, the segment and the offset they go to.
+type group struct {
+	ops    []*jop
+	recs   []jrecord
+	size   int
+	replay map[digest]ovReplay
+	spool  map[uint64]*ovSpool
+	view   *view
+
+	buf []byte
+	sg  *segment
+	off int64
+}
+
+func (s *Ledger) newGroup() *group {
+	g := &group{replay: map[digest]ovReplay{}, spool: map[uint64]*ovSpool{}}
+	g.view = &view{s: s, replay: g.replay, spool: g.spool, nextSpool: s.nextSpool}
+	return g
+}
+
+// full says whether g takes no more operations until handed.
+func (g *group) full() bool { return len(g.ops) >= maxGroupOps || g.size >= maxGroupBytes }
+
+// journalWriter is the writer goroutine.
 func (s *Ledger) journalWriter() {
-	defer close(s.jdone)
-	var carry []*jop
+	defer close(s.syncq)
+	var g *group
+	idle := true // the syncer waits for a group
 	for {
-		group := carry
-		carry = nil
-		if len(group) == 0 {
-			op, ok := <-s.jops
+		if g != nil && idle {
+			s.handGroup(g)
+			g, idle = nil, false
+			continue
+		}
+		var ops chan *jop
+		if g == nil || !g.full() {
+			ops = s.jops
+		}
+		select {
+		case op, ok := <-ops:
 			if !ok {
+				if g != nil {
+					if !idle {
+						<-s.syncIdle
+					}
+					s.handGroup(g)
+				}
 				return
 			}
-			group = append(group, op)
-		}
-	gather:
-		for len(group) < maxGroupOps {
-			select {
-			case op, ok := <-s.jops:
-				if !ok {
-					break gather
+			if g == nil {
+				if g = s.startGroup(); g == nil {
+					op.finish(s.brokenErr())
+					continue
 				}
-				group = append(group, op)
-			default:
-				break gather
+			}
+			s.evalOp(g, op)
+		case <-s.syncIdle:
+			idle = true
+		case <-s.reopenKick: // a sync failed: reopen now
+			if g == nil {
+				s.reopenIfBroken()
 			}
 		}
-		carry = s.writeGroup(group)
+	}
+}
+
+// startGroup begins a group: after a failed sync the journal is reopened
+// first (nil: it could not be).
+func (s *Ledger) startGroup() *group {
+	// The groups synced since are in the overlay.
+	durable := s.durable.Load()
+	for len(s.pending) > 0 && (len(s.pending[0].recs) == 0 || s.pending[0].recs[len(s.pending[0].recs)-1].seq <= durable) {
+		s.pending = s.pending[1:]
+	}
+	if !s.reopenIfBroken() {
+		return nil
+	}
+	s.waitRoom()
+	g := s.newGroup()
+	g.view.now = s.now()
+	return g
+}
+
+// reopenIfBroken reopens a journal whose sync failed, once the groups
+// handed after it are failed; it reports whether the journal works.
+func (s *Ledger) reopenIfBroken() bool {
+	if s.brokenErr() == nil {
+		return true
+	}
+	s.inflight.Wait()
+	s.pending = nil
+	s.tryReopen()
+	return s.brokenErr() == nil
+}
+
+// evalOp evaluates op into g.
+func (s *Ledger) evalOp(g *group, op *jop) {
+	g.ops = append(g.ops, op)
+	op.err = nil
+	if err := s.refusal()[op.class]; err != nil {
+		op.err = err
+		return
+	}
+	muts, err := op.eval(g.view)
+	if err != nil {
+		op.err = err
+		return
+	}
+	if len(muts) == 0 && op.class != classProbe {
+		return
+	}
+	rec := jrecord{seq: s.nextSeq, muts: muts}
+	for i := range muts {
+		rec.size += muts[i].size()
+	}
+	s.nextSeq++
+	g.view.stage(rec.seq, muts)
+	g.recs = append(g.recs, rec)
+	g.size += rec.size
+}
+
+// handGroup encodes g's records for the segment they go to (activating the
+// next one if they do not fit) and hands g to the syncer; a group without
+// records is finished at once, or, if groups before it are not yet
+// durable, after them.
+func (s *Ledger) handGroup(g *group) {
+	s.nextSpool = g.view.nextSpool
+	if len(g.recs) == 0 {
+		if len(s.pending) == 0 {
+			for _, op := range g.ops {
+				op.finish(nil)
+			}
+			s.signalIdle()
+			return
+		}
+		s.inflight.Add(1)
+		s.syncq <- g
+		return
+	}
+	active := s.j.active()
+	buf := s.encodeGroup(active, g.recs, active != nil && active.off == 0)
+	if active == nil || active.off+int64(len(buf)) > active.size {
+		var err error
+		if active, err = s.rotate(int64(len(buf)) + blockSize); err != nil {
+			err = s.writeError(err)
+			s.nextSeq = g.recs[0].seq // nothing written
+			for _, op := range g.ops {
+				op.finish(err)
+			}
+			s.reportHealth()
+			s.signalIdle()
+			return
+		}
+		buf = s.encodeGroup(active, g.recs, true)
+	}
+	g.buf, g.sg, g.off = buf, active, active.off
+	active.off += int64(len(buf))
+	active.last = g.recs[len(g.recs)-1].seq
+	s.pending = append(s.pending, g)
+	if active.off > active.size/2 {
+		s.kickAlloc()
+	}
+	s.inflight.Add(1)
+	s.syncq <- g
+}
+
+// signalIdle tells the writer the syncer waits for a group.
+func (s *Ledger) signalIdle() {
+	select {
+	case s.syncIdle <- struct{}{}:
+	default:
+	}
+}
+
+// syncer is the goroutine that writes and syncs the groups, in order, and
+// publishes them and wakes their callers once durable.
+func (s *Ledger) syncer() {
+	defer close(s.jdone)
+	var synced *segment // the segment of the last group synced
+	for g := range s.syncq {
+		s.syncGroup(g, &synced)
+		s.inflight.Done()
+		s.signalIdle()
+	}
+	if synced != nil && synced.f != nil && synced != s.j.active() {
+		_ = synced.f.Close()
+	}
+}
+
+// syncGroup writes and syncs the group g (after the ones before it), then
+// publishes it and finishes its operations; a failed write or sync is
+// fatal to the journal (journalFailed). synced is the segment of the
+// previous group: its file is closed once a later segment's group is synced.
+func (s *Ledger) syncGroup(g *group, synced **segment) {
+	if err := s.brokenErr(); err != nil { // handed after a group whose sync failed
+		for _, op := range g.ops {
+			op.finish(err)
+		}
+		return
+	}
+	if len(g.recs) == 0 {
+		for _, op := range g.ops {
+			op.finish(nil)
+		}
+		return
+	}
+	crashAt("before-write")
+	_, err := g.sg.f.WriteAt(g.buf, g.off)
+	crashAt("after-write")
+	if err == nil {
+		start := time.Now()
+		err = g.sg.f.Datasync()
+		if s.onSync != nil {
+			s.onSync(time.Since(start), len(g.recs))
+		}
+	}
+	if err != nil {
+		s.journalFailed(err, g.ops)
+		return
+	}
+	crashAt("after-sync")
+	if prev := *synced; prev != nil && prev != g.sg {
+		s.j.mu.Lock()
+		if prev.f != nil {
+			_ = prev.f.Close()
+			prev.f = nil
+		}
+		s.j.mu.Unlock()
+	}
+	*synced = g.sg
+	s.publish(g.recs)
+	for _, op := range g.ops {
+		op.finish(nil)
 	}
 }
 
@@ -131,16 +347,38 @@ type view struct {
 
 // replayOf returns the replay record of d, if the ledger holds one.
 func (v *view) replayOf(d *digest) (replayRecord, bool, error) {
-	if e, ok := v.replay[*d]; ok {
-		return e.rec, !e.deleted, nil
+	if r, ok, found := v.inMemory(d); found {
+		return r, ok, nil
 	}
 	return v.s.replayOf(d)
+}
+
+// inMemory looks d up where no file is read: the group, the groups not
+// yet published, the overlay; found false: the file knows.
+func (v *view) inMemory(d *digest) (r replayRecord, ok, found bool) {
+	if e, ok := v.replay[*d]; ok {
+		return e.rec, !e.deleted, true
+	}
+	for i := len(v.s.pending) - 1; i >= 0; i-- {
+		if e, ok := v.s.pending[i].replay[*d]; ok {
+			return e.rec, !e.deleted, true
+		}
+	}
+	v.s.ov.mu.RLock()
+	e, ok := v.s.ov.getReplay(d)
+	v.s.ov.mu.RUnlock()
+	return e.rec, !e.deleted, ok
 }
 
 // spoolOf returns the stored record seq and its index entry.
 func (v *view) spoolOf(seq uint64) (enc []byte, idx indexEntry, ok bool, err error) {
 	if e, found := v.spool[seq]; found {
 		return e.enc, e.idx, !e.deleted, nil
+	}
+	for i := len(v.s.pending) - 1; i >= 0; i-- {
+		if e, found := v.s.pending[i].spool[seq]; found {
+			return e.enc, e.idx, !e.deleted, nil
+		}
 	}
 	return v.s.spoolOf(seq)
 }
@@ -204,99 +442,6 @@ func (s *Ledger) spoolOf(seq uint64) (enc []byte, idx indexEntry, ok bool, err e
 		return nil
 	})
 	return enc, idx, ok, err
-}
-
-// writeGroup writes the records of group's operations in one write and
-// one sync, and finishes them; it returns the operations left for the next
-// group (past maxGroupBytes).
-func (s *Ledger) writeGroup(group []*jop) (carry []*jop) {
-	if err := s.brokenErr(); err != nil {
-		s.tryReopen()
-		if err = s.brokenErr(); err != nil {
-			for _, op := range group {
-				op.finish(err)
-			}
-			return nil
-		}
-	}
-	s.waitRoom()
-	v := &view{s: s, replay: map[digest]ovReplay{}, spool: map[uint64]*ovSpool{}, nextSpool: s.nextSpool, now: s.now()}
-	recs := make([]jrecord, 0, len(group))
-	size := 0
-	refuse := s.refusal()
-	for i, op := range group {
-		if size > maxGroupBytes {
-			carry, group = group[i:], group[:i]
-			break
-		}
-		op.err = nil
-		if refuse[op.class] != nil {
-			op.err = refuse[op.class]
-			continue
-		}
-		muts, err := op.eval(v)
-		if err != nil {
-			op.err = err
-			continue
-		}
-		if len(muts) == 0 && op.class != classProbe {
-			continue
-		}
-		rec := jrecord{seq: s.nextSeq + uint64(len(recs)), muts: muts}
-		for i := range muts {
-			rec.size += muts[i].size()
-		}
-		v.stage(rec.seq, muts)
-		recs = append(recs, rec)
-		size += rec.size
-	}
-	if len(recs) == 0 {
-		for _, op := range group {
-			op.finish(nil)
-		}
-		return carry
-	}
-	active := s.j.active()
-	buf := s.encodeGroup(active, recs, active != nil && active.off == 0)
-	if active == nil || active.off+int64(len(buf)) > active.size {
-		var err error
-		if active, err = s.rotate(int64(len(buf)) + blockSize); err != nil {
-			err = s.writeError(err)
-			for _, op := range group {
-				op.finish(err)
-			}
-			s.reportHealth()
-			return carry
-		}
-		buf = s.encodeGroup(active, recs, true)
-	}
-	crashAt("before-write")
-	_, err := active.f.WriteAt(buf, active.off)
-	crashAt("after-write")
-	if err == nil {
-		start := time.Now()
-		err = active.f.Datasync()
-		if s.onSync != nil {
-			s.onSync(time.Since(start), len(recs))
-		}
-	}
-	if err != nil {
-		s.journalFailed(err, group)
-		return carry
-	}
-	crashAt("after-sync")
-	active.off += int64(len(buf))
-	active.last = recs[len(recs)-1].seq
-	s.nextSeq = active.last + 1
-	s.nextSpool = v.nextSpool
-	s.publish(recs)
-	for _, op := range group {
-		op.finish(nil)
-	}
-	if active.off > active.size/2 {
-		s.kickAlloc()
-	}
-	return carry
 }
 
 // encodeGroup encodes recs for segment sg (a fresh one's first frame
@@ -372,11 +517,7 @@ func (s *Ledger) rotate(need int64) (*segment, error) {
 	}
 	sp.f, sp.base, sp.last, sp.off = f, s.nextSeq, s.nextSeq-1, 0
 	s.j.mu.Lock()
-	if n := len(s.j.segs); n > 0 && s.j.segs[n-1].f != nil {
-		_ = s.j.segs[n-1].f.Close()
-		s.j.segs[n-1].f = nil
-	}
-	s.j.segs = append(s.j.segs, sp)
+	s.j.segs = append(s.j.segs, sp) // the syncer closes the last one's file once synced
 	s.j.mu.Unlock()
 	s.kickAlloc()
 	return sp, nil
@@ -399,8 +540,10 @@ func (s *Ledger) journalFailed(err error, group []*jop) {
 		op.finish(err)
 	}
 	s.reportHealth()
-	s.lastReopen = time.Time{}
-	s.tryReopen()
+	select { // the writer reopens the journal
+	case s.reopenKick <- struct{}{}:
+	default:
+	}
 }
 
 // brokenErr is the error of a journal that failed, until it is reopened.
@@ -419,10 +562,11 @@ const reopenEvery = time.Second
 // after the file's applied seq read back from the disk into a new overlay,
 // and a new segment activated. The writer calls it.
 func (s *Ledger) tryReopen() {
-	if s.brokenErr() == nil || time.Since(s.lastReopen) < reopenEvery {
+	failures := s.fsyncErrors.Load()
+	if s.brokenErr() == nil || failures == s.failuresSeen && time.Since(s.lastReopen) < reopenEvery {
 		return
 	}
-	s.lastReopen = time.Now()
+	s.failuresSeen, s.lastReopen = failures, time.Now()
 	s.cpMu.Lock()
 	defer s.cpMu.Unlock()
 	s.allocMu.Lock() // no segment made or recycled meanwhile
