@@ -184,8 +184,8 @@ type Ledger struct {
 	// Owned by the journal writer: the next record's seq and spool seq,
 	// the groups written and not yet published, when the last reopen was
 	// tried.
-	nextSeq    uint64
-	nextSpool  uint64
+	nextSeq      uint64
+	nextSpool    uint64
 	pending      []*group
 	lastReopen   time.Time
 	failuresSeen int64

@@ -167,17 +167,6 @@ func (fs *memFS) put(name string, data []byte) {
 	fs.durable[name] = n
 }
 
-// get returns a file's data as read.
-func (fs *memFS) get(name string) ([]byte, bool) {
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
-	n, ok := fs.files[name]
-	if !ok {
-		return nil, false
-	}
-	return append([]byte(nil), n.data...), true
-}
-
 // names lists the files.
 func (fs *memFS) names() []string {
 	fs.mu.Lock()
