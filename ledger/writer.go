@@ -177,9 +177,7 @@ func (s *Ledger) startGroup() *group {
 		return nil
 	}
 	s.waitRoom()
-	g := s.newGroup()
-	g.view.now = s.now()
-	return g
+	return s.newGroup()
 }
 
 // reopenIfBroken reopens a journal whose sync failed, once the groups
@@ -197,6 +195,7 @@ func (s *Ledger) reopenIfBroken() bool {
 // evalOp evaluates op into g.
 func (s *Ledger) evalOp(g *group, op *jop) {
 	g.ops = append(g.ops, op)
+	g.view.now = s.now()
 	op.err = nil
 	if err := s.refusal()[op.class]; err != nil {
 		op.err = err
