@@ -171,8 +171,19 @@ stop_caddy() {
 admin() { curl -fsS "$@"; }
 # CPU accounting (lib.sh), as in run.sh.
 HZ=$(getconf CLK_TCK)
-# listed STATE: how many events the admin API lists in STATE.
-listed() { admin "http://127.0.0.1:$ADMIN_PORT/webhook_guard/spool?state=$1" | { grep -o '"event_id"' || true; } | wc -l; }
+# listed STATE: how many events the admin API lists in STATE, every page.
+listed() {
+	local after= n=0 ids count
+	while :; do
+		ids=$(admin "http://127.0.0.1:$ADMIN_PORT/webhook_guard/spool?state=$1&limit=1000${after:+&after=$after}" |
+			{ grep -o '"id":[0-9]*' || true; } | cut -d: -f2)
+		count=$(printf '%s' "$ids" | grep -c . || true)
+		n=$((n + count))
+		[ "$count" -lt 1000 ] && break
+		after=$(printf '%s\n' "$ids" | tail -1)
+	done
+	echo "$n"
+}
 # med/min/max of a column of numbers on stdin: "median (min-max)".
 spread() {
 	sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print "-"; exit }

@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"slices"
 	"sync"
 	"time"
@@ -79,6 +80,64 @@ type spoolState struct {
 	leased map[uint64]bool
 	// cursor is the due key where the last Lease stopped at maxLeaseScan.
 	cursor []byte
+	// due counts the due (pending) events by scope, so that a Lease finds
+	// at once that every one is paused (ingest goes on while deliveries
+	// are held: a Lease per event spooled must not walk them all).
+	due map[string]int
+}
+
+// countDue counts the due events by scope, from the indexes.
+func (s *Ledger) countDue() error {
+	due := map[string]int{}
+	err := s.readSnapshot(func(sn *snapshot) error {
+		sn.ascendIndex(idxDue, nil, func(_, v []byte) bool {
+			due[indexScope(bucketDue, v)]++
+			return true
+		})
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	s.spool.mu.Lock()
+	s.spool.due = due
+	s.spool.mu.Unlock()
+	return nil
+}
+
+// countDueChanges keeps the due counts as records are journaled.
+func (s *Ledger) countDueChanges(recs []jrecord) {
+	st := &s.spool
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, r := range recs {
+		for i := range r.muts {
+			m := &r.muts[i]
+			if m.spoolChange == nil {
+				continue
+			}
+			if m.oldIdx.bucket == idxDue {
+				scope := indexScope(bucketDue, m.oldIdx.value)
+				if st.due[scope]--; st.due[scope] <= 0 {
+					delete(st.due, scope)
+				}
+			}
+			if m.kind == mPutSpool && m.idx.bucket == idxDue {
+				st.due[indexScope(bucketDue, m.idx.value)]++
+			}
+		}
+	}
+}
+
+// anyLeasable says whether a due event of a scope not paused may be
+// there; s.spool.mu is held.
+func (st *spoolState) anyLeasable() bool {
+	for scope, n := range st.due {
+		if n > 0 && !st.paused[scope] {
+			return true
+		}
+	}
+	return false
 }
 
 // loadSpoolState reads the paused scopes.
@@ -533,6 +592,8 @@ type snapshot struct {
 	applied uint64
 	spool   *btree.BTreeG[*ovSpool]
 	index   *btree.BTreeG[ovIndex]
+	// minSpool is the lowest seq in spool (none: the highest possible).
+	minSpool uint64
 }
 
 // readSnapshot runs fn on a snapshot.
@@ -540,42 +601,49 @@ func (s *Ledger) readSnapshot(fn func(sn *snapshot) error) error {
 	s.ov.mu.Lock() // Clone writes to the tree it clones
 	sp, idx := s.ov.spool.Clone(), s.ov.index.Clone()
 	s.ov.mu.Unlock()
+	minSpool := ^uint64(0)
+	if e, ok := sp.Min(); ok {
+		minSpool = e.seq
+	}
 	return s.view(func(tx *bolt.Tx) error {
-		return fn(&snapshot{tx: tx, applied: appliedIn(tx), spool: sp, index: idx})
+		return fn(&snapshot{tx: tx, applied: appliedIn(tx), spool: sp, index: idx, minSpool: minSpool})
 	})
 }
 
 // shadowed says whether the overlay holds a newer state of the file's
 // spool record seq.
 func (sn *snapshot) shadowed(seq uint64) bool {
+	if seq < sn.minSpool { // most records the file has were not changed since
+		return false
+	}
 	e, ok := sn.spool.Get(&ovSpool{seq: seq})
 	return ok && e.jseq > sn.applied
 }
 
 // overlayIndex returns the overlay's entries of index bucket id with keys
-// from start (nil: the first), in order.
-func (sn *snapshot) overlayIndex(id byte, start []byte) []ovIndex {
+// from start (nil: the first), in order, one at a time (a scan that stops
+// early reads little of a large overlay); stop releases it.
+func (sn *snapshot) overlayIndex(id byte, start []byte) (next func() (ovIndex, bool), stop func()) {
 	var from ovIndex
 	from.bucket = id
 	copy(from.key[:], start)
-	var out []ovIndex
-	sn.index.AscendGreaterOrEqual(from, func(e ovIndex) bool {
-		if e.bucket != id {
-			return false
-		}
-		if e.jseq > sn.applied {
-			out = append(out, e)
-		}
-		return true
+	return iter.Pull(func(yield func(ovIndex) bool) {
+		sn.index.AscendGreaterOrEqual(from, func(e ovIndex) bool {
+			if e.bucket != id {
+				return false
+			}
+			return e.jseq <= sn.applied || yield(e)
+		})
 	})
-	return out
 }
 
 // ascendIndex calls fn for the entries of index bucket id, the file's and
 // the overlay's merged, in key order from start (nil: the first), until fn
 // returns false.
 func (sn *snapshot) ascendIndex(id byte, start []byte, fn func(k, v []byte) bool) {
-	ov := sn.overlayIndex(id, start)
+	next, stop := sn.overlayIndex(id, start)
+	defer stop()
+	e, ok := next()
 	c := sn.tx.Bucket(indexBucket(id)).Cursor()
 	var k, v []byte
 	if start != nil {
@@ -588,19 +656,18 @@ func (sn *snapshot) ascendIndex(id byte, start []byte, fn func(k, v []byte) bool
 			k, v = c.Next()
 		}
 		switch {
-		case k == nil && len(ov) == 0:
+		case k == nil && !ok:
 			return
-		case k != nil && (len(ov) == 0 || bytes.Compare(k, ov[0].key[:]) < 0):
+		case k != nil && (!ok || bytes.Compare(k, e.key[:]) < 0):
 			if !fn(k, v) {
 				return
 			}
 			k, v = c.Next()
 		default:
-			e := ov[0]
-			ov = ov[1:]
 			if !fn(e.key[:], e.value) {
 				return
 			}
+			e, ok = next()
 		}
 	}
 }
@@ -764,6 +831,10 @@ func (s *Ledger) IDs(_ context.Context, state spool.State, scope string) ([]uint
 func (s *Ledger) Lease(_ context.Context, now time.Time, offer func(spool.Due) spool.Verdict) (next time.Time, err error) {
 	st := &s.spool
 	st.mu.Lock()
+	if !st.anyLeasable() { // every due event is of a paused scope: Resume wakes the worker
+		st.mu.Unlock()
+		return time.Time{}, nil
+	}
 	cursor := st.cursor
 	st.cursor = nil
 	st.mu.Unlock()
@@ -771,12 +842,12 @@ func (s *Ledger) Lease(_ context.Context, now time.Time, offer func(spool.Due) s
 	err = s.readSnapshot(func(sn *snapshot) error {
 		scanned := 0
 		sn.ascendIndex(idxDue, cursor, func(k, v []byte) bool {
-			d, ok := parseDue(k, v)
-			if !ok {
+			if len(k) != 16 || len(v) < 8 {
 				return true
 			}
-			if d.NextAt.After(now) {
-				next = d.NextAt
+			// What decides a skip is read without allocating.
+			if at := time.Unix(0, int64(binary.BigEndian.Uint64(k))); at.After(now) {
+				next = at
 				return false
 			}
 			if scanned++; scanned > maxLeaseScan {
@@ -784,12 +855,14 @@ func (s *Ledger) Lease(_ context.Context, now time.Time, offer func(spool.Due) s
 				next = now.Add(leaseBackoff)
 				return false
 			}
+			scope, _, _ := bytes.Cut(v[8:], []byte{0})
 			st.mu.Lock()
-			skip := st.leased[d.ID] || st.paused[d.Scope]
+			skip := st.leased[binary.BigEndian.Uint64(k[8:])] || st.paused[string(scope)]
 			st.mu.Unlock()
 			if skip {
 				return true
 			}
+			d, _ := parseDue(k, v)
 			switch offer(d) {
 			case spool.Take:
 				st.mu.Lock()

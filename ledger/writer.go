@@ -471,6 +471,7 @@ func (s *Ledger) publish(recs []jrecord) {
 		s.ov.publish(r.seq, r.muts, s.setPaused)
 	}
 	s.ov.mu.Unlock()
+	s.countDueChanges(recs)
 	s.durable.Store(recs[len(recs)-1].seq)
 	s.cpq.push(recs, time.Now())
 	if s.cpq.length() >= checkpointRecords || s.cpq.bytesHeld() >= s.segmentSize/4 {
@@ -750,6 +751,9 @@ func (s *Ledger) loadJournal(reopen bool) error {
 	s.cpq.reset(rd.recs, time.Now(), delta)
 	for scope, p := range paused {
 		s.setPaused(scope, p)
+	}
+	if err := s.countDue(); err != nil {
+		return err
 	}
 	s.nextSeq = rd.last + 1
 	s.nextSpool = max(nextSpool, ov.maxSpool) + 1
