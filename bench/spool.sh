@@ -134,6 +134,11 @@ caddyfile() {
 			allow_ips 127.0.0.1
 			spool {
 				to http://$to
+				# (from the lead) a name, so that the drain's Caddy, whose to
+				# is another backend, delivers what the fill spooled: each
+				# event goes to the target it was accepted with (provider,
+				# scope, name — by default the to URL)
+				name bench
 				${timeout:+timeout $timeout}
 				${CONCURRENCY:+concurrency $CONCURRENCY}
 			}
