@@ -26,4 +26,6 @@ bench:
 
 # A short run of every fuzz target (the seed corpora run in `make test`).
 fuzz:
-	for f in $$(go test -list 'Fuzz.*' ./verify/ | grep ^Fuzz); do go test -run XXX -fuzz "^$$f$$" -fuzztime 30s ./verify/ || exit 1; done
+	for p in ./verify/ ./ledger/; do \
+		for f in $$(go test -list 'Fuzz.*' $$p | grep ^Fuzz); do go test -run XXX -fuzz "^$$f$$" -fuzztime 30s $$p || exit 1; done; \
+	done

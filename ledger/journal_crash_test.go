@@ -186,7 +186,8 @@ func (l *crashLoad) check(t *testing.T, s *Ledger, what string) {
 
 // TestJournalStrictCrashes crashes a strict in-memory file system under the
 // journal at random points of a concurrent load of commits, claims
-// released, ingests, spool deliveries and pauses — hundreds of times, with
+// released, ingests, spool deliveries and pauses — 300 times (25 under
+// -short, 15 with the race detector, which slows it tenfold), with
 // the crash at any write, sync, creation, rename or removal (segments made,
 // activated, recycled) and checkpoints running meanwhile. After each crash
 // the ledger reopens on what the file system kept: every acknowledged id
@@ -194,8 +195,11 @@ func (l *crashLoad) check(t *testing.T, s *Ledger, what string) {
 // ingested is spooled; and once closed cleanly and reopened, again.
 func TestJournalStrictCrashes(t *testing.T) {
 	rounds := 300
-	if testing.Short() {
+	switch {
+	case testing.Short():
 		rounds = 25
+	case raceEnabled:
+		rounds = 15
 	}
 	seed := time.Now().UnixNano()
 	t.Logf("seed %d", seed)
