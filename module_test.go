@@ -415,6 +415,8 @@ func TestProvisionErrorsNameTheOption(t *testing.T) {
 		{Handler{Provider: "ivy", Secrets: []string{"{env.WEBHOOK_GUARD_UNIT_SECRET}"}}, `secret #1 "{env.WEBHOOK_GUARD_UNIT_SECRET}" resolved to an empty value`},
 		{Handler{Provider: "ivy", Secrets: []string{"s3cr3t-value"}, AllowIPs: []string{"10.0.0.300"}}, "allow_ips: invalid IP address"},
 		{Handler{Provider: "ivy", Secrets: []string{"s3cr3t-value"}, StoreRaw: json.RawMessage(`{"type":"etcd"}`)}, "unknown module"},
+		{Handler{Provider: "ivy", Secrets: []string{"s3cr3t-value"}, StoreRaw: json.RawMessage(`{"type":"file","path":"rel/ledger.db"}`)}, `store file: path "rel/ledger.db" is relative`},
+		{Handler{Provider: "ivy", Secrets: []string{"s3cr3t-value"}, Scope: "a b"}, `scope: "a b": only letters, digits`},
 	}
 	for _, c := range cases {
 		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})

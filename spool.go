@@ -544,7 +544,7 @@ func (d *delivery) spoolEvent(w http.ResponseWriter, body []byte, claim dedupe.C
 // ledger, so reloads keep it; it stops when the ledger closes.
 func (s *storeHandle) spoolOf() (*spool.Spool, error) {
 	p := s.pooled
-	if p == nil || p.spoolStore == nil {
+	if p == nil || p.spoolStore == nil && !p.validationOnly {
 		return nil, errors.New("the store is not provisioned or holds no spool")
 	}
 	p.mu.Lock()
@@ -552,10 +552,21 @@ func (s *storeHandle) spoolOf() (*spool.Spool, error) {
 	if p.spool != nil {
 		return p.spool, nil
 	}
+	if p.validationOnly { // caddy validate: a spool that is never started
+		p.spool = spool.New(nil, spool.Options{})
+		return p.spool, nil
+	}
 	sp := spool.New(p.spoolStore, spool.Options{
 		OnCounts: spoolGauges(),
 		OnLeaseError: func(err error) {
 			p.logger().Error("spool: the due events could not be read; retrying", zap.Error(err))
+		},
+		OnOrphans: func(orphans []spool.Orphans) {
+			for _, o := range orphans {
+				p.logger().Warn("spooled events wait for a handler that is gone: no handler's spool block delivers their target now (removed, or its to or name changed); restore it, or discard them",
+					zap.String("scope", o.Scope), zap.String("target", o.Target), zap.Int("events_pending", o.Pending),
+					zap.String("list", "caddy webhook-guard spool list --state pending --scope "+o.Scope))
+			}
 		},
 	})
 	sp.Start()

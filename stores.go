@@ -1,11 +1,14 @@
 package webhookguard
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -69,6 +72,9 @@ type pooledStore struct {
 	// a spool block (spool.go); unregisterSpool takes it off the admin API.
 	spool           *spool.Spool
 	unregisterSpool func()
+	// validationOnly marks the store of a config being validated (caddy
+	// validate): not in the pool, serving nothing.
+	validationOnly bool
 }
 
 // storeUser is a module using a pooled store, with its logger.
@@ -171,6 +177,10 @@ func (s *storeHandle) Cleanup() error {
 	if s.pooled == nil {
 		return nil
 	}
+	if s.pooled.validationOnly {
+		s.pooled = nil
+		return nil
+	}
 	s.pooled.detach(s)
 	s.pooled = nil
 	_, err := stores.Delete(s.key)
@@ -259,18 +269,101 @@ func (s *FileStore) Provision(ctx caddy.Context) error {
 	if path == "" {
 		path = DefaultLedgerPath()
 	}
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return fmt.Errorf("store file %s: %v", path, err)
+	if !filepath.IsAbs(path) {
+		return fmt.Errorf("store file: path %q is relative: give an absolute path (a relative one would land in the directory Caddy happens to run in)", path)
 	}
-	return s.open(ctx, "file:"+abs, func(p *pooledStore) (dedupe.Store, func() error, error) {
-		l, err := ledger.Open(ledger.Config{Path: abs, MaxEvents: s.MaxEvents, MaxSize: s.MaxSize})
+	path = filepath.Clean(path)
+	if validating() {
+		return s.provisionForValidation(ctx, path)
+	}
+	_, statErr := os.Lstat(path)
+	existed := statErr == nil
+	return s.open(ctx, "file:"+path, func(p *pooledStore) (dedupe.Store, func() error, error) {
+		l, err := ledger.Open(ledger.Config{Path: path, MaxEvents: s.MaxEvents, MaxSize: s.MaxSize})
 		if err != nil {
 			return nil, nil, fmt.Errorf("store file: %w", err)
 		}
 		p.spoolStore = l
+		logLedgerOpened(ctx.Logger(), l, s.Path != "" && !existed)
 		return cached(l)
 	})
+}
+
+// logLedgerOpened says, once per ledger opened, what it holds: one INFO
+// line, a WARN when it was just created at a path the config gives (a typo
+// in the path starts an empty replay memory), and a WARN per paused scope
+// (a pause survives restarts).
+func logLedgerOpened(logger *zap.Logger, l *ledger.Ledger, createdAtConfiguredPath bool) {
+	ctx := context.Background()
+	remembered, _ := l.Usage()
+	counts, err := l.Counts(ctx)
+	if err != nil {
+		logger.Error("ledger opened, but its spool could not be counted", zap.String("path", l.Path()), zap.Error(err))
+		return
+	}
+	paused, _ := l.Paused(ctx)
+	var pending, dead, discarded int
+	for _, c := range counts {
+		pending, dead, discarded = pending+c.Pending, dead+c.Dead, discarded+c.Discarded
+	}
+	logger.Info("ledger opened",
+		zap.String("path", l.Path()),
+		zap.Int64("ids_remembered", remembered),
+		zap.Int("events_pending", pending),
+		zap.Int("events_dead", dead),
+		zap.Int("events_discarded", discarded),
+		zap.Strings("paused_scopes", slices.Sorted(maps.Keys(paused))))
+	if createdAtConfiguredPath {
+		logger.Warn("ledger created: no ledger was at the path the config gives, so the replay memory starts empty; if the path has a typo, fix it and reload",
+			zap.String("path", l.Path()))
+	}
+	for _, scope := range slices.Sorted(maps.Keys(paused)) {
+		logger.Warn("spool deliveries of a scope are paused (a pause survives restarts): its events are accepted and kept, none is delivered until it is resumed",
+			zap.String("scope", scope), zap.Int("events_pending", counts[scope].Pending), zap.String("path", l.Path()),
+			zap.String("resume", "caddy webhook-guard spool resume --scope "+scope))
+	}
+}
+
+// validating says whether this process is `caddy validate`, which
+// provisions the config and cleans it up without running it: the ledger is
+// then checked, read only, without its lock, and nothing is written (a
+// running Caddy may hold it; deploy pipelines validate before a reload).
+func validating() bool {
+	return len(os.Args) > 1 && os.Args[1] == "validate"
+}
+
+// provisionForValidation checks the ledger at path without opening it for
+// writing or taking its lock, and gives the handlers a store that serves
+// nothing: the config is cleaned up right after validation.
+func (s *FileStore) provisionForValidation(ctx caddy.Context, path string) error {
+	if err := ledger.Check(path); err != nil {
+		return fmt.Errorf("store file: %w", err)
+	}
+	lease := time.Duration(cmpPositive(s.Lease, caddy.Duration(defaultLease)))
+	if lease < minDuration {
+		return fmt.Errorf("lease: must be at least %v", minDuration)
+	}
+	p := &pooledStore{Store: validationStore{}, validationOnly: true}
+	p.attach(s, ctx.Logger())
+	s.pooled, s.lease = p, lease
+	return nil
+}
+
+// validationStore is the store of a config being validated: it never
+// serves a request.
+type validationStore struct{}
+
+var errValidationOnly = fmt.Errorf("%w: the config is being validated, not run", dedupe.ErrUnavailable)
+
+func (validationStore) Claim(_ context.Context, key string, _ time.Duration) (dedupe.Claim, error) {
+	return dedupe.Claim{Key: key, State: dedupe.InFlight}, errValidationOnly
+}
+func (validationStore) Commit(context.Context, dedupe.Claim, time.Duration) error {
+	return errValidationOnly
+}
+func (validationStore) Release(context.Context, dedupe.Claim) error { return nil }
+func (validationStore) Renew(context.Context, dedupe.Claim, time.Duration) error {
+	return errValidationOnly
 }
 
 // UnmarshalCaddyfile parses `store file [<path>] [{ max_events <n>; lease <d> }]`.
@@ -278,6 +371,9 @@ func (s *FileStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // "file"
 	if d.NextArg() {
 		s.Path = d.Val()
+		if !filepath.IsAbs(s.Path) && !strings.HasPrefix(s.Path, "{") {
+			return d.Errf("store file: path '%s' is relative: give an absolute path (a relative one would land in the directory Caddy happens to run in)", s.Path)
+		}
 		if d.NextArg() {
 			return d.Errf("store file: one path at most, got '%s' too", d.Val())
 		}

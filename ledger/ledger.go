@@ -218,6 +218,12 @@ func open(cfg Config, clock func() time.Time) (*Ledger, error) {
 // (a full disk), in a goroutine of its own where a panic on a corrupt page
 // would end the process. Storing it costs no measurable commit time.
 func openLedger(path string, maxSize int) (db *bolt.DB, count int64, err error) {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			target, _ := os.Readlink(path)
+			return nil, 0, fmt.Errorf("a symbolic link to %s, which does not exist: point it at a ledger, or remove it (a ledger is never created through a dangling link)", target)
+		}
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, 0, err
 	}
