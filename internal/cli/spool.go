@@ -4,7 +4,6 @@ import (
 	"github.com/hookguard/caddy-webhook-guard/internal/spoolapi"
 
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -19,7 +18,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -138,19 +136,14 @@ func newSpoolSubcommand(use, short string, args func([]string) error, run func(c
 	fs.StringP("config", "c", "", "Configuration `file` to read the admin address from, if --address is not used")
 	fs.StringP("adapter", "a", "", "Config adapter `name` for --config")
 	cmd.SetFlagErrorFunc(flagErrorWithUsage)
-	cmd.RunE = caddycmd.WrapCommandFuncForCobra(func(fl caddycmd.Flags) (int, error) {
+	cmd.RunE = func(c *cobra.Command, _ []string) error {
+		fl := caddycmd.Flags{FlagSet: c.Flags()}
 		err := args(fl.Args())
 		if err == nil {
-			err = run(cliSpoolRun{flags: fl, args: fl.Args(), stdout: cmd.OutOrStdout()})
+			err = run(cliSpoolRun{flags: fl, args: fl.Args(), stdout: c.OutOrStdout()})
 		}
-		if err == nil {
-			return caddy.ExitCodeSuccess, nil
-		}
-		if ue := (*cliUsageError)(nil); errors.As(err, &ue) {
-			fmt.Fprint(cmd.ErrOrStderr(), cmd.UsageString())
-		}
-		return caddy.ExitCodeFailedStartup, err
-	})
+		return cliFail(c, err)
+	}
 	return cmd
 }
 
@@ -396,12 +389,17 @@ func cmdSpoolRetry(c cliSpoolRun) error {
 	if err := json.Unmarshal(body, &answer); err != nil || answer.Retried == nil {
 		return fmt.Errorf("reading the admin API's answer %q: want {\"retried\": n}", cliShorten(string(body), 200))
 	}
-	noun := "events"
-	if *answer.Retried == 1 {
-		noun = "event"
-	}
-	_, err = fmt.Fprintf(c.stdout, "%d %s due for delivery now\n", *answer.Retried, noun)
+	_, err = fmt.Fprintf(c.stdout, "%s due for delivery now\n", cliCount(*answer.Retried, "event"))
 	return err
+}
+
+// cliCount is n and the noun, plural unless n is 1: "1 attempt", "25
+// attempts", "0 events".
+func cliCount(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return strconv.Itoa(n) + " " + noun + "s"
 }
 
 // cmdSpoolDiscard is `caddy webhook-guard spool discard <id>`.
@@ -421,8 +419,8 @@ func cmdSpoolDiscard(c cliSpoolRun) error {
 		return fmt.Errorf("reading the admin API's answer %q: want {\"discarded\": {...}}", cliShorten(string(body), 200))
 	}
 	e := answer.Discarded
-	_, err = fmt.Fprintf(c.stdout, "discarded event %d (scope %s, %s event %s, %s after %d attempts); it will not be delivered\n",
-		e.ID, cliPrintable(e.Scope, ""), cliPrintable(e.Provider, ""), cliPrintable(e.EventID, ""), cliPrintable(e.State, ""), e.Attempts)
+	_, err = fmt.Fprintf(c.stdout, "discarded event %d (scope %s, %s event %s, %s after %s); it will not be delivered\n",
+		e.ID, cliPrintable(e.Scope, ""), cliPrintable(e.Provider, ""), cliPrintable(e.EventID, ""), cliPrintable(e.State, ""), cliCount(e.Attempts, "attempt"))
 	return err
 }
 
