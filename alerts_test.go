@@ -101,6 +101,12 @@ func TestAlertRules(t *testing.T) {
 			if !strings.Contains(r.Expr, "caddy_webhook_guard_") {
 				t.Errorf("%s: expr uses none of the module's metrics: %s", r.Alert, r.Expr)
 			}
+			if rb, ok := r.Annotations["runbook"]; ok {
+				page, anchor, _ := strings.Cut(rb, "#")
+				if !strings.HasPrefix(page, "docs/") || !slices.Contains(markdownAnchors(t, page), anchor) {
+					t.Errorf("%s: runbook %q: no heading #%s in %s", r.Alert, rb, anchor, page)
+				}
+			}
 		}
 	}
 	for _, must := range []string{

@@ -125,10 +125,10 @@ func readModuleCode(root string) (*codeFacts, error) {
 	}
 	messageFields := map[string]msgField{}
 	for _, f := range files {
-		for _, decl := range f.Decls {
-			gd, ok := decl.(*ast.GenDecl)
+		ast.Inspect(f, func(n ast.Node) bool {
+			gd, ok := n.(*ast.GenDecl) // at top level or in a function
 			if !ok {
-				continue
+				return true
 			}
 			for _, spec := range gd.Specs {
 				switch s := spec.(type) {
@@ -175,7 +175,8 @@ func readModuleCode(root string) (*codeFacts, error) {
 					}
 				}
 			}
-		}
+			return true
+		})
 	}
 
 	// text evaluates a string expression as far as the source tells.
@@ -412,24 +413,31 @@ var (
 	// A backquoted message followed by its level in parentheses:
 	// `webhook spooled` (INFO, ...).
 	docInlineMessage = regexp.MustCompile("`([^`]+)`\\s*\\(" + docLevel + `\b`)
-	// A level and "line(s)" followed by a double-quoted message:
-	// the ERROR line "replay store: ...".
-	docLineMessage = regexp.MustCompile(docLevel + ` lines? "([^"]+)"`)
-	// A JSON log line's message: "msg":"webhook refused".
-	docJSONMessage = regexp.MustCompile(`"msg":\s*"([^"]+)"`)
+	// A level, maybe "line(s)", then a message in backquotes or double
+	// quotes: ERROR `spooled webhook is dead`, the WARN lines "webhook refused".
+	docLevelMessage = regexp.MustCompile(docLevel + "(?:\\s+lines?)?\\s+(?:`([^`]+)`|\"([^\"]+)\")")
+	// A JSON log line's message, "msg":"webhook refused", and a jq filter's,
+	// .msg == "webhook refused".
+	docJSONMessage = regexp.MustCompile(`"msg":\s*"([^"]+)"|\.msg\s*==\s*"([^"]+)"`)
 	// A backquoted span.
 	docCode = regexp.MustCompile("`([^`]+)`")
 )
 
-// docLogMessages finds the log messages a page quotes: in the `msg` column
-// of a Markdown table whose header has one, backquoted and followed by a
-// level ("`webhook spooled` (INFO, ..."), after "<LEVEL> line" in double
-// quotes, and as "msg" of a JSON log line.
+// docLogMessages finds the log messages a page quotes, the convention the
+// docs follow: in the `msg` column of a Markdown table whose header has
+// one; backquoted and followed by a level in parentheses ("`webhook
+// spooled` (INFO, ..."); after a level, maybe with "line(s)", in backquotes
+// or double quotes ("ERROR `spooled webhook is dead`", "the WARN lines
+// \"webhook refused\""); as the "msg" of a JSON log line or of a jq filter
+// (.msg == "..."). A quote may run over a line break.
 func docLogMessages(file, text string) []docQuote {
 	var out []docQuote
+	lineOf := func(offset int) string {
+		return fmt.Sprintf("%s:%d", file, strings.Count(text[:offset], "\n")+1)
+	}
 	msgColumn := -1
-	for i, line := range strings.Split(text, "\n") {
-		where := fmt.Sprintf("%s:%d", file, i+1)
+	offset := 0
+	for line := range strings.Lines(text) {
 		trimmed := strings.TrimSpace(line)
 		if strings.HasPrefix(trimmed, "|") {
 			cells := markdownCells(trimmed)
@@ -438,15 +446,22 @@ func docLogMessages(file, text string) []docQuote {
 				msgColumn = slices.IndexFunc(cells, isMsgHeader)
 			case msgColumn >= 0 && msgColumn < len(cells) && !strings.HasPrefix(cells[msgColumn], "---"):
 				for _, m := range docCode.FindAllStringSubmatch(cells[msgColumn], -1) {
-					out = append(out, docQuote{m[1], where})
+					out = append(out, docQuote{m[1], lineOf(offset)})
 				}
 			}
-			continue
+		} else {
+			msgColumn = -1
 		}
-		msgColumn = -1
-		for _, re := range []*regexp.Regexp{docInlineMessage, docLineMessage, docJSONMessage} {
-			for _, m := range re.FindAllStringSubmatch(line, -1) {
-				out = append(out, docQuote{m[1], where})
+		offset += len(line)
+	}
+	flat := strings.ReplaceAll(text, "\n", " ") // same offsets, quotes across lines
+	for _, re := range []*regexp.Regexp{docInlineMessage, docLevelMessage, docJSONMessage} {
+		for _, m := range re.FindAllStringSubmatchIndex(flat, -1) {
+			for g := 2; g+1 < len(m); g += 2 {
+				if m[g] >= 0 {
+					quoted := strings.Join(strings.Fields(flat[m[g]:m[g+1]]), " ")
+					out = append(out, docQuote{quoted, lineOf(m[g])})
+				}
 			}
 		}
 	}
