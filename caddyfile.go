@@ -230,6 +230,9 @@ func (h *Handler) checkCaddyfile(directive caddyfile.Token, at map[string][]cadd
 	if _, err := parseAllowList(h.AllowIPs, nil); err != nil {
 		return errAt("allow_ips", err)
 	}
+	if err := h.checkReplayWindow(cfg.Tolerance); err != nil {
+		return errAt("replay_window", err)
+	}
 	if h.DedupeOff && h.StoreRaw != nil {
 		return errAt("store", errors.New("store given with dedupe off"))
 	}

@@ -166,8 +166,14 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.window < 0 || (h.window > 0 && h.window < minDuration) {
 		return fmt.Errorf("replay_window: must be at least %v", minDuration)
 	}
+	if err := h.checkReplayWindow(cfg.Tolerance); err != nil {
+		return err
+	}
 	if h.window == 0 {
 		h.window = DefaultReplayWindow
+		if h.timestamped() { // never shorter than the timestamp check lets a replay through
+			h.window = max(h.window, 2*cfg.Tolerance+clockSkew)
+		}
 	}
 	if len(h.Events) > 0 {
 		h.events = make(map[string]struct{}, len(h.Events))
