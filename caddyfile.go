@@ -135,6 +135,11 @@ func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, option string) error {
 		if len(args) == 0 {
 			return d.ArgErr()
 		}
+		for _, e := range args {
+			if err := checkEventType(e); err != nil {
+				return d.Errf("events: %v", err)
+			}
+		}
 		h.Events = append(h.Events, args...)
 	case "store":
 		return h.unmarshalStore(d)

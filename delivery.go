@@ -82,9 +82,14 @@ type delivery struct {
 // log writes the delivery's one log line and counts it. status is the
 // answer's, for outcomes whose status is the upstream's.
 func (d *delivery) log(outcome, reason string, status int) {
+	d.logAt(outcomes[outcome].level, outcome, reason, status)
+}
+
+// logAt is log at the given level rather than the outcome's.
+func (d *delivery) logAt(level zapcore.Level, outcome, reason string, status int) {
 	d.h.metrics.countEvent(outcome)
 	facts := outcomes[outcome]
-	ce := d.h.logger.Check(facts.level, facts.message)
+	ce := d.h.logger.Check(level, facts.message)
 	if ce == nil {
 		return
 	}

@@ -106,6 +106,7 @@ type Handler struct {
 	tolerance time.Duration
 	scope     string
 	events    map[string]struct{}
+	ignored   *seenTypes // types dropped as ignored_type, warned once (events.go)
 	logger    *zap.Logger
 	metrics   *handlerMetrics
 	secrets   []string // resolved secrets and keys, to keep out of errors
@@ -175,11 +176,8 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 			h.window = max(h.window, 2*cfg.Tolerance+clockSkew)
 		}
 	}
-	if len(h.Events) > 0 {
-		h.events = make(map[string]struct{}, len(h.Events))
-		for _, e := range h.Events {
-			h.events[e] = struct{}{}
-		}
+	if err := h.provisionEvents(); err != nil {
+		return err
 	}
 	if h.Spool != nil && h.DedupeOff {
 		return errSpoolStore("dedupe off")
@@ -324,7 +322,7 @@ func (h *Handler) pipeline(w http.ResponseWriter, r *http.Request, next caddyhtt
 
 	if h.events != nil {
 		if _, wanted := h.events[ev.Type]; !wanted {
-			d.drop(w, outcomeIgnoredType, "event type %q is not in events", ev.Type)
+			d.ignoreType(w)
 			return nil
 		}
 	}

@@ -98,10 +98,10 @@ func init() {
 		preset macPreset
 	}{
 		{Scheme{Name: "ivy", DefaultAllowIPs: IvySourceIPs}, ivyPreset},
-		{Scheme{Name: "github", DeliveryIDHeader: "X-GitHub-Delivery", NewDeliveryID: randomUUID}, githubPreset},
-		{Scheme{Name: "shopify", DeliveryIDHeader: "X-Shopify-Webhook-Id", NewDeliveryID: randomUUID}, shopifyPreset},
+		{Scheme{Name: "github", DeliveryIDHeader: "X-GitHub-Delivery", NewDeliveryID: randomUUID, EventTypes: githubEventTypes}, githubPreset},
+		{Scheme{Name: "shopify", DeliveryIDHeader: "X-Shopify-Webhook-Id", NewDeliveryID: randomUUID, EventTypes: shopifyEventTypes}, shopifyPreset},
 		{Scheme{Name: "slack", Timestamped: true}, slackPreset},
-		{Scheme{Name: "stripe", Timestamped: true}, stripePreset},
+		{Scheme{Name: "stripe", Timestamped: true, EventTypes: stripeEventTypes}, stripePreset},
 	} {
 		preset := s.preset
 		s.New = func(c Config) (Verifier, error) { return preset.build(c) }
