@@ -433,8 +433,9 @@ func TestSlackProbe(t *testing.T) {
 	wantValid(t, v, signed, probe, testNow)
 }
 
-// TestEd25519WorkBounded: distinct v1a signatures beyond the number of keys
-// plus one are not tried; repeats of one are tried once.
+// TestEd25519WorkBounded: distinct v1a signatures beyond the budget of
+// maxEd25519Checks verifications (at least keys + 1 signatures) are not
+// tried; repeats of one are tried once.
 func TestEd25519WorkBounded(t *testing.T) {
 	v := newScheme(t, "standard", Config{Secrets: []string{testSigningKey}}) // one public key
 	body := []byte(`{"type":"t"}`)
@@ -443,6 +444,13 @@ func TestEd25519WorkBounded(t *testing.T) {
 	forged := func(b byte) string {
 		return "v1a," + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{b}, ed25519.SignatureSize))
 	}
+	forgeries := func(n int) string {
+		var list []string
+		for i := range n {
+			list = append(list, forged(byte(i+1)))
+		}
+		return strings.Join(list, " ")
+	}
 	// 16 copies of one forged signature: one distinct, so the real one is
 	// still tried (it was cut at 16 entries before).
 	repeats := strings.TrimSpace(strings.Repeat(forged(1)+" ", 16)) + " " + good
@@ -450,10 +458,43 @@ func TestEd25519WorkBounded(t *testing.T) {
 	if got := parseSignatures(repeats, "v1a", 2, true); len(got) != 2 {
 		t.Errorf("%d distinct signatures, want 2", len(got))
 	}
-	// Two distinct forged ones fill the cap of keys + 1 = 2.
-	capped := forged(1) + " " + forged(2) + " " + good
-	wantInvalid(t, v, withHeader(h, "Webhook-Signature", capped), body, testNow, ReasonSignature)
-	wantValid(t, v, withHeader(h, "Webhook-Signature", forged(1)+" "+good), body, testNow)
+	// With one key, 8 signatures are tried: 7 forged ones and the real one
+	// pass, 8 forged ones fill the budget.
+	wantValid(t, v, withHeader(h, "Webhook-Signature", forgeries(7)+" "+good), body, testNow)
+	wantInvalid(t, v, withHeader(h, "Webhook-Signature", forgeries(8)+" "+good), body, testNow, ReasonSignature)
+	for _, c := range []struct{ keys, signatures int }{{1, 8}, {2, 4}, {3, 4}, {4, 5}, {10, 11}} {
+		sv := &standard{publicKeys: make([]ed25519.PublicKey, c.keys)}
+		if got := sv.ed25519Signatures(); got != c.signatures {
+			t.Errorf("%d keys: %d signatures tried, want %d", c.keys, got, c.signatures)
+		}
+	}
+}
+
+// TestEd25519SenderWithMoreKeys: a sender signing with three Ed25519 keys,
+// in any order, passes a receiver that knows one of them (was 401 when the
+// receiver's key signed third: only keys + 1 = 2 entries were tried).
+func TestEd25519SenderWithMoreKeys(t *testing.T) {
+	body := []byte(`{"type":"invoice.paid"}`)
+	const id = "msg_three_keys"
+	ts := strconv.FormatInt(testNow.Unix(), 10)
+	var keys []ed25519.PrivateKey
+	var entries []string
+	for i := range 3 {
+		key := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{byte(0x41 + i)}, ed25519.SeedSize))
+		keys = append(keys, key)
+		entries = append(entries, "v1a,"+base64.StdEncoding.EncodeToString(ed25519.Sign(key, standardMessage(id, ts, body))))
+	}
+	h := http.Header{}
+	h.Set("webhook-id", id)
+	h.Set("webhook-timestamp", ts)
+	h.Set("webhook-signature", strings.Join(entries, " "))
+	for i, key := range keys {
+		pub := "whpk_" + base64.StdEncoding.EncodeToString(key.Public().(ed25519.PublicKey))
+		v := newScheme(t, "standard", Config{PublicKeys: []string{pub}})
+		if ev := wantValid(t, v, h, body, testNow); ev.ID != id {
+			t.Errorf("key #%d: event %+v", i+1, ev)
+		}
+	}
 }
 
 // TestSchemeFacts: each scheme's facts are in its Scheme and agree with its
