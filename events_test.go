@@ -134,8 +134,10 @@ func TestSeenTypesBounded(t *testing.T) {
 			t.Fatalf("type %d not first", i)
 		}
 	}
-	if s.first("one.too.many") || s.first("one.too.many") || len(s.types) != maxSeenTypes {
-		t.Fatalf("past the bound: %d types remembered", len(s.types))
+	for range 2 { // neither reported first nor remembered, however often it comes
+		if s.first("one.too.many") || len(s.types) != maxSeenTypes {
+			t.Fatalf("past the bound: %d types remembered", len(s.types))
+		}
 	}
 }
 

@@ -91,6 +91,12 @@ type Handler struct {
 	// X-API-KEY) in the request forwarded upstream, for an upstream that
 	// checks it too. By default it is removed once verified.
 	ForwardCredentials bool `json:"forward_credentials,omitempty"`
+	// SignUpstream, when set, makes the guard sign each event it forwards
+	// with Standard Webhooks headers (webhook-id, webhook-timestamp,
+	// webhook-signature: a v1 HMAC per secret, whsec_<base64>), replacing any
+	// the provider sent, so the backend verifies every provider's events
+	// with one Standard Webhooks library. Placeholders as for Secrets.
+	SignUpstream []string `json:"sign_upstream,omitempty"`
 	// Spool, when set, makes the guard acknowledge each verified, first-seen
 	// event once it is on disk (200, Webhook-Guard-Outcome: spooled) and
 	// deliver it itself, with retries, to the backend: the handler is then
@@ -120,6 +126,8 @@ type Handler struct {
 	proxyWarned *proxyWarning  // loose trusted_proxies warned (proxies.go)
 
 	spool *spoolTarget // the provisioned spool block (spool.go)
+
+	upstreamSigner *verify.UpstreamSigner // sign_upstream (upstream.go)
 }
 
 // CaddyModule returns the Caddy module information.
@@ -153,6 +161,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return h.scrub(h.withPlaceholders(err))
 	}
 	h.tolerance = cfg.Tolerance
+	if err := h.provisionSignUpstream(); err != nil {
+		return err
+	}
 
 	if h.allow, err = parseAllowList(h.AllowIPs, scheme.DefaultAllowIPs); err != nil {
 		return err
@@ -329,6 +340,9 @@ func (h *Handler) pipeline(w http.ResponseWriter, r *http.Request, next caddyhtt
 
 	restoreBody(r, body)
 	h.dropCredentials(r)
+	if h.upstreamSigner != nil && h.spool == nil { // the spool signs at each delivery attempt
+		h.upstreamSigner.Sign(r.Header, ev.ID, body, now())
+	}
 	if h.DedupeOff {
 		return d.forward(w, next, nil)
 	}
