@@ -35,6 +35,7 @@ const (
 	outcomeStoreUnavailable = "store_unavailable"
 	outcomeStoreFull        = "store_full"
 	outcomeSpooled          = "spooled"
+	outcomeHandshake        = "handshake"
 )
 
 // outcomeFacts is what an outcome means to the sender and to the operator.
@@ -69,6 +70,7 @@ var outcomes = map[string]outcomeFacts{
 	outcomeStoreUnavailable: {http.StatusServiceUnavailable, zapcore.ErrorLevel, "webhook refused", true},
 	outcomeStoreFull:        {http.StatusServiceUnavailable, zapcore.ErrorLevel, "webhook refused", true},
 	outcomeSpooled:          {http.StatusOK, zapcore.InfoLevel, "webhook spooled", false},
+	outcomeHandshake:        {http.StatusOK, zapcore.InfoLevel, "webhook handshake answered", false},
 }
 
 // delivery is one inbound webhook request on its way through the pipeline.

@@ -330,6 +330,9 @@ func (h *Handler) pipeline(w http.ResponseWriter, r *http.Request, next caddyhtt
 	}
 	d.event = ev
 	setPlaceholders(r, h.Provider, ev)
+	if d.answerHandshake(w, body) {
+		return nil
+	}
 
 	if h.events != nil {
 		if _, wanted := h.events[ev.Type]; !wanted {

@@ -371,3 +371,23 @@ func FuzzSlackProbe(f *testing.F) {
 		}
 	})
 }
+
+// FuzzSlackHandshake checks slackHandshake on any body: it never panics, and
+// answers only a url_verification with a non-empty challenge of at most
+// maxSlackChallenge bytes, as text/plain.
+func FuzzSlackHandshake(f *testing.F) {
+	for _, b := range []string{`{"type":"url_verification","challenge":"c"}`, `{"type":"url_verification","challenge":"\ud83d\ude00"}`,
+		`{"type":"url_verification","challenge":1}`, `{"type":"url_verification"`, `[]`, ``} {
+		f.Add([]byte(b))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		_, typ := slackFields(body)
+		ctype, answer, ok := slackHandshake(Event{Type: typ}, body)
+		if !ok {
+			return
+		}
+		if typ != "url_verification" || len(answer) == 0 || len(answer) > maxSlackChallenge || ctype != "text/plain; charset=utf-8" {
+			t.Fatalf("%q: answered %q %q (type %q)", body, ctype, answer, typ)
+		}
+	})
+}

@@ -50,6 +50,13 @@ type Scheme struct {
 	// are the sender's own. An `events` entry outside it is warned about at
 	// load, never refused: a list goes stale as the provider adds types.
 	EventTypes []string
+	// Handshake, when set, recognises a verified request that is not an
+	// event but a handshake whose answer the provider reads in the body
+	// (Slack's url_verification, whose challenge must be echoed), and
+	// returns that answer and its content type. The guard answers it itself
+	// where no backend would (on a spool route, or when `events` drops its
+	// type); ok is false for anything else.
+	Handshake func(ev Event, body []byte) (contentType string, answer []byte, ok bool)
 }
 
 // PublishesEventType reports whether t is one of the scheme's published
