@@ -51,16 +51,20 @@ func restoreBody(r *http.Request, body []byte) {
 // setPlaceholders makes the verified event usable in header_up and log
 // formats: {http.webhook_guard.provider}, {http.webhook_guard.event_id},
 // {http.webhook_guard.event_type}, and the same under the deprecated
-// {http.webhook.*} names.
+// {http.webhook.*} names. The id and the type are in their header-safe form
+// (verify.HeaderEventID): an id with a control character, or of 20 KB, in a
+// header_up would otherwise fail every copy of the event (502, 431). The
+// module's log lines keep them raw.
 func setPlaceholders(r *http.Request, provider string, ev verify.Event) {
 	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if !ok {
 		return
 	}
+	id, typ := verify.HeaderEventID(ev.ID), verify.HeaderEventID(ev.Type)
 	for _, prefix := range []string{"http.webhook_guard.", "http.webhook."} {
 		repl.Set(prefix+"provider", provider)
-		repl.Set(prefix+"event_id", ev.ID)
-		repl.Set(prefix+"event_type", ev.Type)
+		repl.Set(prefix+"event_id", id)
+		repl.Set(prefix+"event_type", typ)
 	}
 }
 

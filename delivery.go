@@ -35,6 +35,7 @@ const (
 	outcomeStoreUnavailable = "store_unavailable"
 	outcomeStoreFull        = "store_full"
 	outcomeSpooled          = "spooled"
+	outcomeHandshake        = "handshake"
 )
 
 // outcomeFacts is what an outcome means to the sender and to the operator.
@@ -69,6 +70,7 @@ var outcomes = map[string]outcomeFacts{
 	outcomeStoreUnavailable: {http.StatusServiceUnavailable, zapcore.ErrorLevel, "webhook refused", true},
 	outcomeStoreFull:        {http.StatusServiceUnavailable, zapcore.ErrorLevel, "webhook refused", true},
 	outcomeSpooled:          {http.StatusOK, zapcore.InfoLevel, "webhook spooled", false},
+	outcomeHandshake:        {http.StatusOK, zapcore.InfoLevel, "webhook handshake answered", false},
 }
 
 // delivery is one inbound webhook request on its way through the pipeline.
@@ -82,9 +84,14 @@ type delivery struct {
 // log writes the delivery's one log line and counts it. status is the
 // answer's, for outcomes whose status is the upstream's.
 func (d *delivery) log(outcome, reason string, status int) {
+	d.logAt(outcomes[outcome].level, outcome, reason, status)
+}
+
+// logAt is log at the given level rather than the outcome's.
+func (d *delivery) logAt(level zapcore.Level, outcome, reason string, status int) {
 	d.h.metrics.countEvent(outcome)
 	facts := outcomes[outcome]
-	ce := d.h.logger.Check(facts.level, facts.message)
+	ce := d.h.logger.Check(level, facts.message)
 	if ce == nil {
 		return
 	}

@@ -91,6 +91,12 @@ type Handler struct {
 	// X-API-KEY) in the request forwarded upstream, for an upstream that
 	// checks it too. By default it is removed once verified.
 	ForwardCredentials bool `json:"forward_credentials,omitempty"`
+	// SignUpstream, when set, makes the guard sign each event it forwards
+	// with Standard Webhooks headers (webhook-id, webhook-timestamp,
+	// webhook-signature: a v1 HMAC per secret, whsec_<base64>), replacing any
+	// the provider sent, so the backend verifies every provider's events
+	// with one Standard Webhooks library. Placeholders as for Secrets.
+	SignUpstream []string `json:"sign_upstream,omitempty"`
 	// Spool, when set, makes the guard acknowledge each verified, first-seen
 	// event once it is on disk (200, Webhook-Guard-Outcome: spooled) and
 	// deliver it itself, with retries, to the backend: the handler is then
@@ -106,6 +112,7 @@ type Handler struct {
 	tolerance time.Duration
 	scope     string
 	events    map[string]struct{}
+	ignored   *seenTypes // types dropped as ignored_type, warned once (events.go)
 	logger    *zap.Logger
 	metrics   *handlerMetrics
 	secrets   []string // resolved secrets and keys, to keep out of errors
@@ -119,6 +126,8 @@ type Handler struct {
 	proxyWarned *proxyWarning  // loose trusted_proxies warned (proxies.go)
 
 	spool *spoolTarget // the provisioned spool block (spool.go)
+
+	upstreamSigner *verify.UpstreamSigner // sign_upstream (upstream.go)
 }
 
 // CaddyModule returns the Caddy module information.
@@ -152,6 +161,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return h.scrub(h.withPlaceholders(err))
 	}
 	h.tolerance = cfg.Tolerance
+	if err := h.provisionSignUpstream(); err != nil {
+		return err
+	}
 
 	if h.allow, err = parseAllowList(h.AllowIPs, scheme.DefaultAllowIPs); err != nil {
 		return err
@@ -166,14 +178,17 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.window < 0 || (h.window > 0 && h.window < minDuration) {
 		return fmt.Errorf("replay_window: must be at least %v", minDuration)
 	}
+	if err := h.checkReplayWindow(cfg.Tolerance); err != nil {
+		return err
+	}
 	if h.window == 0 {
 		h.window = DefaultReplayWindow
-	}
-	if len(h.Events) > 0 {
-		h.events = make(map[string]struct{}, len(h.Events))
-		for _, e := range h.Events {
-			h.events[e] = struct{}{}
+		if h.timestamped() { // never shorter than the timestamp check lets a replay through
+			h.window = max(h.window, 2*cfg.Tolerance+clockSkew)
 		}
+	}
+	if err := h.provisionEvents(); err != nil {
+		return err
 	}
 	if h.Spool != nil && h.DedupeOff {
 		return errSpoolStore("dedupe off")
@@ -318,16 +333,22 @@ func (h *Handler) pipeline(w http.ResponseWriter, r *http.Request, next caddyhtt
 	}
 	d.event = ev
 	setPlaceholders(r, h.Provider, ev)
+	if d.answerHandshake(w, body) {
+		return nil
+	}
 
 	if h.events != nil {
 		if _, wanted := h.events[ev.Type]; !wanted {
-			d.drop(w, outcomeIgnoredType, "event type %q is not in events", ev.Type)
+			d.ignoreType(w)
 			return nil
 		}
 	}
 
 	restoreBody(r, body)
 	h.dropCredentials(r)
+	if h.upstreamSigner != nil && h.spool == nil { // the spool signs at each delivery attempt
+		h.upstreamSigner.Sign(r.Header, ev.ID, body, now())
+	}
 	if h.DedupeOff {
 		return d.forward(w, next, nil)
 	}

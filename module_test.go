@@ -357,7 +357,21 @@ func TestEventsFilter(t *testing.T) {
 	if got := statusOfResult(w, err); got != 200 || up.count() != 0 {
 		t.Fatalf("unwanted type: %d, %d forwarded; want 200, 0", got, up.count())
 	}
+	// The first of a type since the config was loaded is a warning; later
+	// ones of that type are the ordinary life of a filter.
+	assertLog(t, logs, zapcore.WarnLevel, "ignored_type", `"order_updated" is not in events (the first of this type`)
+	body = `{"id":"evt_type2","type":"order_updated"}`
+	w, err = send(t, h, up, http.MethodPost, "203.0.113.9:1", ivyHeaders(body), body)
+	if got := statusOfResult(w, err); got != 200 || up.count() != 0 {
+		t.Fatalf("unwanted type again: %d, %d forwarded; want 200, 0", got, up.count())
+	}
 	assertLog(t, logs, zapcore.InfoLevel, "ignored_type", `"order_updated" is not in events`)
+	if r := lastLog(t, logs).ContextMap()["reason"].(string); strings.Contains(r, "first") {
+		t.Fatalf("second of a type: reason %q", r)
+	}
+	body = `{"id":"evt_type3","type":"order_refunded"}`
+	send(t, h, up, http.MethodPost, "203.0.113.9:1", ivyHeaders(body), body)
+	assertLog(t, logs, zapcore.WarnLevel, "ignored_type", `"order_refunded" is not in events (the first of this type`)
 }
 
 // failingStore is a store whose backend is down.
