@@ -134,8 +134,16 @@ func (d *delivery) drop(w http.ResponseWriter, outcome string, format string, ar
 // forward passes the verified event to the next handler and settles the
 // claim (nil with dedupe off): the upstream's 2xx is committed to the store
 // before the sender sees it, anything else — a non-2xx status, an error
-// (reverse_proxy returns 502 when the upstream is down), a panic, or nothing
-// answered at all — releases the claim so the provider's retry goes through.
+// (reverse_proxy returns 502 when the upstream is down), a panic before a
+// 2xx status, or nothing answered at all — releases the claim so the
+// provider's retry goes through.
+//
+// The upstream's 2xx status decides, even when its answer then breaks: when
+// the upstream's body fails after a 2xx status line (a reset, a cut proxy),
+// reverse_proxy panics with http.ErrAbortHandler; the upstream has the event,
+// so it is committed, logged and counted as forwarded with the answer cut,
+// what is held is sent, and the panic goes on (Caddy's server then closes the
+// sender's connection). The provider's retry is a duplicate.
 //
 // The upstream call does not end when the sender disconnects: it may already
 // have taken the event, and its answer is what tells. It is cut one lease
@@ -155,6 +163,12 @@ func (d *delivery) forward(w http.ResponseWriter, next caddyhttp.Handler, claim 
 		}
 		p := recover()
 		switch {
+		case p != nil && held.accepted():
+			d.settle(claim, true)
+			d.log(outcomeForwarded, fmt.Sprintf("upstream accepted (status %d); its answer was cut: %v", held.status, p), held.status)
+			held.release()
+			_ = held.FlushError() // before the panic closes the connection, as reverse_proxy flushes
+			panic(p)
 		case p != nil:
 			d.settle(claim, false)
 			d.log(outcomeUpstreamFailed, fmt.Sprintf("panic downstream: %v", p), http.StatusInternalServerError)
@@ -165,6 +179,10 @@ func (d *delivery) forward(w http.ResponseWriter, next caddyhttp.Handler, claim 
 		case err == nil && held.accepted():
 			d.settle(claim, true)
 			d.log(outcomeForwarded, "upstream accepted", held.status)
+			held.release()
+		case err != nil && held.accepted():
+			d.settle(claim, true)
+			d.log(outcomeForwarded, fmt.Sprintf("upstream accepted (status %d); its answer was cut: %v", held.status, err), held.status)
 			held.release()
 		case err != nil:
 			d.settle(claim, false)

@@ -1,0 +1,103 @@
+package webhookguard
+
+import (
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap/zapcore"
+)
+
+// cutAnswer is an upstream whose answer breaks after its status line, as
+// reverse_proxy behaves when the upstream's body fails mid-way: it writes
+// status and part of a body, then panics with http.ErrAbortHandler.
+func cutAnswer(status int, count *int) caddyhttp.Handler {
+	return caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		*count++
+		w.WriteHeader(status)
+		_, _ = w.Write([]byte("partial"))
+		panic(http.ErrAbortHandler)
+	})
+}
+
+// serveRecovering runs one request as send does and returns the answer and
+// what the handler panicked with.
+func serveRecovering(t *testing.T, h *Handler, next caddyhttp.Handler, body string) (w *httptest.ResponseRecorder, p any) {
+	t.Helper()
+	req := httptest.NewRequest(http.MethodPost, "http://shop.example/hooks", strings.NewReader(body))
+	req.RemoteAddr = "203.0.113.9:1"
+	req.Header = ivyHeaders(body)
+	w = httptest.NewRecorder()
+	req = caddyhttp.PrepareRequest(req, caddy.NewReplacer(), w, &caddyhttp.Server{})
+	defer func() { p = recover() }()
+	_ = h.ServeHTTP(w, req, next)
+	return w, nil
+}
+
+// A 2xx whose body breaks commits the event: the provider's retry is a
+// duplicate, the delivery is logged and counted as forwarded with the answer
+// cut, the sender gets the status and what was held, and the panic goes on
+// to Caddy's server. A non-2xx answer that breaks still releases the claim.
+func TestCutAnswerAfter2xxCommits(t *testing.T) {
+	h, logs := ivyGuard(t)
+	body := `{"id":"evt_cut","type":"order_paid"}`
+	forwarded := counterValue(t, eventsTotal.WithLabelValues("ivy", outcomeForwarded))
+	failed := counterValue(t, eventsTotal.WithLabelValues("ivy", outcomeUpstreamFailed))
+	calls := 0
+	w, p := serveRecovering(t, h, cutAnswer(http.StatusOK, &calls), body)
+	if p != http.ErrAbortHandler {
+		t.Fatalf("panic %v, want http.ErrAbortHandler passed on", p)
+	}
+	if w.Code != http.StatusOK || w.Body.String() != "partial" {
+		t.Fatalf("the sender got %d %q, want the held 200 and its partial body", w.Code, w.Body.String())
+	}
+	assertLog(t, logs, zapcore.DebugLevel, outcomeForwarded, "upstream accepted (status 200); its answer was cut")
+	if got := counterValue(t, eventsTotal.WithLabelValues("ivy", outcomeForwarded)); got != forwarded+1 {
+		t.Fatalf("forwarded counted %v times, want 1", got-forwarded)
+	}
+	if got := counterValue(t, eventsTotal.WithLabelValues("ivy", outcomeUpstreamFailed)); got != failed {
+		t.Fatalf("upstream_failed counted %v times, want 0", got-failed)
+	}
+	up := &upstreamStub{}
+	w2, err := send(t, h, up, http.MethodPost, "203.0.113.9:1", ivyHeaders(body), body)
+	if got := statusOfResult(w2, err); got != http.StatusOK || w2.Header().Get(outcomeHeader) != outcomeDuplicate || up.count() != 0 {
+		t.Fatalf("the retry: %d %q, %d forwarded; want 200 duplicate, 0", got, w2.Header().Get(outcomeHeader), up.count())
+	}
+
+	body = `{"id":"evt_cut_500","type":"order_paid"}`
+	if _, p := serveRecovering(t, h, cutAnswer(http.StatusInternalServerError, &calls), body); p != http.ErrAbortHandler {
+		t.Fatalf("panic %v, want http.ErrAbortHandler passed on", p)
+	}
+	assertLog(t, logs, zapcore.WarnLevel, outcomeUpstreamFailed, "panic downstream")
+	w2, err = send(t, h, up, http.MethodPost, "203.0.113.9:1", ivyHeaders(body), body)
+	if got := statusOfResult(w2, err); got != http.StatusOK || up.count() != 1 {
+		t.Fatalf("the retry after a cut 500: %d, %d forwarded; want 200, 1", got, up.count())
+	}
+	if calls != 2 {
+		t.Fatalf("the cutting upstream was called %d times, want 2", calls)
+	}
+}
+
+// An error returned after a 2xx status (the answer failed once under way)
+// commits too: the status decides.
+func TestErrorAfter2xxCommits(t *testing.T) {
+	h, logs := ivyGuard(t)
+	body := `{"id":"evt_err_after_2xx","type":"order_paid"}`
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		w.WriteHeader(http.StatusAccepted)
+		return caddyhttp.Error(http.StatusBadGateway, errBroken)
+	})
+	send(t, h, next, http.MethodPost, "203.0.113.9:1", ivyHeaders(body), body)
+	assertLog(t, logs, zapcore.DebugLevel, outcomeForwarded, "its answer was cut")
+	up := &upstreamStub{}
+	w, err := send(t, h, up, http.MethodPost, "203.0.113.9:1", ivyHeaders(body), body)
+	if got := statusOfResult(w, err); got != http.StatusOK || w.Header().Get(outcomeHeader) != outcomeDuplicate || up.count() != 0 {
+		t.Fatalf("the retry: %d %q, %d forwarded; want 200 duplicate, 0", got, w.Header().Get(outcomeHeader), up.count())
+	}
+}
+
+var errBroken = errors.New("upstream body: connection reset by peer")
