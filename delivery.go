@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -173,6 +174,14 @@ func (d *delivery) forward(w http.ResponseWriter, next caddyhttp.Handler, claim 
 			d.settle(claim, false)
 			d.log(outcomeUpstreamFailed, fmt.Sprintf("panic downstream: %v", p), http.StatusInternalServerError)
 			panic(p)
+		case err == nil && held.status == 0 && upstreamAnswered(d.r):
+			// reverse_proxy had an answer it did not pass on: a 101
+			// Switching Protocols (the guard sends no upgrade, and refuses
+			// the sender's connection).
+			d.settle(claim, false)
+			reason := "the upstream's answer was not passed on (101 Switching Protocols? a webhook is not upgraded)"
+			d.log(outcomeUpstreamFailed, reason, http.StatusBadGateway)
+			err = caddyhttp.Error(http.StatusBadGateway, errors.New("webhook_guard: "+reason))
 		case err == nil && held.status == 0:
 			d.settle(claim, false)
 			err = d.refuse(w, outcomeNoUpstream, "no handler after webhook_guard answered (add reverse_proxy)")
@@ -195,6 +204,17 @@ func (d *delivery) forward(w http.ResponseWriter, next caddyhttp.Handler, claim 
 		}
 	}()
 	return next.ServeHTTP(held, d.r.WithContext(ctx))
+}
+
+// upstreamAnswered reports whether reverse_proxy received an answer from an
+// upstream for r (it sets the upstream's latency placeholder then).
+func upstreamAnswered(r *http.Request) bool {
+	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if !ok {
+		return false
+	}
+	_, answered := repl.Get("http.reverse_proxy.upstream.latency")
+	return answered
 }
 
 // detach is the context of the upstream call: the request's values, but not

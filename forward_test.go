@@ -1,11 +1,14 @@
 package webhookguard
 
 import (
+	"bufio"
 	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -101,3 +104,83 @@ func TestErrorAfter2xxCommits(t *testing.T) {
 }
 
 var errBroken = errors.New("upstream body: connection reset by peer")
+
+// hijackable is a writer whose connection could be taken, as Caddy's is.
+type hijackable struct {
+	*httptest.ResponseRecorder
+	hijacked bool
+}
+
+func (h *hijackable) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	h.hijacked = true
+	return nil, nil, errors.New("hijacked")
+}
+
+// The held response never hands the sender's connection over, although
+// http.ResponseController finds the sender's writer through Unwrap.
+func TestHeldResponseRefusesHijack(t *testing.T) {
+	w := &hijackable{ResponseRecorder: httptest.NewRecorder()}
+	held := newHeldResponse(w, nil)
+	if _, _, err := http.NewResponseController(held).Hijack(); !errors.Is(err, errNoHijack) {
+		t.Fatalf("Hijack through the held response: %v, want errNoHijack", err)
+	}
+	if w.hijacked {
+		t.Fatal("the sender's connection was hijacked")
+	}
+}
+
+// A verified request asking for a protocol upgrade is forwarded as a plain
+// POST: without Connection, Upgrade and the headers Connection lists.
+func TestUpgradeHeadersNotForwarded(t *testing.T) {
+	h, _ := ivyGuard(t)
+	body := `{"id":"evt_upgrade","type":"order_paid"}`
+	var got http.Header
+	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		got = r.Header.Clone()
+		w.WriteHeader(http.StatusOK)
+		return nil
+	})
+	hdr := ivyHeaders(body)
+	hdr["Connection"] = []string{"Upgrade, X-Hop-One", "x-hop-two"}
+	hdr.Set("Upgrade", "websocket")
+	hdr.Set("X-Hop-One", "1")
+	hdr.Set("X-Hop-Two", "2")
+	hdr.Set("X-Kept", "3")
+	w, err := send(t, h, next, http.MethodPost, "203.0.113.9:1", hdr, body)
+	if status := statusOfResult(w, err); status != http.StatusOK {
+		t.Fatalf("status %d, want 200", status)
+	}
+	for _, name := range []string{"Connection", "Upgrade", "X-Hop-One", "X-Hop-Two"} {
+		if v := got.Values(name); len(v) > 0 {
+			t.Errorf("forwarded %s: %q", name, v)
+		}
+	}
+	if got.Get("X-Kept") != "3" {
+		t.Errorf("X-Kept was dropped: %v", got)
+	}
+}
+
+// When reverse_proxy had an upstream answer but passed nothing on (a 101
+// Switching Protocols, which it does not relay without an upgrade), the
+// sender gets 502, the delivery is upstream_failed (not no_upstream), and
+// the claim is released.
+func TestUpstreamAnswerNotPassedOnReleases(t *testing.T) {
+	h, logs := ivyGuard(t)
+	body := `{"id":"evt_101","type":"order_paid"}`
+	switched := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+		repl.Set("http.reverse_proxy.upstream.latency", time.Millisecond)
+		w.WriteHeader(http.StatusSwitchingProtocols) // not passed on: 1xx
+		return nil
+	})
+	w, err := send(t, h, switched, http.MethodPost, "203.0.113.9:1", ivyHeaders(body), body)
+	if got := statusOfResult(w, err); got != http.StatusBadGateway {
+		t.Fatalf("status %d, want 502", got)
+	}
+	assertLog(t, logs, zapcore.WarnLevel, outcomeUpstreamFailed, "101 Switching Protocols")
+	up := &upstreamStub{}
+	w, err = send(t, h, up, http.MethodPost, "203.0.113.9:1", ivyHeaders(body), body)
+	if got := statusOfResult(w, err); got != http.StatusOK || up.count() != 1 {
+		t.Fatalf("the retry: %d, %d forwarded; want 200, 1", got, up.count())
+	}
+}

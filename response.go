@@ -1,7 +1,10 @@
 package webhookguard
 
 import (
+	"bufio"
 	"bytes"
+	"errors"
+	"net"
 	"net/http"
 )
 
@@ -70,8 +73,19 @@ func (h *heldResponse) FlushError() error {
 func (h *heldResponse) Flush() { _ = h.FlushError() }
 
 // Unwrap gives http.ResponseController the sender's writer for what the
-// hold does not change (deadlines).
+// hold does not change (deadlines). Hijack is not among them.
 func (h *heldResponse) Unwrap() http.ResponseWriter { return h.w }
+
+// errNoHijack refuses the sender's raw connection to what follows the guard.
+var errNoHijack = errors.New("webhook_guard: the sender's connection is not handed over (a webhook is one request; no protocol switch)")
+
+// Hijack refuses: through the sender's raw connection, a handler after the
+// guard (reverse_proxy on a 101 Switching Protocols) would pass on bytes that
+// no signature covers, after an answer the guard never held. Found first by
+// http.ResponseController, so Unwrap never leads to the sender's Hijack.
+func (h *heldResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return nil, nil, errNoHijack
+}
 
 // accepted reports a 2xx answer.
 func (h *heldResponse) accepted() bool { return h.status >= 200 && h.status < 300 }

@@ -1,10 +1,15 @@
 package integration
 
 import (
+	"bufio"
 	"bytes"
 	"io"
+	"net"
 	"net/http"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/hookguard/caddy-webhook-guard/internal/testkit"
 )
@@ -66,5 +71,99 @@ func TestCutAnswerAfter2xxIsDelivered(t *testing.T) {
 	}
 	if n := m.events[metricsKey{"ivy", "upstream_failed"}]; n != 0 {
 		t.Errorf("upstream_failed counted %v times, want 0", n)
+	}
+}
+
+// switchingAnswer is an upstream Answer that switches protocols whatever was asked: it sends
+// 101 Switching Protocols (Upgrade: websocket), then reads the connection until it is closed and
+// sends what arrived after the request on tunnelled. Its read is bounded by rawDeadline.
+func switchingAnswer(tunnelled chan<- []byte) testkit.Answer {
+	return func(w http.ResponseWriter, r *http.Request) {
+		conn, buf, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			tunnelled <- []byte("hijack failed: " + err.Error())
+			return
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(rawDeadline))
+		_, _ = buf.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+		_ = buf.Flush()
+		rest, _ := io.ReadAll(buf) // until reverse_proxy closes its side (or the deadline)
+		tunnelled <- rest
+	}
+}
+
+// TestUpgradeOnWebhookRefused sends a signed ivy event asking for a protocol upgrade
+// (Connection: Upgrade, X-Hop; Upgrade: websocket), followed on the same connection by bytes no
+// signature covers, to an upstream that answers 101 to anything. The upstream receives one plain
+// POST (no Connection, Upgrade or X-Hop) and nothing after it; the sender gets 502; the delivery
+// is logged upstream_failed and the claim released: the provider's retry is forwarded, and the
+// next copy is a duplicate.
+func TestUpgradeOnWebhookRefused(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs Caddy")
+	}
+	up := testkit.StartUpstream(t)
+	secret := newSecret(t, "ivy_upgrade_")
+	g := startGuard(t, ivyGuardRoute(up), map[string]string{"IVY_SECRET": secret})
+
+	id := newID(t, "evt_upgrade_")
+	body := eventBody(id, "payment.succeeded")
+	tunnelled := make(chan []byte, 1)
+	up.AnswerWith(switchingAnswer(tunnelled))
+	mark := g.LogMark()
+
+	conn, err := net.DialTimeout("tcp", "127.0.0.1:"+strconv.Itoa(g.HTTPPort()), rawDeadline)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(rawDeadline)); err != nil {
+		t.Fatal(err)
+	}
+	const unsigned = "UNSIGNED BYTES FOR THE BACKEND\r\n"
+	head := "POST /ivy HTTP/1.1\r\n" +
+		"Host: 127.0.0.1:" + strconv.Itoa(g.HTTPPort()) + "\r\n" +
+		"Content-Type: application/json\r\n" +
+		"Content-Length: " + strconv.Itoa(len(body)) + "\r\n" +
+		"X-Ivy-Signature: " + signIvy(secret, body).Get("X-Ivy-Signature") + "\r\n" +
+		"Connection: Upgrade, X-Hop\r\n" +
+		"Upgrade: websocket\r\n" +
+		"X-Hop: hop-by-hop\r\n\r\n"
+	if _, err := io.WriteString(conn, head+string(body)+unsigned); err != nil {
+		t.Fatal(err)
+	}
+	answer, err := readResponseHead(bufio.NewReader(conn))
+	if err != nil {
+		t.Fatalf("reading the answer: %v (got %q)", err, answer)
+	}
+	g.record(testkit.Response{Body: []byte(answer)})
+	if !strings.HasPrefix(answer, "HTTP/1.1 502 ") {
+		t.Fatalf("answer %q, want 502", firstLine(answer))
+	}
+	var rest []byte
+	select {
+	case rest = <-tunnelled:
+	case <-time.After(2 * rawDeadline):
+		t.Fatal("the upstream's connection was never closed")
+	}
+	if len(rest) != 0 {
+		t.Errorf("the upstream received %d bytes after the request: %q", len(rest), rest)
+	}
+	rec := expectForwarded(t, "the upgrade request", up, 0, body)
+	for _, name := range []string{"Connection", "Upgrade", "X-Hop"} {
+		if v := rec.Header.Values(name); len(v) > 0 {
+			t.Errorf("the upstream received %s: %q", name, v)
+		}
+	}
+	g.expectLog(mark, logWant{Msg: "webhook not accepted by upstream", Outcome: "upstream_failed", EventID: id,
+		Reason: "101 Switching Protocols", Status: http.StatusBadGateway})
+
+	resp := g.post("/ivy", signIvy(secret, body), body)
+	expectStatus(t, "the provider's retry", resp, http.StatusOK)
+	expectForwarded(t, "the provider's retry", up, 1, body)
+	expectDropped(t, "the next copy", g.post("/ivy", signIvy(secret, body), body), "duplicate")
+	if n := up.Count(); n != 2 {
+		t.Fatalf("the upstream received %d requests, want 2", n)
 	}
 }
