@@ -3,6 +3,7 @@ package webhookguard
 import (
 	"bufio"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -182,5 +183,39 @@ func TestUpstreamAnswerNotPassedOnReleases(t *testing.T) {
 	w, err = send(t, h, up, http.MethodPost, "203.0.113.9:1", ivyHeaders(body), body)
 	if got := statusOfResult(w, err); got != http.StatusOK || up.count() != 1 {
 		t.Fatalf("the retry: %d, %d forwarded; want 200, 1", got, up.count())
+	}
+}
+
+// An upstream's trailers (declared, or set after the status as
+// reverse_proxy copies them) never reach the sender, as headers or trailers.
+func TestUpstreamTrailersDropped(t *testing.T) {
+	for _, size := range []int{10, maxHeldBody + 10} { // held, and streamed past the hold
+		h, _ := ivyGuard(t)
+		body := fmt.Sprintf(`{"id":"evt_trailer_%d","type":"order_paid"}`, size)
+		next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+			w.Header().Set("Trailer", "X-Upstream-Sum")
+			w.Header().Set("X-Upstream-Head", "kept")
+			w.WriteHeader(http.StatusOK)
+			_, _ = w.Write([]byte(strings.Repeat("a", size)))
+			w.Header().Set("X-Upstream-Sum", "abc")
+			w.Header().Set(http.TrailerPrefix+"X-Upstream-Late", "def")
+			return nil
+		})
+		w, err := send(t, h, next, http.MethodPost, "203.0.113.9:1", ivyHeaders(body), body)
+		if got := statusOfResult(w, err); got != http.StatusOK || w.Body.Len() != size {
+			t.Fatalf("%d bytes: status %d with %d bytes, want 200 with all", size, got, w.Body.Len())
+		}
+		res := w.Result()
+		if res.Header.Get("X-Upstream-Head") != "kept" {
+			t.Errorf("%d bytes: a header set before the status was lost: %v", size, res.Header)
+		}
+		for _, name := range []string{"Trailer", "X-Upstream-Sum", "X-Upstream-Late", http.TrailerPrefix + "X-Upstream-Late"} {
+			if v := res.Header.Values(name); len(v) > 0 {
+				t.Errorf("%d bytes: the sender got header %s: %q", size, name, v)
+			}
+		}
+		if len(res.Trailer) > 0 {
+			t.Errorf("%d bytes: the sender got trailers %v", size, res.Trailer)
+		}
 	}
 }

@@ -167,3 +167,56 @@ func TestUpgradeOnWebhookRefused(t *testing.T) {
 		t.Fatalf("the upstream received %d requests, want 2", n)
 	}
 }
+
+// TestUpstreamTrailersNotSentToTheSender: the upstream answers 200 with a chunked body and
+// trailers (one declared, one announced only by http.TrailerPrefix). The sender gets the 200 and
+// the body, and neither trailer, as a header or as a trailer.
+func TestUpstreamTrailersNotSentToTheSender(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs Caddy")
+	}
+	up := testkit.StartUpstream(t)
+	secret := newSecret(t, "ivy_trailers_")
+	g := startGuard(t, ivyGuardRoute(up), map[string]string{"IVY_SECRET": secret})
+	up.AnswerWith(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Upstream-Sum")
+		w.Header().Set("X-Upstream-Head", "kept")
+		w.WriteHeader(http.StatusOK)
+		_, _ = io.WriteString(w, "accepted")
+		w.Header().Set("X-Upstream-Sum", "sum-value")
+		w.Header().Set(http.TrailerPrefix+"X-Upstream-Late", "late-value")
+	})
+
+	id := newID(t, "evt_trailers_")
+	body := eventBody(id, "payment.succeeded")
+	req, err := http.NewRequest(http.MethodPost, g.URL("/ivy"), bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = signIvy(secret, body)
+	resp, err := loopbackClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(resp.Body) // trailers are read with the body's end
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.record(testkit.Response{Status: resp.StatusCode, Header: resp.Header, Body: got})
+	if resp.StatusCode != http.StatusOK || string(got) != "accepted" {
+		t.Fatalf("answer %d %q, want the upstream's 200 \"accepted\"", resp.StatusCode, got)
+	}
+	expectForwarded(t, "the event", up, 0, body)
+	if resp.Header.Get("X-Upstream-Head") != "kept" {
+		t.Errorf("the upstream's header was lost: %v", resp.Header)
+	}
+	for _, name := range []string{"Trailer", "X-Upstream-Sum", "X-Upstream-Late"} {
+		if v := resp.Header.Values(name); len(v) > 0 {
+			t.Errorf("the sender got header %s: %q", name, v)
+		}
+		if v := resp.Trailer.Values(name); len(v) > 0 {
+			t.Errorf("the sender got trailer %s: %q", name, v)
+		}
+	}
+}
