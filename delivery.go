@@ -105,6 +105,26 @@ func (d *delivery) log(outcome, reason string, status int) {
 	ce.Write(fields...)
 }
 
+// spoolIDHeader is the header a spool adds to each delivery (the spool's
+// eventIDHeader): a guard that receives it is the `to` of a spool.
+const spoolIDHeader = "Webhook-Guard-Event-Id"
+
+// warnLoop logs an ERROR when a verified request carries the spool's
+// Webhook-Guard-Event-Id: a spool's `to` points back at a guard (this one or
+// another), which would answer it as an event of its own (a duplicate, most
+// likely), so the spool would mark it delivered while no backend got it.
+// The request is handled as usual. Only verified requests are looked at, so
+// that nobody without a provider's secret can write ERROR lines.
+func (d *delivery) warnLoop() {
+	if len(d.r.Header.Values(spoolIDHeader)) == 0 {
+		return
+	}
+	d.h.logger.Error("webhook_guard received a request carrying "+spoolIDHeader+": a spool delivers to a guard, not to its backend; point the spool's to at the backend",
+		zap.String("provider", d.h.Provider),
+		zap.String("client_ip", d.clientIP),
+		zap.String("event_id", d.event.ID))
+}
+
 // refuse logs and counts a refusal and returns it as a Caddy handler error,
 // so handle_errors can shape the answer.
 func (d *delivery) refuse(w http.ResponseWriter, outcome string, format string, args ...any) error {

@@ -219,3 +219,41 @@ func TestUpstreamTrailersDropped(t *testing.T) {
 		}
 	}
 }
+
+// A verified request carrying the spool's Webhook-Guard-Event-Id (a spool's
+// `to` pointing back at a guard) is logged at ERROR, and handled as usual;
+// an unverified one writes no ERROR line.
+func TestSpoolLoopLogged(t *testing.T) {
+	h, logs := ivyGuard(t)
+	up := &upstreamStub{}
+	body := `{"id":"evt_loop","type":"order_paid"}`
+	hdr := ivyHeaders(body)
+	hdr.Set("Webhook-Guard-Event-Id", "evt_loop")
+	hdr.Set("Webhook-Guard-Attempt", "1")
+	w, err := send(t, h, up, http.MethodPost, "203.0.113.9:1", hdr, body)
+	if got := statusOfResult(w, err); got != http.StatusOK || up.count() != 1 {
+		t.Fatalf("status %d, %d forwarded; want 200, 1 (handled as usual)", got, up.count())
+	}
+	loops := logs.FilterLevelExact(zapcore.ErrorLevel).FilterMessageSnippet("carrying Webhook-Guard-Event-Id").All()
+	if len(loops) != 1 {
+		t.Fatalf("%d loop ERROR lines, want 1: %v", len(loops), logs.All())
+	}
+	if f := loops[0].ContextMap(); f["event_id"] != "evt_loop" || f["provider"] != "ivy" || f["client_ip"] != "203.0.113.9" {
+		t.Fatalf("loop line fields %v", f)
+	}
+	assertLog(t, logs, zapcore.DebugLevel, outcomeForwarded, "upstream accepted")
+
+	w, err = send(t, h, up, http.MethodPost, "203.0.113.9:1", hdr, body)
+	if got := statusOfResult(w, err); got != http.StatusOK || w.Header().Get(outcomeHeader) != outcomeDuplicate {
+		t.Fatalf("the copy: %d %q, want 200 duplicate", got, w.Header().Get(outcomeHeader))
+	}
+	if n := logs.FilterMessageSnippet("carrying Webhook-Guard-Event-Id").Len(); n != 2 {
+		t.Fatalf("%d loop lines after the copy, want 2", n)
+	}
+
+	forged := http.Header{"X-Ivy-Signature": {ivySign(body + "x")}, "Webhook-Guard-Event-Id": {"evt_loop"}}
+	send(t, h, up, http.MethodPost, "203.0.113.9:1", forged, body)
+	if n := logs.FilterMessageSnippet("carrying Webhook-Guard-Event-Id").Len(); n != 2 {
+		t.Fatalf("an unverified request wrote a loop line (%d in all)", n)
+	}
+}

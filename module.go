@@ -314,6 +314,7 @@ func (h *Handler) pipeline(w http.ResponseWriter, r *http.Request, next caddyhtt
 		return d.refuse(w, verify.ReasonOf(err), "%s", err.Error())
 	}
 	d.event = ev
+	d.warnLoop()
 	setPlaceholders(r, h.Provider, ev)
 
 	if h.events != nil {

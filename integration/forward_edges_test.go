@@ -220,3 +220,38 @@ func TestUpstreamTrailersNotSentToTheSender(t *testing.T) {
 		}
 	}
 }
+
+// TestSpoolLoopLogged: a spool whose `to` points back at a guard of the same Caddy (a loop). The
+// second guard logs an ERROR naming the header and the event, and handles the event as usual
+// (here: forwards it to its upstream).
+func TestSpoolLoopLogged(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs Caddy")
+	}
+	up := testkit.StartUpstream(t)
+	secret := newSecret(t, "ivy_loop_")
+	g := startGuard(t, globalOptions()+site(
+		spoolRoute("/in", "ivy {\n secret {env.IVY_SECRET}\n allow_ips 127.0.0.1\n scope spooled\n"+
+			" spool {\n  to http://127.0.0.1:"+testkit.HTTPPlaceholder+"/loop\n }\n}"),
+		guardRoute("/loop", "ivy {\n secret {env.IVY_SECRET}\n allow_ips 127.0.0.1\n scope looped\n}", up.Addr(), ""),
+	), map[string]string{"IVY_SECRET": secret})
+
+	id := newID(t, "evt_loop_")
+	body := eventBody(id, "payment.succeeded")
+	mark := g.LogMark()
+	expectDropped(t, "the event", g.post("/in", signIvy(secret, body), body), "spooled")
+	rec := up.WaitArrival(t)
+	if rec.Header.Get("Webhook-Guard-Event-Id") != id || !bytes.Equal(rec.Body, body) {
+		t.Fatalf("the upstream got %q with Webhook-Guard-Event-Id %q", rec.Body, rec.Header.Get("Webhook-Guard-Event-Id"))
+	}
+	e := g.expectLog(mark, logWant{
+		Msg:      "webhook_guard received a request carrying Webhook-Guard-Event-Id: a spool delivers to a guard, not to its backend; point the spool's to at the backend",
+		Provider: "ivy", EventID: id, ClientIP: "127.0.0.1"})
+	if e.Level != "error" {
+		t.Fatalf("the loop was logged at %s, want error", e.Level)
+	}
+	g.expectLog(mark, logWant{Msg: "webhook forwarded", Outcome: "forwarded", EventID: id})
+	if n := len(g.guardLogs(mark, logWant{Msg: e.Msg})); n != 1 {
+		t.Fatalf("%d loop lines, want 1", n)
+	}
+}
