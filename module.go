@@ -96,6 +96,10 @@ type Handler struct {
 	// deliver it itself, with retries, to the backend: the handler is then
 	// the last of its route. It needs the file store.
 	Spool *SpoolConfig `json:"spool,omitempty"`
+	// DeclaredAt is where the handler was declared, "<file>:<line>", filled
+	// in by the Caddyfile adapter. It names the handler, with its route, in
+	// load errors and warnings; it changes nothing else.
+	DeclaredAt string `json:"declared_at,omitempty"`
 
 	verifier  verify.Verifier
 	scheme    verify.Scheme
@@ -119,6 +123,8 @@ type Handler struct {
 	proxyWarned *proxyWarning  // loose trusted_proxies warned (proxies.go)
 
 	spool *spoolTarget // the provisioned spool block (spool.go)
+
+	placement placement // where the handler is in its config (placement.go)
 }
 
 // CaddyModule returns the Caddy module information.
@@ -129,9 +135,10 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision resolves secrets, builds the verifier and the allow-list, and
-// opens (or reuses across reloads) the replay store.
-func (h *Handler) Provision(ctx caddy.Context) error {
+// provision resolves secrets, builds the verifier and the allow-list, and
+// opens (or reuses across reloads) the replay store; Provision names the
+// handler in its errors (placement.go).
+func (h *Handler) provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.lastUsageWarning = new(atomic.Int64)
 	h.errChain = new(errChainCache)

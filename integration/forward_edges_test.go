@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -253,5 +254,60 @@ func TestSpoolLoopLogged(t *testing.T) {
 	g.expectLog(mark, logWant{Msg: "webhook forwarded", Outcome: "forwarded", EventID: id})
 	if n := len(g.guardLogs(mark, logWant{Msg: e.Msg})); n != 1 {
 		t.Fatalf("%d loop lines, want 1", n)
+	}
+}
+
+// lineOf is the 1-based line of the n-th (from 1) line of text that contains substr; 0 if none.
+func lineOf(text, substr string, n int) int {
+	for i, line := range strings.Split(text, "\n") {
+		if strings.Contains(line, substr) {
+			if n--; n == 0 {
+				return i + 1
+			}
+		}
+	}
+	return 0
+}
+
+// TestLoadErrorsNameTheHandler: `caddy validate` of a guard whose {env.*} secret is unset names
+// the guard by its Caddyfile line and route; two guards of one provider and scope with different
+// literal secrets are told apart the same way (and no secret is printed).
+func TestLoadErrorsNameTheHandler(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs Caddy")
+	}
+	const unset = "WG_EDGES_NAMED_UNSET"
+	caddyfile := testkit.GlobalOptions("") + site(
+		guardRoute("/other", "ivy {\n secret {env.WG_EDGES_NAMED_SET}\n}", "127.0.0.1:9", ""),
+		guardRoute("/ivy", "ivy {\n secret {env."+unset+"}\n scope second\n}", "127.0.0.1:9", ""),
+	)
+	out := unquoteLog(testkit.Validate(t, caddyfile, "WG_EDGES_NAMED_SET=set-secret-value-0123"))
+	line := lineOf(caddyfile, "webhook_guard ivy", 2)
+	want := regexp.MustCompile(`webhook_guard ivy at \S*Caddyfile\.validate:` + strconv.Itoa(line) +
+		` \(route: path /ivy\): secret #1 "\{env\.` + unset + `\}" resolved to an empty value`)
+	if !want.MatchString(out) {
+		t.Errorf("caddy validate with an unset secret: want %s in:\n%s", want, out)
+	}
+
+	secretA, secretB := newSecret(t, "ivy_named_a_"), newSecret(t, "ivy_named_b_")
+	caddyfile = testkit.GlobalOptions("") + site(
+		guardRoute("/a", "ivy {\n secret "+secretA+"\n}", "127.0.0.1:9", ""),
+		guardRoute("/b", "ivy {\n secret "+secretB+"\n}", "127.0.0.1:9", ""),
+	)
+	out = unquoteLog(testkit.Validate(t, caddyfile))
+	for i, path := range []string{"/a", "/b"} {
+		want := regexp.MustCompile(`webhook_guard ivy at \S*Caddyfile\.validate:` + strconv.Itoa(lineOf(caddyfile, "webhook_guard ivy", i+1)) +
+			` \(route: path ` + path + `; secret given literally, ` + strconv.Itoa(len(secretA)) + ` characters\)`)
+		if !want.MatchString(out) {
+			t.Errorf("scope conflict: want %s in:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(out, `remember events under the same scope "ivy"`) {
+		t.Errorf("scope conflict: the error does not say why:\n%s", out)
+	}
+	for _, s := range []string{secretA, secretB} {
+		if strings.Contains(out, s) {
+			t.Error("caddy validate printed a secret")
+		}
 	}
 }
