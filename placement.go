@@ -4,11 +4,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
 )
 
 // A handler names itself in load errors and warnings by where it was
@@ -34,6 +36,10 @@ type placement struct {
 	// outermost first: "host shop.example, path /hooks/ivy"; "" when there
 	// are none or they are unknown.
 	route string
+	// after names the handlers that run only if this handler passes the
+	// request on, in order (the handlers of a subroute by their own names):
+	// for a spool guard, which never does, they never run.
+	after []string
 }
 
 // selfNamedError is a provisioning error that names the handlers it is
@@ -54,6 +60,7 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		}
 		return fmt.Errorf("%s: %w", h.name(""), err)
 	}
+	h.warnNeverRuns()
 	return nil
 }
 
@@ -76,6 +83,18 @@ func (h *Handler) name(extra string) string {
 		s += " (" + strings.Join(notes, "; ") + ")"
 	}
 	return s
+}
+
+// warnNeverRuns warns, at load, when the handler spools and handlers follow
+// it in its route: the spool answers every request itself and never passes
+// one on, so they never run (a reverse_proxy left after a spool guard).
+func (h *Handler) warnNeverRuns() {
+	if h.Spool == nil || len(h.placement.after) == 0 {
+		return
+	}
+	h.logger.Warn(h.name("")+": a spool guard answers every request itself, so what follows it in its route never runs ("+
+		strings.Join(h.placement.after, ", ")+"): remove it; the spool delivers to its to",
+		zap.String("declared_at", h.DeclaredAt), zap.Strings("never_runs", h.placement.after))
 }
 
 // placementOf finds where self is in the config being provisioned; a zero
@@ -123,6 +142,30 @@ func placementOf(ctx caddy.Context, self *Handler) placement {
 		}
 	}
 	p.route = strings.Join(matchers, ", ")
+
+	// What runs only if self passes the request on: the handlers after it in
+	// its route, the routes after its route when every request that reaches
+	// the route list reaches self, and so on up, while each enclosing route
+	// holds only the subroute that leads to self.
+	n := len(lists) - 1
+	own := lists[n][current[n]]
+	at := selfIndex(own.HandlersRaw, self)
+	if at < 0 {
+		return p
+	}
+	p.after = handlerNames(own.HandlersRaw[at+1:])
+	for k := n; k >= 0; k-- {
+		list, i := lists[k], current[k]
+		if k < n && len(list[i].HandlersRaw) != 1 {
+			break
+		}
+		if !alwaysReached(list, i) {
+			break
+		}
+		for _, r := range list[i+1:] {
+			p.after = append(p.after, handlerNames(r.HandlersRaw)...)
+		}
+	}
 	return p
 }
 
@@ -132,6 +175,72 @@ func loading(routes []caddyhttp.Route) int {
 	return slices.IndexFunc(routes, func(r caddyhttp.Route) bool {
 		return len(r.HandlersRaw) > 0 && len(r.Handlers) == 0
 	})
+}
+
+// alwaysReached reports whether every request that goes through the route
+// list and is not answered before routes[i] reaches routes[i]: it has no
+// matcher, and no earlier route of its group can match in its place.
+func alwaysReached(routes []caddyhttp.Route, i int) bool {
+	r := routes[i]
+	if len(r.MatcherSetsRaw) > 0 || len(r.MatcherSets) > 0 {
+		return false
+	}
+	if r.Group == "" {
+		return true
+	}
+	return !slices.ContainsFunc(routes[:i], func(o caddyhttp.Route) bool { return o.Group == r.Group })
+}
+
+// selfIndex finds self among a route's raw handlers: the first webhook_guard
+// whose JSON decodes to self's fields as given.
+func selfIndex(raws []json.RawMessage, self *Handler) int {
+	want := *self
+	return slices.IndexFunc(raws, func(raw json.RawMessage) bool {
+		if handlerName(raw) != "webhook_guard" {
+			return false
+		}
+		var got Handler
+		return json.Unmarshal(raw, &got) == nil && reflect.DeepEqual(got, want)
+	})
+}
+
+// handlerName is the "handler" of a raw handler.
+func handlerName(raw json.RawMessage) string {
+	var m struct {
+		Handler string `json:"handler"`
+	}
+	_ = json.Unmarshal(raw, &m)
+	return m.Handler
+}
+
+// handlerNames names raw handlers; a subroute by the handlers inside it.
+func handlerNames(raws []json.RawMessage) []string {
+	var names []string
+	for _, raw := range raws {
+		name := handlerName(raw)
+		if name != "subroute" {
+			names = append(names, cmpOr(name, "a handler"))
+			continue
+		}
+		var sr struct {
+			Routes []struct {
+				Handle []json.RawMessage `json:"handle"`
+			} `json:"routes"`
+		}
+		_ = json.Unmarshal(raw, &sr)
+		for _, r := range sr.Routes {
+			names = append(names, handlerNames(r.Handle)...)
+		}
+	}
+	return names
+}
+
+// cmpOr is s, or alt when s is empty.
+func cmpOr(s, alt string) string {
+	if s == "" {
+		return alt
+	}
+	return s
 }
 
 // describeMatchers describes a route's matcher sets: "path /a /b",

@@ -126,3 +126,114 @@ func TestScopeConflictNamesBothHandlers(t *testing.T) {
 		t.Errorf("the error shows a secret: %v", err)
 	}
 }
+
+// neverRunsWarnings are the warnings of spool guards whose route goes on.
+func neverRunsWarnings(lines []map[string]any) []map[string]any {
+	var out []map[string]any
+	for _, l := range lines {
+		if l["level"] == "warn" && strings.Contains(l["msg"].(string), "never runs") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// A spool guard answers every request itself: what follows it in its route
+// never runs, and the load warns, naming the guard's line and what never
+// runs. Nothing is warned when nothing follows, or when what follows is
+// reached by requests the guard does not match.
+func TestSpoolGuardWarnsOfWhatNeverRuns(t *testing.T) {
+	spool := func(indent string) string { return "spool {\n" + indent + "\tto http://127.0.0.1:9\n" + indent + "}" }
+	cases := []struct {
+		name, caddyfile string
+		declared        string
+		neverRuns       []string
+	}{
+		{"reverse_proxy after the guard in a handle block", `:8080 {
+	handle /hooks/ivy {
+		webhook_guard ivy {
+			secret ivy-secret-value
+			` + spool("\t\t\t") + `
+		}
+		reverse_proxy 127.0.0.1:9
+	}
+	handle {
+		respond "other"
+	}
+}
+`, "Caddyfile:3", []string{"reverse_proxy"}},
+		{"a handle block after a guard with the same matcher, in one route", `:8080 {
+	webhook_guard /hooks/ivy ivy {
+		secret ivy-secret-value
+		` + spool("\t\t") + `
+	}
+	handle /hooks/ivy {
+		header X-Seen yes
+		reverse_proxy 127.0.0.1:9
+	}
+}
+`, "Caddyfile:2", []string{"headers", "reverse_proxy"}},
+		{"a route block", `:8080 {
+	route /hooks/ivy {
+		webhook_guard ivy {
+			secret ivy-secret-value
+			` + spool("\t\t\t") + `
+		}
+		respond "never"
+	}
+}
+`, "Caddyfile:3", []string{"static_response"}},
+		{"nothing after the guard", `:8080 {
+	handle /hooks/ivy {
+		webhook_guard ivy {
+			secret ivy-secret-value
+			` + spool("\t\t\t") + `
+		}
+	}
+	handle {
+		respond "other"
+	}
+}
+`, "", nil},
+		{"a guard with a matcher: what follows runs for other requests", `:8080 {
+	route {
+		webhook_guard /hooks/ivy ivy {
+			secret ivy-secret-value
+			` + spool("\t\t\t") + `
+		}
+		respond "other paths"
+	}
+}
+`, "", nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			lines, err := validateCaddyfile(t, c.caddyfile)
+			if err != nil {
+				t.Fatalf("validate: %v", err)
+			}
+			warned := neverRunsWarnings(lines)
+			if c.neverRuns == nil {
+				if len(warned) != 0 {
+					t.Fatalf("warned %v, want nothing", warned)
+				}
+				return
+			}
+			if len(warned) != 1 {
+				t.Fatalf("%d warnings, want 1 (logs: %v)", len(warned), lines)
+			}
+			w := warned[0]
+			if w["declared_at"] != c.declared || !strings.HasPrefix(w["msg"].(string), "webhook_guard ivy at "+c.declared) {
+				t.Errorf("warning %v, want it to name %s", w, c.declared)
+			}
+			got, _ := json.Marshal(w["never_runs"])
+			want, _ := json.Marshal(c.neverRuns)
+			if string(got) != string(want) {
+				t.Errorf("never_runs %s, want %s", got, want)
+			}
+			if strings.Contains(w["msg"].(string), "ivy-secret-value") {
+				t.Error("the warning shows the secret")
+			}
+		})
+	}
+}

@@ -311,3 +311,37 @@ func TestLoadErrorsNameTheHandler(t *testing.T) {
 		}
 	}
 }
+
+// TestSpoolGuardWarnsOfDeadReverseProxy: a reverse_proxy after a spool guard in its route never
+// runs; Caddy's log warns at load, naming the guard's line and route and the reverse_proxy.
+func TestSpoolGuardWarnsOfDeadReverseProxy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs Caddy")
+	}
+	backend := testkit.StartUpstream(t)
+	secret := newSecret(t, "ivy_dead_")
+	caddyfile := globalOptions() + site(
+		"handle /ivy {\nwebhook_guard ivy {\n secret {env.IVY_SECRET}\n allow_ips 127.0.0.1\n"+
+			" spool {\n  to http://"+backend.Addr()+"\n }\n}\nreverse_proxy "+backend.Addr()+"\n}\n",
+	)
+	g := startGuard(t, caddyfile, map[string]string{"IVY_SECRET": secret})
+	line := strconv.Itoa(lineOf(caddyfile, "webhook_guard ivy", 1))
+	e := g.WaitLogSince(t, 0, func(e testkit.LogEntry) bool {
+		return e.Logger == guardLogger && e.Level == "warn" && strings.Contains(e.Msg, "never runs")
+	})
+	if !strings.HasSuffix(e.Field("declared_at"), "Caddyfile:"+line) ||
+		!strings.Contains(e.Msg, ":"+line+" (route: path /ivy): a spool guard answers every request itself") ||
+		!strings.Contains(e.Msg, "(reverse_proxy)") {
+		t.Fatalf("warning %q (declared_at %q), want it to name line %s, the route and reverse_proxy", e.Msg, e.Field("declared_at"), line)
+	}
+
+	// And it is so: the event is spooled and delivered by the spool; the reverse_proxy
+	// after the guard never sends it.
+	id := newID(t, "evt_dead_")
+	body := eventBody(id, "payment.succeeded")
+	expectDropped(t, "the event", g.post("/ivy", signIvy(secret, body), body), "spooled")
+	rec := backend.WaitArrival(t)
+	if rec.Header.Get("Webhook-Guard-Event-Id") != id {
+		t.Fatalf("the backend got a request without the spool's header: %v", rec.Header)
+	}
+}
