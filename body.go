@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"io"
 	"net/http"
-	"net/textproto"
 	"strconv"
 	"strings"
 
@@ -61,7 +60,7 @@ func restoreBody(r *http.Request, body []byte) {
 func dropHopHeaders(h http.Header) {
 	for _, v := range h.Values("Connection") {
 		for name := range strings.SplitSeq(v, ",") {
-			if name = textproto.TrimString(name); name != "" {
+			if name = strings.TrimSpace(name); name != "" {
 				h.Del(name)
 			}
 		}

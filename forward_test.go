@@ -257,3 +257,40 @@ func TestSpoolLoopLogged(t *testing.T) {
 		t.Fatalf("an unverified request wrote a loop line (%d in all)", n)
 	}
 }
+
+// FuzzDropHopHeaders: whatever Connection lists (the sender's text), the
+// forwarded headers keep no Connection, no Upgrade and none of the listed
+// names, and every other header.
+func FuzzDropHopHeaders(f *testing.F) {
+	f.Add("Upgrade, X-Hop", "websocket")
+	f.Add(" ,,keep-alive ,\tX-A", "h2c")
+	f.Add("X-Ivy-Signature", "")
+	f.Add("0\v", "0")
+	f.Fuzz(func(t *testing.T, connection, upgrade string) {
+		h := http.Header{}
+		h.Set("Connection", connection)
+		h.Set("Upgrade", upgrade)
+		h.Set("X-Kept-Header", "kept")
+		listed := map[string]bool{}
+		for name := range strings.SplitSeq(connection, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				h.Add(name, "listed")
+				listed[http.CanonicalHeaderKey(name)] = true
+			}
+		}
+		dropHopHeaders(h)
+		for _, name := range []string{"Connection", "Upgrade"} {
+			if len(h.Values(name)) > 0 {
+				t.Fatalf("%s kept: %v", name, h)
+			}
+		}
+		for name := range listed {
+			if len(h.Values(name)) > 0 {
+				t.Fatalf("listed %q kept: %v", name, h)
+			}
+		}
+		if !listed["X-Kept-Header"] && h.Get("X-Kept-Header") != "kept" {
+			t.Fatalf("an unlisted header was dropped: %v", h)
+		}
+	})
+}
