@@ -59,6 +59,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
 	directive := d.Token()
+	h.DeclaredAt = fmt.Sprintf("%s:%d", directive.File, directive.Line)
 	if !d.NextArg() {
 		return d.Errf("webhook_guard: a provider is required (one of %v)", verify.Names())
 	}

@@ -102,6 +102,10 @@ type Handler struct {
 	// deliver it itself, with retries, to the backend: the handler is then
 	// the last of its route. It needs the file store.
 	Spool *SpoolConfig `json:"spool,omitempty"`
+	// DeclaredAt is where the handler was declared, "<file>:<line>", filled
+	// in by the Caddyfile adapter. It names the handler, with its route, in
+	// load errors and warnings; it changes nothing else.
+	DeclaredAt string `json:"declared_at,omitempty"`
 
 	verifier  verify.Verifier
 	scheme    verify.Scheme
@@ -128,6 +132,7 @@ type Handler struct {
 	spool *spoolTarget // the provisioned spool block (spool.go)
 
 	upstreamSigner *verify.UpstreamSigner // sign_upstream (upstream.go)
+	placement      placement              // where the handler is in its config (placement.go)
 }
 
 // CaddyModule returns the Caddy module information.
@@ -138,9 +143,10 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision resolves secrets, builds the verifier and the allow-list, and
-// opens (or reuses across reloads) the replay store.
-func (h *Handler) Provision(ctx caddy.Context) error {
+// provision resolves secrets, builds the verifier and the allow-list, and
+// opens (or reuses across reloads) the replay store; Provision names the
+// handler in its errors (placement.go).
+func (h *Handler) provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.lastUsageWarning = new(atomic.Int64)
 	h.errChain = new(errChainCache)
@@ -332,6 +338,7 @@ func (h *Handler) pipeline(w http.ResponseWriter, r *http.Request, next caddyhtt
 		return d.refuse(w, verify.ReasonOf(err), "%s", err.Error())
 	}
 	d.event = ev
+	d.warnLoop()
 	setPlaceholders(r, h.Provider, ev)
 	if d.answerHandshake(w, body) {
 		return nil
