@@ -25,6 +25,7 @@ import (
 	"github.com/hookguard/caddy-webhook-guard/dedupe"
 	"github.com/hookguard/caddy-webhook-guard/internal/spoolapi"
 	"github.com/hookguard/caddy-webhook-guard/spool"
+	"github.com/hookguard/caddy-webhook-guard/verify"
 )
 
 // Defaults of the spool block.
@@ -83,6 +84,7 @@ type spoolTarget struct {
 	to        *url.URL // scheme and host (http/https), or nil for unix
 	socket    string   // unix socket path
 	transport http.RoundTripper
+	signer    *verify.UpstreamSigner // sign_upstream, nil when not set
 	target    *spool.Target
 	sp        *spool.Spool
 	unreg     func()
@@ -293,7 +295,7 @@ func (h *Handler) provisionSpool(ctx caddy.Context, storeMod any) error {
 	if err != nil {
 		return fmt.Errorf("spool: dead_on: %v", err)
 	}
-	t := &spoolTarget{to: u, socket: socket}
+	t := &spoolTarget{to: u, socket: socket, signer: h.upstreamSigner}
 	var mod any
 	if sc.TransportRaw != nil {
 		mod, err = ctx.LoadModule(sc, "TransportRaw")
@@ -416,8 +418,11 @@ func (t *spoolTarget) deliver(ctx context.Context, rec *spool.Record, attempt in
 	for name, values := range rec.Header {
 		req.Header[name] = append([]string(nil), values...)
 	}
-	req.Header.Set(spoolapi.EventIDHeader, rec.EventID)
+	req.Header.Set(spoolapi.EventIDHeader, verify.HeaderEventID(rec.EventID))
 	req.Header.Set(spoolapi.AttemptHeader, strconv.Itoa(attempt))
+	if t.signer != nil { // signed now: fresh at every attempt, however late
+		t.signer.Sign(req.Header, rec.EventID, rec.Body, now())
+	}
 	// As reverse_proxy does: the verified client, and the original
 	// request's host and scheme.
 	if rec.ClientIP != "" {
@@ -557,6 +562,7 @@ func (s *storeHandle) spoolOf() (*spool.Spool, error) {
 		return p.spool, nil
 	}
 	sp := spool.New(p.spoolStore, spool.Options{
+		Now:      func() time.Time { return now() },
 		OnCounts: spoolGauges(),
 		OnLeaseError: func(err error) {
 			p.logger().Error("spool: the due events could not be read; retrying", zap.Error(err))

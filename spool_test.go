@@ -8,13 +8,17 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/hookguard/caddy-webhook-guard/internal/spoolapi"
+	"github.com/hookguard/caddy-webhook-guard/internal/testkit"
 	"github.com/hookguard/caddy-webhook-guard/verify"
 )
 
@@ -197,5 +201,75 @@ func TestSpoolTargetSurvivesReload(t *testing.T) {
 	}
 	if d := waitDelivery(t, got); d.path != "/new" || d.body != body {
 		t.Fatalf("delivery %+v, want it through the new handler's target", d)
+	}
+}
+
+// clockOffset swaps the package clock for real time plus an offset the test
+// moves, for the rest of the test.
+func clockOffset(t *testing.T) *atomic.Int64 {
+	t.Helper()
+	offset := new(atomic.Int64)
+	was := now
+	now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	t.Cleanup(func() { now = was })
+	return offset
+}
+
+// A spooled event delivered ten minutes after it arrived carries a fresh
+// sign_upstream signature, made at the attempt: the official
+// standardwebhooks library accepts it as of the delivery time, while the
+// provider's own Stripe signature, made at the start, is stale by then and
+// refused by the stripe library. Webhook-Guard-Event-Id is header-safe.
+func TestSpoolSignsUpstreamAtDelivery(t *testing.T) {
+	offset := clockOffset(t)
+	var (
+		mu      sync.Mutex
+		answer  = http.StatusServiceUnavailable
+		arrived = make(chan spoolDelivery, 10)
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		arrived <- spoolDelivery{r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Clone(), string(b)}
+		mu.Lock()
+		defer mu.Unlock()
+		w.WriteHeader(answer)
+	}))
+	t.Cleanup(srv.Close)
+	stripeSecret := "whsec_" + strings.Repeat("k", 24)
+	store, _ := json.Marshal(map[string]any{"type": "file", "path": filepath.Join(t.TempDir(), "ledger.db")})
+	h, _ := guard(t, &Handler{
+		Provider: "stripe", Secrets: []string{stripeSecret}, AllowIPs: []string{"any"}, StoreRaw: store,
+		SignUpstream: []string{upstreamSecret},
+		Spool:        &SpoolConfig{To: srv.URL, Backoff: []caddy.Duration{caddy.Duration(time.Second)}},
+	})
+	id := "evt_late\x01"
+	body := `{"id":"evt_late\u0001","object":"event","type":"payment_intent.succeeded"}`
+	start := time.Now()
+	hdr := testkit.NodeSign(t, testkit.LibStripe, stripeSecret, []byte(body), id, start.Unix())
+	if w, err := send(t, h, nil, http.MethodPost, "192.0.2.1:1234", hdr, body); err != nil || w.Header().Get(spoolapi.OutcomeHeader) != outcomeSpooled {
+		t.Fatalf("ingest: %d %v", w.Code, err)
+	}
+	first := waitDelivery(t, arrived) // refused: 503
+	if first.header.Get(spoolapi.EventIDHeader) != verify.HeaderEventID(id) || first.header.Get(spoolapi.EventIDHeader) == id {
+		t.Fatalf("Webhook-Guard-Event-Id %q, want the header-safe form %q", first.header.Get(spoolapi.EventIDHeader), verify.HeaderEventID(id))
+	}
+	mu.Lock()
+	answer = http.StatusOK
+	mu.Unlock()
+	offset.Store(int64(10 * time.Minute))
+	h.spool.sp.Wake()
+	late := waitDelivery(t, arrived)
+	at := start.Add(10 * time.Minute).Unix()
+	if ts, _ := strconv.ParseInt(late.header.Get("Webhook-Timestamp"), 10, 64); ts < at {
+		t.Fatalf("webhook-timestamp %d, want the delivery time, at least %d", ts, at)
+	}
+	if err := testkit.NodeVerify(t, testkit.LibStandardWebhooks, upstreamSecret, late.header, []byte(late.body), at); err != nil {
+		t.Errorf("the standardwebhooks library refuses the late delivery: %v", err)
+	}
+	if err := testkit.NodeVerify(t, testkit.LibStripe, stripeSecret, late.header, []byte(late.body), at); err == nil {
+		t.Error("the stripe library accepts the provider's 10-minute-old signature: the test shows nothing")
+	}
+	if late.body != body || late.header.Get(spoolapi.AttemptHeader) != "2" {
+		t.Errorf("late delivery: attempt %s, body %q", late.header.Get(spoolapi.AttemptHeader), late.body)
 	}
 }

@@ -14,7 +14,8 @@ import (
 // headers that the official standardwebhooks npm library accepts under each sign_upstream secret
 // (two: a rotation, one v1 entry each): webhook-id is the event's id, webhook-timestamp the
 // forwarding time. A Standard Webhooks provider's own webhook-* headers are replaced, not
-// duplicated, so its secret no longer verifies the forwarded request. No secret reaches Caddy's
+// duplicated, so its secret no longer verifies the forwarded request. Through a spool, the
+// delivery is signed at its attempt. No secret reaches Caddy's
 // output or an answer (checked when the test ends).
 func TestSignUpstream(t *testing.T) {
 	if testing.Short() {
@@ -86,6 +87,30 @@ func TestSignUpstream(t *testing.T) {
 		}
 		if err := testkit.NodeVerify(t, testkit.LibStandardWebhooks, stdSecret, rec.Header, rec.Body, 0); err == nil {
 			t.Error("the provider's secret verifies the forwarded request: its signature was kept")
+		}
+	})
+
+	t.Run("spool", func(t *testing.T) {
+		spooled := testkit.StartUpstream(t)
+		sg := startGuard(t, globalOptions()+site(spoolRoute("/stripe",
+			"stripe {\n secret {env.STRIPE}\n sign_upstream {env.SIGN1}\n spool {\n  to http://"+spooled.Addr()+"\n }\n}")),
+			map[string]string{"STRIPE": stripeSecret, "SIGN1": sign1})
+		id := newID(t, "evt_spool_up_")
+		body := []byte(`{"id":"` + id + `","object":"event","type":"payment_intent.succeeded"}`)
+		sent := time.Now().Unix()
+		expectDropped(t, "spooled", sg.post("/stripe", testkit.NodeSign(t, testkit.LibStripe, stripeSecret, body, id, sent), body), "spooled")
+		rec := spooled.WaitArrival(t)
+		if string(rec.Body) != string(body) || rec.Header.Get("Webhook-Id") != id || rec.Header.Get("Webhook-Guard-Event-Id") != id {
+			t.Fatalf("delivered %q with webhook-id %q", rec.Body, rec.Header.Get("Webhook-Id"))
+		}
+		if ts, err := strconv.ParseInt(rec.Header.Get("Webhook-Timestamp"), 10, 64); err != nil || ts < sent {
+			t.Errorf("webhook-timestamp %q, want the delivery time (from %d)", rec.Header.Get("Webhook-Timestamp"), sent)
+		}
+		if err := testkit.NodeVerify(t, testkit.LibStandardWebhooks, sign1, rec.Header, rec.Body, 0); err != nil {
+			t.Errorf("the standardwebhooks library refuses the spooled delivery: %v", err)
+		}
+		if n := spooled.Count(); n != 1 {
+			t.Errorf("the backend received %d deliveries, want 1", n)
 		}
 	})
 }
