@@ -19,6 +19,7 @@ import (
 
 	"github.com/hookguard/caddy-webhook-guard/internal/spoolapi"
 	"github.com/hookguard/caddy-webhook-guard/internal/testkit"
+	"github.com/hookguard/caddy-webhook-guard/spool"
 	"github.com/hookguard/caddy-webhook-guard/verify"
 )
 
@@ -271,5 +272,80 @@ func TestSpoolSignsUpstreamAtDelivery(t *testing.T) {
 	}
 	if late.body != body || late.header.Get(spoolapi.AttemptHeader) != "2" {
 		t.Errorf("late delivery: attempt %s, body %q", late.header.Get(spoolapi.AttemptHeader), late.body)
+	}
+}
+
+// The spool sends the client IP Caddy verified, and the original host and
+// scheme, as reverse_proxy does; what the sender claimed of its path
+// (X-Forwarded-*, Forwarded, X-Real-Ip) is neither stored nor sent.
+func TestSpoolForwardingHeaders(t *testing.T) {
+	got := make(chan spoolDelivery, 10)
+	srv := httptest.NewServer(recordingBackend(got))
+	t.Cleanup(srv.Close)
+	h := spoolGuardIn(t, t.TempDir(), &SpoolConfig{To: srv.URL})
+	body := `{"id":"evt_fwd","type":"payment.succeeded"}`
+	hdr := ivyHeaders(body)
+	for name, v := range map[string]string{
+		"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "gopher",
+		"Forwarded": "for=6.6.6.6", "X-Real-Ip": "6.6.6.6",
+	} {
+		hdr.Set(name, v)
+	}
+	if w, err := send(t, h, nil, http.MethodPost, "192.0.2.1:1234", hdr, body); err != nil || w.Header().Get(spoolapi.OutcomeHeader) != outcomeSpooled {
+		t.Fatalf("ingest: %d %v", w.Code, err)
+	}
+	d := waitDelivery(t, got)
+	if v := d.header.Values("X-Forwarded-For"); len(v) != 1 || v[0] != "192.0.2.1" {
+		t.Errorf("X-Forwarded-For %q, want the verified client IP alone", v)
+	}
+	if d.header.Get("X-Forwarded-Host") != "shop.example" || d.header.Get("X-Forwarded-Proto") != "http" {
+		t.Errorf("X-Forwarded-Host %q, -Proto %q, want the original request's", d.header.Get("X-Forwarded-Host"), d.header.Get("X-Forwarded-Proto"))
+	}
+	if d.header.Get("Forwarded") != "" || d.header.Get("X-Real-Ip") != "" {
+		t.Errorf("the sender's Forwarded %q / X-Real-Ip %q reached the backend", d.header.Get("Forwarded"), d.header.Get("X-Real-Ip"))
+	}
+}
+
+// A backend that is itself a guard (a `to` pointing back at a guard)
+// answers a redelivery 200 duplicate: that is a failed attempt, not a
+// delivery, and the error says why.
+func TestSpoolGuardAnswerIsNotADelivery(t *testing.T) {
+	got := make(chan spoolDelivery, 10)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- spoolDelivery{r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Clone(), string(b)}
+		w.Header().Set(spoolapi.OutcomeHeader, "duplicate")
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(srv.Close)
+	h := spoolGuardIn(t, t.TempDir(), &SpoolConfig{To: srv.URL, Backoff: []caddy.Duration{caddy.Duration(time.Hour)}})
+	body := `{"id":"evt_loop","type":"payment.succeeded"}`
+	if w, err := send(t, h, nil, http.MethodPost, "192.0.2.1:1234", ivyHeaders(body), body); err != nil || w.Header().Get(spoolapi.OutcomeHeader) != outcomeSpooled {
+		t.Fatalf("ingest: %d %v", w.Code, err)
+	}
+	waitDelivery(t, got)
+	var rec spool.Record
+	waitFor(t, "the attempt recorded", func() bool {
+		recs, err := h.spool.sp.List(context.Background(), spool.Filter{}, spool.Page{})
+		if err != nil || len(recs) != 1 {
+			return false
+		}
+		rec = recs[0]
+		return rec.Attempts == 1
+	})
+	if rec.State != spool.Pending || !strings.Contains(rec.LastError, "answered 200 duplicate") {
+		t.Fatalf("after a guard's duplicate answer: %+v, want pending with the reason", rec)
+	}
+}
+
+// waitFor polls cond until it holds, for up to 10 seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 10s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -769,4 +770,56 @@ func withMaxSize(t testing.TB, cfg string, size int) string {
 		t.Fatal(err)
 	}
 	return string(out)
+}
+
+// TestSpoolDeliversToTheHandlerThatAccepted: two ivpay handlers share a key and so a scope, as
+// two routes of one merchant do (/orders, /billing), each spooling to a backend of its own; an
+// ivy handler shares the scope name too. Every event reaches the backend of the route that
+// accepted it, and no other, with its attempts and options; before, the last handler
+// provisioned took every event of the scope.
+func TestSpoolDeliversToTheHandlerThatAccepted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs Caddy")
+	}
+	key, ivySecret := newSecret(t, "ivpay_routes_"), newSecret(t, "ivy_routes_")
+	orders, billing, ivyBackend := newSpoolBackend(t), newSpoolBackend(t), newSpoolBackend(t)
+	for _, b := range []*spoolBackend{orders, billing, ivyBackend} {
+		b.start()
+	}
+	g := startGuard(t, globalOptions()+site(
+		spoolRoute("/ivpay/orders", spoolGuard("shop", orders.addr)),
+		spoolRoute("/ivpay/billing", spoolGuard("shop", billing.addr)),
+		spoolRoute("/ivy", "ivy {\n secret {env.IVY_SECRET}\n allow_ips 127.0.0.1\n scope shop\n spool {\n  to http://"+ivyBackend.addr+"\n }\n}"),
+	), map[string]string{"IVPAY_KEY": key, "IVY_SECRET": ivySecret})
+	spoolSecrets(g)
+
+	want := map[*spoolBackend][]string{}
+	for i := range 3 {
+		for _, r := range []struct {
+			path    string
+			backend *spoolBackend
+		}{{"/ivpay/orders", orders}, {"/ivpay/billing", billing}} {
+			pay := newID(t, "pay_route"+strconv.Itoa(i))
+			expectDropped(t, r.path, g.post(r.path, ivpayHeaders(key), ivpayEvent(pay)), "spooled")
+			want[r.backend] = append(want[r.backend], ivpayID(pay))
+		}
+		id := newID(t, "evt_route"+strconv.Itoa(i))
+		body := eventBody(id, "payment.succeeded")
+		expectDropped(t, "/ivy", g.post("/ivy", signIvy(ivySecret, body), body), "spooled")
+		want[ivyBackend] = append(want[ivyBackend], id)
+	}
+	for b, ids := range want {
+		b.waitAccepted(ids...)
+	}
+	for b, ids := range want {
+		got := b.arrivals()
+		if len(got) != len(ids) {
+			t.Errorf("backend %s received %d deliveries, want %d", b.addr, len(got), len(ids))
+		}
+		for _, a := range got {
+			if !slices.Contains(ids, a.eventID) {
+				t.Errorf("backend %s received %s, accepted by another route", b.addr, a.eventID)
+			}
+		}
+	}
 }

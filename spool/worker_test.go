@@ -461,3 +461,152 @@ func TestScheduleDelay(t *testing.T) {
 		t.Error("a delay under 1s: no error")
 	}
 }
+
+// Retry-After means "not before": a backend answering 503 with
+// Retry-After: 0 (or a date in the past, parsed as 0) does not speed the
+// attempts up; the schedule still applies. A longer Retry-After delays the
+// attempt past the schedule.
+func TestRetryAfterIsNotBefore(t *testing.T) {
+	w, _, clock := newSpool(t, "")
+	backend := newFakeBackend(func(*spool.Record, int) spool.Attempt { return spool.Attempt{Status: 503, RetryAfter: 0} })
+	w.Register(&spool.Target{Key: "shop/target", Scope: "shop", Deliver: backend.deliver, MaxAge: time.Hour, Timeout: time.Second,
+		Concurrency: 1, Window: time.Hour, Schedule: spool.Schedule{10 * time.Second}})
+	rec := spoolOne(t, w, "shop", "evt_ra", nil, clock.Now())
+	if c := backend.nextCall(t); c != "evt_ra#1" {
+		t.Fatalf("first attempt %s", c)
+	}
+	waitIdle(t, w)
+	got, _ := get(t, w, rec.ID)
+	if d := got.NextAt.Sub(clock.Now()); d < 9*time.Second {
+		t.Fatalf("after Retry-After 0 the next attempt is due in %v, want the schedule's 10s", d)
+	}
+	clock.Advance(5 * time.Second)
+	backend.noCall(t, w)
+	backend.setAnswer(func(*spool.Record, int) spool.Attempt { return spool.Attempt{Status: 429, RetryAfter: time.Minute} })
+	clock.Advance(6 * time.Second)
+	w.Wake()
+	if c := backend.nextCall(t); c != "evt_ra#2" {
+		t.Fatalf("second attempt %s", c)
+	}
+	waitIdle(t, w)
+	clock.Advance(30 * time.Second)
+	backend.noCall(t, w) // the schedule (10s) has passed, Retry-After (1m) not
+	clock.Advance(31 * time.Second)
+	w.Wake()
+	if c := backend.nextCall(t); c != "evt_ra#3" {
+		t.Fatalf("third attempt %s", c)
+	}
+}
+
+// While an attempt runs, the event cannot be discarded or retried (it may
+// be delivered): ErrInFlight; once it ended, it can.
+func TestDiscardInFlightRefused(t *testing.T) {
+	w, _, clock := newSpool(t, "")
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	w.Register(&spool.Target{Key: "shop/target", Scope: "shop", MaxAge: time.Hour, Timeout: time.Minute, Concurrency: 1, Window: time.Hour,
+		Schedule: spool.Schedule{time.Hour},
+		Deliver: func(ctx context.Context, rec *spool.Record, _ int) spool.Attempt {
+			started <- struct{}{}
+			<-release
+			return spool.Attempt{Status: 500}
+		}})
+	rec := spoolOne(t, w, "shop", "evt_busy", nil, clock.Now())
+	<-started
+	ctx := context.Background()
+	if _, err := w.Discard(ctx, rec.ID, "ops"); !errors.Is(err, spool.ErrInFlight) {
+		t.Fatalf("Discard during the attempt = %v, want ErrInFlight", err)
+	}
+	if err := w.Retry(ctx, rec.ID); !errors.Is(err, spool.ErrInFlight) {
+		t.Fatalf("Retry during the attempt = %v, want ErrInFlight", err)
+	}
+	close(release)
+	waitIdle(t, w)
+	if got, _ := get(t, w, rec.ID); got.State != spool.Pending || got.Attempts != 1 {
+		t.Fatalf("after the attempt: %+v", got)
+	}
+	gone, err := w.Discard(ctx, rec.ID, "ops")
+	if err != nil || gone.State != spool.Discarded || gone.DiscardedBy != "ops" {
+		t.Fatalf("Discard after the attempt = %+v, %v", gone, err)
+	}
+}
+
+// Two handlers share a scope: each event goes to the target it was
+// accepted with, never to the other (nor to the last one registered).
+func TestEventsGoToTheirOwnTarget(t *testing.T) {
+	w, _, clock := newSpool(t, "")
+	orders := newFakeBackend(func(*spool.Record, int) spool.Attempt { return spool.Attempt{Status: 200} })
+	billing := newFakeBackend(func(*spool.Record, int) spool.Attempt { return spool.Attempt{Status: 200} })
+	w.Register(&spool.Target{Key: "ivpay/shop/orders", Scope: "shop", Deliver: orders.deliver, MaxAge: time.Hour, Timeout: time.Second, Concurrency: 1, Window: time.Hour})
+	w.Register(&spool.Target{Key: "ivpay/shop/billing", Scope: "shop", Deliver: billing.deliver, MaxAge: time.Hour, Timeout: time.Second, Concurrency: 1, Window: time.Hour})
+	for i, target := range []string{"ivpay/shop/orders", "ivpay/shop/billing", "ivpay/shop/orders"} {
+		rec := &spool.Record{Target: target, Scope: "shop", Provider: "ivpay", EventID: "evt_" + strconv.Itoa(i), ReceivedAt: clock.Now(), Method: "POST"}
+		if _, err := w.Ingest(context.Background(), dedupe.Key("shop", "ivpay", rec.EventID), rec, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := map[string]bool{}
+	for range 2 {
+		got[orders.nextCall(t)] = true
+	}
+	if c := billing.nextCall(t); c != "evt_1#1" || !got["evt_0#1"] || !got["evt_2#1"] {
+		t.Fatalf("orders got %v, billing %s", got, c)
+	}
+	// An event whose target is gone waits; its handler's return delivers it.
+	rec := &spool.Record{Target: "ivpay/shop/gone", Scope: "shop", Provider: "ivpay", EventID: "evt_gone", ReceivedAt: clock.Now(), Method: "POST"}
+	if _, err := w.Ingest(context.Background(), dedupe.Key("shop", "ivpay", "evt_gone"), rec, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	orders.noCall(t, w)
+	billing.noCall(t, w)
+	if !w.Orphan(rec.Target, rec.Scope) {
+		t.Fatal("an event of a removed handler is not an orphan")
+	}
+	back := newFakeBackend(func(*spool.Record, int) spool.Attempt { return spool.Attempt{Status: 200} })
+	w.Register(&spool.Target{Key: "ivpay/shop/gone", Scope: "shop", Deliver: back.deliver, MaxAge: time.Hour, Timeout: time.Second, Concurrency: 1, Window: time.Hour})
+	if c := back.nextCall(t); c != "evt_gone#1" {
+		t.Fatalf("the returning handler got %s", c)
+	}
+}
+
+// Orphaned events are reported once they have been so for CountsEvery
+// (a config registers its targets one by one), and again when that changes.
+func TestOrphansReported(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	clock := &dedupetest.FakeClock{}
+	l, err := ledger.Open(ledger.Config{Path: path, SweepEvery: time.Hour, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reports := make(chan []spool.Orphans, 10)
+	w := spool.New(l, spool.Options{Now: clock.Now, OnCounts: func(map[string]spool.Counts, map[string]bool) {},
+		OnOrphans: func(o []spool.Orphans) { reports <- o }})
+	w.Start()
+	t.Cleanup(func() { w.Stop(); _ = l.Close() })
+	rec := &spool.Record{Target: "ivy/shop/old", Scope: "shop", Provider: "ivy", EventID: "evt_o", ReceivedAt: clock.Now(), Method: "POST"}
+	if _, err := w.Ingest(context.Background(), dedupe.Key("shop", "ivy", "evt_o"), rec, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	waitPass(t, w)
+	select {
+	case r := <-reports:
+		t.Fatalf("reported at once: %v", r)
+	default:
+	}
+	clock.Advance(spool.CountsEvery + time.Second)
+	w.Wake()
+	var r []spool.Orphans
+	waitUntil(t, 10*time.Second, "an orphan report", func() bool {
+		select {
+		case r = <-reports:
+			return true
+		default:
+			clock.Advance(time.Second)
+			w.Wake()
+			return false
+		}
+	})
+	if len(r) != 1 || r[0] != (spool.Orphans{Scope: "shop", Target: "ivy/shop/old", Pending: 1}) {
+		t.Fatalf("report %v", r)
+	}
+}

@@ -388,16 +388,16 @@ func TestSpoolCommandInCaddyBinary(t *testing.T) {
 		}
 		return out.String(), errOut.String(), code
 	}
-	if out, stderr, code := run("list"); code != 0 || out != "no spooled events\n" {
+	if out, stderr, code := run("list"); code != 0 || out != "spool of the Caddy at "+c.AdminAddr()+"\nno spooled events\n" {
 		t.Errorf("list: exit %d, stdout %q\n%s", code, out, stderr)
 	}
-	if out, stderr, code := run("list", "--json"); code != 0 || out != "[]\n" {
+	if out, stderr, code := run("list", "--json"); code != 0 || out != `{"events":[],"paused":[]}`+"\n" {
 		t.Errorf("list --json: exit %d, stdout %q\n%s", code, out, stderr)
 	}
 	if out, stderr, code := run("show", "1"); code != 1 || out != "" || !strings.Contains(stderr, "HTTP 404: no spooled event 1") {
 		t.Errorf("show 1: exit %d, stdout %q\n%s", code, out, stderr)
 	}
-	if _, stderr, code := run("pause", "--scope", "ivpay"); code != 1 || !strings.Contains(stderr, "no spool is loaded") {
+	if _, stderr, code := run("pause", "--scope", "ivpay"); code != 1 || !strings.Contains(stderr, `no spool delivers scope "ivpay"`) {
 		t.Errorf("pause: exit %d\n%s", code, stderr)
 	}
 	if _, stderr, code := run("retry"); code != 1 || !strings.Contains(stderr, "Usage:") || !strings.Contains(stderr, "--state: give an event <id>") {
