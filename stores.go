@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"net/url"
 	"os"
@@ -313,6 +314,14 @@ func logLedgerOpened(logger *zap.Logger, l *ledger.Ledger, createdAtConfiguredPa
 		zap.Int("events_dead", dead),
 		zap.Int("events_discarded", discarded),
 		zap.Strings("paused_scopes", slices.Sorted(maps.Keys(paused))))
+	// A ledger or folder others may read or write is kept as it is (an
+	// operator may share it on purpose), but said once.
+	for path, private := range map[string]fs.FileMode{l.Path(): 0o600, filepath.Dir(l.Path()): 0o700} {
+		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&^private != 0 {
+			logger.Warn("ledger file or folder readable or writable by others: it holds event ids and spooled payment events; chmod it",
+				zap.String("path", path), zap.String("mode", fi.Mode().Perm().String()), zap.String("want", private.String()))
+		}
+	}
 	if createdAtConfiguredPath {
 		logger.Warn("ledger created: no ledger was at the path the config gives, so the replay memory starts empty; if the path has a typo, fix it and reload",
 			zap.String("path", l.Path()))

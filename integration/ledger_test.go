@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -422,11 +423,11 @@ func TestLedgerSaysWhatItHolds(t *testing.T) {
 
 	g := startGuardIn(t, dir, cfg, env)
 	spoolSecrets(g)
-	opened := g.expectLog(0, logWant{Msg: "ledger opened"})
+	opened := storeLog(t, g, "ledger opened")
 	if opened.Level != "info" || opened.Field("path") != path || opened.Field("ids_remembered") != "0" || opened.Field("events_pending") != "0" {
 		t.Errorf("ledger opened: %s", opened.Raw)
 	}
-	created := g.expectLog(0, logWant{Msg: "ledger created: no ledger was at the path the config gives, so the replay memory starts empty; if the path has a typo, fix it and reload"})
+	created := storeLog(t, g, ledgerCreatedMsg)
 	if created.Level != "warn" || created.Field("path") != path {
 		t.Errorf("ledger created: %s", created.Raw)
 	}
@@ -441,22 +442,44 @@ func TestLedgerSaysWhatItHolds(t *testing.T) {
 
 	g = startGuardIn(t, dir, cfg, env)
 	spoolSecrets(g)
-	opened = g.expectLog(0, logWant{Msg: "ledger opened"})
+	opened = storeLog(t, g, "ledger opened")
 	if opened.Field("ids_remembered") != "3" || opened.Field("events_pending") != "3" || opened.Field("events_dead") != "0" ||
 		!strings.Contains(opened.Field("paused_scopes"), "shop") {
 		t.Errorf("ledger opened after a restart: %s", opened.Raw)
 	}
-	paused := g.expectLog(0, logWant{Msg: "spool deliveries of a scope are paused (a pause survives restarts): its events are accepted and kept, none is delivered until it is resumed"})
+	paused := storeLog(t, g, "spool deliveries of a scope are paused (a pause survives restarts): its events are accepted and kept, none is delivered until it is resumed")
 	if paused.Level != "warn" || paused.Field("scope") != "shop" || paused.Field("events_pending") != "3" || paused.Field("resume") != "caddy webhook-guard spool resume --scope shop" {
 		t.Errorf("paused at start: %s", paused.Raw)
 	}
-	if n := len(g.guardLogs(0, logWant{Msg: "ledger created: no ledger was at the path the config gives, so the replay memory starts empty; if the path has a typo, fix it and reload"})); n != 0 {
-		t.Errorf("%d 'ledger created' lines for an existing ledger", n)
+	for _, e := range g.Logs() {
+		if e.Msg == ledgerCreatedMsg {
+			t.Errorf("a 'ledger created' line for an existing ledger: %s", e.Raw)
+		}
+	}
+	// `ledger inspect` reads it beside the running Caddy that holds it.
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.CommandTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, testkit.CaddyBinary(t), "webhook-guard", "ledger", "inspect", path).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "held by a running Caddy: read from a copy") ||
+		!strings.Contains(string(out), "ids remembered: 0 delivered, 3 accepted by the spool") ||
+		!strings.Contains(string(out), "PAUSED: shop\n") || !strings.Contains(string(out), "\nshop   3        0     0 ") {
+		t.Errorf("ledger inspect beside the running Caddy: %v\n%s", err, out)
 	}
 	g.Stop()
 
-	out := testkit.ValidateIn(t, dir, strings.Replace(cfg, path, "ledgers/main.db", 1), "IVPAY_KEY="+key)
-	if !strings.Contains(out, "path 'ledgers/main.db' is relative: give an absolute path") || !strings.Contains(out, "Caddyfile") {
-		t.Errorf("a relative ledger path: want an error with its line, got:\n%s", out)
+	refused := testkit.ValidateIn(t, dir, strings.Replace(cfg, path, "ledgers/main.db", 1), "IVPAY_KEY="+key)
+	if !strings.Contains(refused, "path 'ledgers/main.db' is relative: give an absolute path") || !strings.Contains(refused, "Caddyfile") {
+		t.Errorf("a relative ledger path: want an error with its line, got:\n%s", refused)
 	}
+}
+
+// ledgerCreatedMsg is the WARN of a ledger created at a path the config gives.
+const ledgerCreatedMsg = "ledger created: no ledger was at the path the config gives, so the replay memory starts empty; if the path has a typo, fix it and reload"
+
+// storeLog waits (bounded) for a log line of the file store with msg.
+func storeLog(t *testing.T, g *guard, msg string) testkit.LogEntry {
+	t.Helper()
+	return g.WaitLogSince(t, 0, func(e testkit.LogEntry) bool {
+		return e.Logger == "http.handlers.webhook_guard.stores.file" && e.Msg == msg
+	})
 }

@@ -31,7 +31,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "webhook-guard",
-		Usage: "sign|send --provider <name> (--secret <s> | --secret-env <NAME>) [--type <type>] [flags] | spool list|show|retry|discard|pause|resume [flags]",
+		Usage: "sign|send --provider <name> (--secret <s> | --secret-env <NAME>) [--type <type>] [flags] | spool list|show|retry|discard|forget|pause|resume [flags] | ledger inspect <path>",
 		Short: "Signs test webhooks as a provider would, and sends them; steers the spool",
 		Long: `
 Signs webhook deliveries the way a provider does, with the same code the
@@ -41,7 +41,9 @@ tested without the provider.
   caddy webhook-guard sign   prints the headers the provider would send
   caddy webhook-guard send   signs and POSTs deliveries to a URL
   caddy webhook-guard spool  lists, shows, retries, discards spooled events,
-                             pauses and resumes delivery (admin API)
+                             forgets ids, pauses and resumes delivery (admin API)
+  caddy webhook-guard ledger inspect <path>
+                             reads a ledger file offline, read only
 
 Providers: ` + strings.Join(verify.Names(), ", ") + `.
 
@@ -49,13 +51,13 @@ Run 'caddy webhook-guard sign --help', 'caddy webhook-guard send --help' or
 'caddy webhook-guard spool --help' for their flags.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.AddCommand(newSignCommand(), newSendCommand(), newSpoolCommand())
+			cmd.AddCommand(newSignCommand(), newSendCommand(), newSpoolCommand(), newLedgerCommand())
 			cmd.RunE = func(cmd *cobra.Command, args []string) error {
 				if len(args) == 0 {
 					return cmd.Help()
 				}
 				// Not quoted back: a misplaced argument may be a secret.
-				return errors.New("unknown subcommand: use sign, send or spool")
+				return errors.New("unknown subcommand: use sign, send, spool or ledger")
 			}
 		},
 	})
