@@ -367,6 +367,10 @@ func (h *Handler) pipeline(w http.ResponseWriter, r *http.Request, next caddyhtt
 	case err != nil:
 		return d.refuse(w, outcomeStoreUnavailable, "replay store: %v", err)
 	case claim.State == dedupe.Delivered:
+		if h.spool != nil { // the spool's ids are accepted before they are delivered
+			d.drop(w, outcomeDuplicate, "event already accepted")
+			return nil
+		}
 		d.drop(w, outcomeDuplicate, "event already delivered")
 		return nil
 	case claim.State == dedupe.InFlight:

@@ -117,6 +117,7 @@ type Ledger struct {
 	closed  bool
 	writer  chan struct{} // closed when the writer has finished
 
+	roomMu    sync.Mutex // makeRoom's turn
 	stopSweep chan struct{}
 	swept     chan struct{} // closed when the sweeper has finished
 	onSweep   func(error)
@@ -472,8 +473,13 @@ func (s *Ledger) delivered(d *digest, t time.Time) (until time.Time, err error) 
 }
 
 // makeRoom, for a claim refused at capacity, forgets the leases that ended
-// and deletes the expired records.
+// and deletes the expired records. Its callers take turns: a sweep's count
+// of the ids it freed lands after its transaction, so a claim that came
+// second must see the first one's sweep counted, not find nothing left to
+// sweep and the count not yet lowered.
 func (s *Ledger) makeRoom() {
+	s.roomMu.Lock()
+	defer s.roomMu.Unlock()
 	s.forgetLeases()
 	_, _ = s.sweepOnce(context.Background())
 }
