@@ -3,6 +3,7 @@ package webhookguard
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -59,7 +60,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
 	directive := d.Token()
-	h.DeclaredAt = fmt.Sprintf("%s:%d", directive.File, directive.Line)
+	// The file's base name: the same JSON whether Caddy read the file or got
+	// its text (caddy reload through /load), so an unchanged reload is skipped.
+	h.DeclaredAt = fmt.Sprintf("%s:%d", filepath.Base(directive.File), directive.Line)
 	if !d.NextArg() {
 		return d.Errf("webhook_guard: a provider is required (one of %v)", verify.Names())
 	}

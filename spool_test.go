@@ -230,10 +230,11 @@ func TestSpoolSignsUpstreamAtDelivery(t *testing.T) {
 	)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
-		arrived <- spoolDelivery{r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Clone(), string(b)}
 		mu.Lock()
-		defer mu.Unlock()
-		w.WriteHeader(answer)
+		status := answer // read before the test hears of the arrival
+		mu.Unlock()
+		arrived <- spoolDelivery{r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Clone(), string(b)}
+		w.WriteHeader(status)
 	}))
 	t.Cleanup(srv.Close)
 	stripeSecret := "whsec_" + strings.Repeat("k", 24)
