@@ -548,16 +548,13 @@ func (s *Ledger) List(_ context.Context, f spool.Filter, p spool.Page) ([]spool.
 	var out []spool.Record
 	err := s.view(func(tx *bolt.Tx) error {
 		c := tx.Bucket(bucketSpool).Cursor()
-		var k, v []byte
+		k, v := c.Last()
 		if p.After > 0 {
-			k, v = c.Seek(seqKey(p.After))
-			if k != nil {
-				k, v = c.Prev()
+			if sk, _ := c.Seek(seqKey(p.After)); sk != nil {
+				k, v = c.Prev() // the record before the cursor's (or its place)
 			} else {
-				k, v = c.Last()
+				k, v = c.Last() // the cursor is past every record
 			}
-		} else {
-			k, v = c.Last()
 		}
 	records:
 		for ; k != nil && len(out) < size; k, v = c.Prev() {
