@@ -610,3 +610,52 @@ func TestOrphansReported(t *testing.T) {
 		t.Fatalf("report %v", r)
 	}
 }
+
+// dead_on: a backend status it names makes the event dead at once, with no
+// further attempt; another failure is retried as usual. Without
+// max_attempts, only max_age ends the attempts.
+func TestDeadOn(t *testing.T) {
+	w, _, clock := newSpool(t, "")
+	var deadMu sync.Mutex
+	var dead []spool.Record
+	backend := newFakeBackend(func(rec *spool.Record, _ int) spool.Attempt {
+		if rec.EventID == "evt_gone" {
+			return spool.Attempt{Status: 410, Answer: "no such order"}
+		}
+		return spool.Attempt{Status: 503}
+	})
+	w.Register(&spool.Target{Key: "shop/target", Scope: "shop", Deliver: backend.deliver, MaxAge: time.Hour, Timeout: time.Second,
+		Concurrency: 1, Window: time.Hour, Schedule: spool.Schedule{time.Second},
+		DeadOn: func(status int) bool { return status/100 == 4 },
+		OnDead: func(rec spool.Record) { deadMu.Lock(); dead = append(dead, rec); deadMu.Unlock() }})
+	gone := spoolOne(t, w, "shop", "evt_gone", nil, clock.Now())
+	if c := backend.nextCall(t); c != "evt_gone#1" {
+		t.Fatalf("attempt %s", c)
+	}
+	waitIdle(t, w)
+	got, _ := get(t, w, gone.ID)
+	if got.State != spool.Dead || got.Attempts != 1 || got.LastError != "dead_on status 410: no such order" || len(got.History) != 1 {
+		t.Fatalf("after a 410: %+v", got)
+	}
+	deadMu.Lock()
+	if len(dead) != 1 || dead[0].EventID != "evt_gone" {
+		t.Fatalf("OnDead got %+v", dead)
+	}
+	deadMu.Unlock()
+	clock.Advance(time.Hour)
+	backend.noCall(t, w)
+
+	// A 503 is retried, many times: no max_attempts.
+	busy := spoolOne(t, w, "shop", "evt_busy", nil, clock.Now())
+	for i := 1; i <= 30; i++ {
+		if c := backend.nextCall(t); c != "evt_busy#"+strconv.Itoa(i) {
+			t.Fatalf("attempt %d: %s", i, c)
+		}
+		waitIdle(t, w)
+		clock.Advance(2 * time.Second)
+		w.Wake()
+	}
+	if got, _ := get(t, w, busy.ID); got.State != spool.Pending || got.Attempts < 30 || len(got.History) != spool.MaxHistory {
+		t.Fatalf("after 30 refusals: state %s, %d attempts, %d in history", got.State, got.Attempts, len(got.History))
+	}
+}
