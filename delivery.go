@@ -83,6 +83,7 @@ type delivery struct {
 // answer's, for outcomes whose status is the upstream's.
 func (d *delivery) log(outcome, reason string, status int) {
 	d.h.metrics.countEvent(outcome)
+	d.noteOutcome(outcome, reason, status) // the console's recent outcomes
 	facts := outcomes[outcome]
 	ce := d.h.logger.Check(facts.level, facts.message)
 	if ce == nil {
