@@ -111,4 +111,3 @@ func BenchmarkOverview(b *testing.B) {
 	}
 	b.ReportMetric(float64(b.Elapsed().Microseconds())/float64(b.N)/1000, "ms/page")
 }
-
