@@ -187,6 +187,18 @@ type action struct {
 	remote string
 }
 
+// maxLoggedIDs bounds the ids an action's log line lists (a retry of all
+// the dead events may retry many); ids_omitted counts the others.
+const maxLoggedIDs = 100
+
+// idFields are the log fields of the ids of an action's events.
+func idFields(ids []uint64) []zap.Field {
+	if len(ids) <= maxLoggedIDs {
+		return []zap.Field{zap.Uint64s("ids", ids)}
+	}
+	return []zap.Field{zap.Uint64s("ids", ids[:maxLoggedIDs]), zap.Int("ids_omitted", len(ids)-maxLoggedIDs)}
+}
+
 // logged logs a done action: who, what, which events, how many.
 func (a action) logged(fields ...zap.Field) {
 	a.h.log().Warn("console action",
@@ -243,7 +255,7 @@ func (a action) retryAll(req actionRequest) (int, actionAnswer) {
 			switch err := sp.Retry(a.ctx, id); {
 			case errors.Is(err, spool.ErrNotFound), errors.Is(err, spool.ErrInFlight):
 			case err != nil:
-				a.logged(zap.String("state", string(state)), zap.String("scope", req.Scope), zap.Uint64s("ids", ids), zap.Int("count", total))
+				a.logged(append(idFields(ids), zap.String("state", string(state)), zap.String("scope", req.Scope), zap.Int("count", total))...)
 				return http.StatusInternalServerError, actionAnswer{Error: fmt.Sprintf("the spool failed after %d events were retried: %v", total, err)}
 			default:
 				total++
@@ -251,7 +263,7 @@ func (a action) retryAll(req actionRequest) (int, actionAnswer) {
 			}
 		}
 	}
-	a.logged(zap.String("state", string(state)), zap.String("scope", req.Scope), zap.Uint64s("ids", ids), zap.Int("count", total))
+	a.logged(append(idFields(ids), zap.String("state", string(state)), zap.String("scope", req.Scope), zap.Int("count", total))...)
 	return http.StatusOK, actionAnswer{Message: fmt.Sprintf("%d %s events retried: they are due now.", total, state), Count: total}
 }
 

@@ -165,7 +165,17 @@ func (h *Handler) checkSite() site {
 	f := h.facts
 	f.once.Do(func() {
 		f.site = findSite(h.srv, h)
-		if h.srv == nil || !f.site.found {
+		if h.srv == nil {
+			return
+		}
+		var hosts []string
+		for _, m := range f.site.hosts {
+			hosts = append(hosts, m...)
+		}
+		h.log().Info("console serving",
+			zap.Bool("found_in_routes", f.site.found), zap.Strings("listen", h.srv.Listen), zap.Strings("hosts", hosts),
+			zap.Bool("authentication_before", f.site.authBefore), zap.Strings("actions", h.Actions))
+		if !f.site.found {
 			return
 		}
 		if len(f.site.beyondLoopback) > 0 && !f.site.authBefore {

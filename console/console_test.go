@@ -682,3 +682,62 @@ func TestActionAnswerIsJSON(t *testing.T) {
 		t.Errorf("answer %q: %v", a.body, err)
 	}
 }
+
+// TestSeveralSpools: with two ledger files, whose ids overlap, the list
+// merges them newest first, an event's page and an action need the scope
+// when the id is in both, and the overview adds their counts.
+func TestSeveralSpools(t *testing.T) {
+	f := newFixture(t, ActionRetry)
+	other := newFixture(t) // another ledger file, its own spool
+	f.h.guard = func() Guard {
+		return Guard{Spools: func() []*spool.Spool { return []*spool.Spool{f.sp, other.sp} }, RedactHeader: testRedactHeader}
+	}
+	a := f.spoolEvent("shop", "evt_in_first", nil, "{}")
+	other.now = f.clock().Add(time.Second)
+	b := other.spoolEvent("other", "evt_in_second", nil, "{}")
+	if a != b {
+		t.Fatalf("ids %d and %d: the test wants the same id in both ledgers", a, b)
+	}
+	f.kill(a, 1)
+	other.kill(b, 1)
+	list := f.get("/events")
+	if i, j := strings.Index(list, "evt_in_second"), strings.Index(list, "evt_in_first"); i < 0 || j < 0 || i > j {
+		t.Errorf("merged list not newest first (%d, %d)", i, j)
+	}
+	if !strings.Contains(list, "from several ledgers") {
+		t.Error("the list does not say it merges ledgers")
+	}
+	id := strconv.FormatUint(a, 10)
+	if got := f.do(http.MethodGet, "/events/"+id, ""); got.status != http.StatusConflict {
+		t.Errorf("ambiguous id: %d", got.status)
+	}
+	if page := f.get("/events/" + id + "?scope=other"); !strings.Contains(page, "evt_in_second") {
+		t.Error("?scope= does not choose the ledger")
+	}
+	if got := f.action("retry", `{"id":"`+id+`"}`); got.status != http.StatusConflict || f.state(a) != spool.Dead {
+		t.Errorf("ambiguous retry: %d, state %s", got.status, f.state(a))
+	}
+	if got := f.action("retry", `{"id":"`+id+`","scope":"other"}`); got.status != http.StatusOK || other.state(b) != spool.Pending || f.state(a) != spool.Dead {
+		t.Errorf("retry in scope other: %d; states %s %s", got.status, other.state(b), f.state(a))
+	}
+	overview := f.get("/")
+	if !strings.Contains(overview, `<a href="./events?scope=other">other</a>`) || !strings.Contains(overview, `<a href="./events?state=dead&amp;scope=shop" class="alert">1</a>`) {
+		t.Error("the overview does not show both ledgers' scopes")
+	}
+}
+
+// TestRetryAllLogsBoundedIDs: a retry of many events logs their count and
+// the first ids, not every id.
+func TestRetryAllLogsBoundedIDs(t *testing.T) {
+	f := newFixture(t, ActionRetry)
+	for i := range maxLoggedIDs + 20 {
+		f.kill(f.spoolEvent("shop", fmt.Sprintf("evt_%d", i), nil, "{}"), 1)
+	}
+	if got := f.action("retry-all", `{"state":"dead"}`); got.status != http.StatusOK || !strings.Contains(got.body, `"count":120`) {
+		t.Fatalf("retry all: %d %s", got.status, got.body)
+	}
+	line := f.actionLogs("console action")[0].ContextMap()
+	if line["count"] != int64(120) || line["ids_omitted"] != int64(20) || len(line["ids"].([]any)) != maxLoggedIDs {
+		t.Errorf("retry all line: count %v, omitted %v, %d ids", line["count"], line["ids_omitted"], len(line["ids"].([]any)))
+	}
+}

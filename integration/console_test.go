@@ -636,10 +636,25 @@ Promise.allSettled([
 		}
 	})
 
-	// Both consoles are bound to loopback and behind basic_auth: no warning.
+	// When the configuration started, each console found itself in its server's routes, behind
+	// basic_auth, on a loopback listener: no warning.
+	consolePort := strings.TrimPrefix(r.console, "http://127.0.0.1:")
+	readOnlyPort := strings.TrimPrefix(r.readOnly, "http://127.0.0.1:")
+	seen := map[string]string{}
 	for _, e := range g.Logs() {
 		if e.Logger == consoleLogger && strings.Contains(e.Msg, "listens beyond loopback") {
 			t.Errorf("unexpected warning: %s", e.Raw)
+		}
+		if e.Logger == consoleLogger && e.Msg == "console serving" {
+			seen[e.Field("listen")] = e.Field("found_in_routes") + " " + e.Field("authentication_before") + " " + e.Field("hosts")
+		}
+	}
+	for listen, want := range map[string]string{
+		"[127.0.0.1:" + consolePort + "]":  "true true []",
+		"[127.0.0.1:" + readOnlyPort + "]": "true true [127.0.0.1]",
+	} {
+		if seen[listen] != want {
+			t.Errorf("console on %s: found, authentication before, hosts = %q, want %q (all: %v)", listen, seen[listen], want, seen)
 		}
 	}
 }
