@@ -85,7 +85,7 @@ func BenchmarkEventsPage(b *testing.B) {
 			if !strings.Contains(page, bc.want) {
 				b.Fatalf("%s does not show %q", bc.target, bc.want)
 			}
-			if bc.name != "search" && strings.Count(page, `<td class="id"><a`) != pageSize {
+			if bc.name != "search" && strings.Count(page, `data-label="Event id"><a`) != pageSize {
 				b.Fatalf("%s: not a page of %d events", bc.target, pageSize)
 			}
 			b.ReportAllocs()

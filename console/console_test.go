@@ -359,7 +359,7 @@ func TestPagesPaging(t *testing.T) {
 		ids = append(ids, f.spoolEvent("shop", fmt.Sprintf("evt_%03d", i), nil, "{}"))
 	}
 	page1 := f.get("/events")
-	if n := strings.Count(page1, `<td class="id"><a`); n != pageSize {
+	if n := strings.Count(page1, `data-label="Event id"><a`); n != pageSize {
 		t.Fatalf("first page: %d events, want %d", n, pageSize)
 	}
 	older := regexp.MustCompile(`href="\./(events\?after=\d+)" rel="next"`).FindStringSubmatch(page1)
@@ -367,7 +367,7 @@ func TestPagesPaging(t *testing.T) {
 		t.Fatalf("first page: Older link %v, want after=%d", older, ids[30])
 	}
 	page2 := f.get("/" + older[1])
-	if n := strings.Count(page2, `<td class="id"><a`); n != 30 || !strings.Contains(page2, "evt_000") || strings.Contains(page2, "evt_030") {
+	if n := strings.Count(page2, `data-label="Event id"><a`); n != 30 || !strings.Contains(page2, "evt_000") || strings.Contains(page2, "evt_030") {
 		t.Errorf("second page: %d events", n)
 	}
 	if strings.Contains(page2, `rel="next"`) || !strings.Contains(page2, `>Newest</a>`) {
