@@ -91,6 +91,7 @@ func (d *delivery) log(outcome, reason string, status int) {
 // logAt is log at the given level rather than the outcome's.
 func (d *delivery) logAt(level zapcore.Level, outcome, reason string, status int) {
 	d.h.metrics.countEvent(outcome)
+	d.noteOutcome(outcome, reason, status) // the console's recent outcomes
 	facts := outcomes[outcome]
 	ce := d.h.logger.Check(level, facts.message)
 	if ce == nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -321,4 +322,45 @@ func TestSpoolDiskFull(t *testing.T) {
 	defer s2.Close()
 	check(s2)
 	t.Logf("%d events of 4 KiB stored before the file was full", stored)
+}
+
+// TestSpoolListText: the console's search finds events by id, type or last
+// error in any ASCII case, or by their number; the raw pre-filter never
+// hides a match that JSON wrote escaped, and a header's text matches
+// nothing.
+func TestSpoolListText(t *testing.T) {
+	s, err := Open(Config{Path: filepath.Join(t.TempDir(), "ledger.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	at := time.Unix(1_700_000_000, 0)
+	plain, _ := spoolOne(t, s, "shop", "evt_Plain_1", []byte("{}"), at)
+	marked, _ := spoolOne(t, s, "shop", `evt_<b>&"x"`, []byte("{}"), at)
+	accent, _ := spoolOne(t, s, "shop", "evt_café", []byte("{}"), at)
+	search := func(text string) []uint64 {
+		t.Helper()
+		got, err := s.List(context.Background(), spool.Filter{Text: text}, spool.Page{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []uint64
+		for _, r := range got {
+			ids = append(ids, r.ID)
+		}
+		return ids
+	}
+	for text, want := range map[string][]uint64{
+		"PLAIN_1":                         {plain.ID},
+		"SUCCEEDED":                       {accent.ID, marked.ID, plain.ID},
+		`<b>&"x"`:                         {marked.ID},
+		"café":                            {accent.ID},
+		strconv.FormatUint(marked.ID, 10): {marked.ID},
+		"application/json":                nil, // a header, not searched
+		"evt_none":                        nil,
+	} {
+		if got := search(text); !slices.Equal(got, want) {
+			t.Errorf("search %q: %v, want %v", text, got, want)
+		}
+	}
 }
