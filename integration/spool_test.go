@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"time"
 
 	"github.com/hookguard/caddy-webhook-guard/internal/testkit"
+	"github.com/hookguard/caddy-webhook-guard/verify"
 )
 
 // The spool's integration tests: the built Caddy with a `spool` block in front of a real HTTP
@@ -108,7 +110,7 @@ func (b *spoolBackend) stop() {
 func (b *spoolBackend) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	a := arrival{
-		at: time.Now(), eventID: r.Header.Get("Webhook-Guard-Event-Id"), method: r.Method,
+		at: time.Now(), eventID: headerEventID(b.t, r.Header.Get("Webhook-Guard-Event-Id")), method: r.Method,
 		path: r.URL.Path, query: r.URL.RawQuery, header: r.Header.Clone(), body: body,
 	}
 	a.attempt, _ = strconv.Atoi(r.Header.Get("Webhook-Guard-Attempt"))
@@ -822,4 +824,19 @@ func TestSpoolDeliversToTheHandlerThatAccepted(t *testing.T) {
 			}
 		}
 	}
+}
+
+// headerEventID is the event id a Webhook-Guard-Event-Id carries: the id
+// itself, or decoded from its header-safe base64 form (verify.HeaderEventID).
+func headerEventID(t testing.TB, v string) string {
+	enc, ok := strings.CutPrefix(v, verify.HeaderIDBase64Prefix)
+	if !ok {
+		return v
+	}
+	id, err := base64.RawURLEncoding.DecodeString(enc)
+	if err != nil {
+		t.Errorf("Webhook-Guard-Event-Id %q: not base64url: %v", v, err)
+		return v
+	}
+	return string(id)
 }
