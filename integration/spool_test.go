@@ -343,7 +343,8 @@ func spoolSecrets(g *guard) {
 // spool) every try fails and the events are lost. The backend stays down for the senders' ten
 // seconds of tries and comes back after their last try (a longer outage changes nothing but the
 // wall time: the provider has given up either way); the spooled events then arrive at their
-// third attempt, on the spool's own schedule (about 5s, then 30s).
+// next attempt, on the spool's schedule (`backoff 1s` here: a test does not wait on the
+// default 5s, 30s, ...).
 func TestSpoolKeepsEventsWhileBackendDown(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs Caddy")
@@ -351,7 +352,7 @@ func TestSpoolKeepsEventsWhileBackendDown(t *testing.T) {
 	key := newSecret(t, "ivpay_spool_")
 	backend := newSpoolBackend(t)
 	g := startGuard(t, globalOptions()+site(
-		spoolRoute("/ivpay/spooled", spoolGuard("spooled", backend.addr)),
+		spoolRoute("/ivpay/spooled", spoolGuard("spooled", backend.addr, "backoff 1s")),
 		guardRoute("/ivpay/direct", "ivpay {\n api_key {env.IVPAY_KEY}\n allow_ips 127.0.0.1\n scope direct\n}", backend.addr, ""),
 	), map[string]string{"IVPAY_KEY": key})
 	spoolSecrets(g)
@@ -425,7 +426,7 @@ func TestSpoolDeliversAfterRestartAndKill(t *testing.T) {
 	key := newSecret(t, "ivpay_restart_")
 	backend := newSpoolBackend(t)
 	dir := t.TempDir()
-	cfg := globalOptions() + site(spoolRoute("/ivpay", spoolGuard("ivpay", backend.addr)))
+	cfg := globalOptions() + site(spoolRoute("/ivpay", spoolGuard("ivpay", backend.addr, "backoff 1s")))
 	env := map[string]string{"IVPAY_KEY": key}
 	send := func(g *guard, count int) map[string][]byte {
 		events := map[string][]byte{}
@@ -495,8 +496,8 @@ func TestSpoolDeadRetryPauseDiscard(t *testing.T) {
 	backend.setAnswer(func(arrival) (int, string) { return http.StatusInternalServerError, "1" })
 	backend.start()
 	g := startGuard(t, globalOptions()+site(
-		spoolRoute("/ivpay/held", spoolGuard("held", backend.addr, "max_attempts 2")),
-		spoolRoute("/ivpay/other", spoolGuard("other", backend.addr)),
+		spoolRoute("/ivpay/held", spoolGuard("held", backend.addr, "max_attempts 2", "backoff 1s")),
+		spoolRoute("/ivpay/other", spoolGuard("other", backend.addr, "backoff 1s")),
 	), map[string]string{"IVPAY_KEY": key})
 	spoolSecrets(g)
 	mark := g.LogMark()
@@ -638,7 +639,7 @@ func TestSpoolHonoursRetryAfter(t *testing.T) {
 		return http.StatusOK, ""
 	})
 	backend.start()
-	g := startGuard(t, globalOptions()+site(spoolRoute("/ivpay", spoolGuard("ivpay", backend.addr))), map[string]string{"IVPAY_KEY": key})
+	g := startGuard(t, globalOptions()+site(spoolRoute("/ivpay", spoolGuard("ivpay", backend.addr, "backoff 1s"))), map[string]string{"IVPAY_KEY": key})
 	spoolSecrets(g)
 	pay := newID(t, "pay_ra")
 	expectDropped(t, "event", g.post("/ivpay", ivpayHeaders(key), ivpayEvent(pay)), "spooled")
