@@ -60,17 +60,6 @@ func get(t testing.TB, s *spool.Spool, id uint64) (spool.Record, bool) {
 	return rec, ok
 }
 
-// waitUntil polls cond until it holds, failing t after timeout.
-func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 func TestParseRetryAfter(t *testing.T) {
 	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
@@ -170,7 +159,7 @@ func waitPass(t *testing.T, w *spool.Spool) {
 	t.Helper()
 	started, _ := w.Passes()
 	w.Wake()
-	waitUntil(t, 10*time.Second, "a dispatch pass", func() bool {
+	dedupetest.WaitUntil(t, 10*time.Second, "a dispatch pass", func() bool {
 		_, done := w.Passes()
 		return done > started && w.InFlightCount() == 0
 	})
@@ -273,7 +262,7 @@ func TestSpoolWorkerSchedule(t *testing.T) {
 
 	// max_age: an event older than it dies without an attempt.
 	old := spoolOne(t, w, "shop", "evt_old", nil, clock.Now().Add(-3*time.Hour))
-	waitUntil(t, 10*time.Second, "old event dead", func() bool {
+	dedupetest.WaitUntil(t, 10*time.Second, "old event dead", func() bool {
 		got, _ := get(t, w, old.ID)
 		return got.State == spool.Dead
 	})
@@ -308,7 +297,7 @@ func TestSpoolWorkerMaxAge(t *testing.T) {
 	}
 	clock.Advance(5 * time.Second)
 	w.Wake()
-	waitUntil(t, 10*time.Second, "dead at max_age", func() bool {
+	dedupetest.WaitUntil(t, 10*time.Second, "dead at max_age", func() bool {
 		got, _ := get(t, w, rec.ID)
 		return got.State == spool.Dead
 	})
@@ -344,7 +333,7 @@ func TestSpoolWorkerConcurrency(t *testing.T) {
 	for i := range 20 {
 		spoolOne(t, w, "shop", "evt_"+strconv.Itoa(i), nil, clock.Now())
 	}
-	waitUntil(t, 10*time.Second, "3 attempts in flight", func() bool {
+	dedupetest.WaitUntil(t, 10*time.Second, "3 attempts in flight", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return inFlight == 3
@@ -362,7 +351,7 @@ func TestSpoolWorkerConcurrency(t *testing.T) {
 	if most != 3 || len(seen) != 20 {
 		t.Fatalf("most in flight %d (want 3), delivered %d distinct (want 20)", most, len(seen))
 	}
-	waitUntil(t, 10*time.Second, "spool empty", func() bool {
+	dedupetest.WaitUntil(t, 10*time.Second, "spool empty", func() bool {
 		l, _ := w.List(context.Background(), spool.Filter{}, spool.Page{})
 		return len(l) == 0
 	})
@@ -596,7 +585,7 @@ func TestOrphansReported(t *testing.T) {
 	clock.Advance(spool.CountsEvery + time.Second)
 	w.Wake()
 	var r []spool.Orphans
-	waitUntil(t, 10*time.Second, "an orphan report", func() bool {
+	dedupetest.WaitUntil(t, 10*time.Second, "an orphan report", func() bool {
 		select {
 		case r = <-reports:
 			return true
