@@ -637,7 +637,6 @@ func TestConfig(t *testing.T) {
 	}
 }
 
-
 func TestLedgerContract(t *testing.T) {
 	dedupetest.Contract(t, time.Second, func(t *testing.T, maxEvents int64) dedupetest.ContractStore {
 		s, clock := newTestFile(t, Config{MaxEvents: maxEvents})

@@ -60,7 +60,6 @@ func get(t testing.TB, s *spool.Spool, id uint64) (spool.Record, bool) {
 	return rec, ok
 }
 
-
 func TestParseRetryAfter(t *testing.T) {
 	now := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
 	for _, c := range []struct {
