@@ -33,8 +33,39 @@ type RedisOptions struct {
 	// Password, when set, is required of clients (requirepass) and appears
 	// in URL.
 	Password string
+	// Valkey runs valkey-server (Valkey 8: it has WAITAOF) instead of
+	// redis-server (Debian 12's Redis 7.0: it has not).
+	Valkey bool
+	// AppendFsync, when set ("always", "everysec" or "no"), turns the
+	// append-only file on with that fsync policy; by default persistence is
+	// off (no append-only file, no snapshots).
+	AppendFsync string
 	// Args are extra redis-server arguments, such as "--maxmemory", "1mb".
 	Args []string
+}
+
+// ValkeyBinary is the Valkey server StartRedisWith runs for
+// RedisOptions.Valkey.
+const ValkeyBinary = "valkey-server"
+
+// redisBinary finds the server o asks for, or fails (or skips, with
+// WEBHOOK_GUARD_SKIP_REDIS=1) t saying how to install it.
+func redisBinary(t testing.TB, o RedisOptions) string {
+	t.Helper()
+	SkipIfShort(t, "starts redis-server")
+	if os.Getenv(SkipRedisEnv) == "1" {
+		t.Skipf("%s=1: skipping a test that needs redis-server", SkipRedisEnv)
+	}
+	name, install := "redis-server", "apt-get install -y redis-server"
+	if o.Valkey {
+		name, install = ValkeyBinary, "apt-get install -y -t bookworm-backports valkey-server (Debian 12: add the bookworm-backports suite)"
+	}
+	bin, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("%s is not installed (%v): run `%s` "+
+			"(CI installs it), or set %s=1 to skip the Redis tests", name, err, install, SkipRedisEnv)
+	}
+	return bin
 }
 
 // RedisServer is a redis-server process started for one test: bound to
@@ -71,16 +102,11 @@ func StartRedis(t testing.TB) *RedisServer {
 // redis-server is installed). Under `go test -short` the test is skipped.
 func StartRedisWith(t testing.TB, o RedisOptions) *RedisServer {
 	t.Helper()
-	SkipIfShort(t, "starts redis-server")
-	if os.Getenv(SkipRedisEnv) == "1" {
-		t.Skipf("%s=1: skipping a test that needs redis-server", SkipRedisEnv)
-	}
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatalf("redis-server is not installed (%v): run `apt-get install -y redis-server` "+
-			"(CI installs it), or set %s=1 to skip the Redis tests", err, SkipRedisEnv)
-	}
+	bin := redisBinary(t, o)
 	s := &RedisServer{Password: o.Password, t: t, bin: bin, dir: t.TempDir()}
+	if o.AppendFsync != "" {
+		s.args = append(s.args, "--appendonly", "yes", "--appendfsync", o.AppendFsync)
+	}
 	s.args = append(s.args, o.Args...)
 	t.Cleanup(s.cleanup)
 
@@ -123,9 +149,33 @@ func (s *RedisServer) Stop() {
 	}
 }
 
+// Kill ends the server with SIGKILL, as a crash would (no final fsync, no
+// snapshot), and waits for it to exit. Call it from the test goroutine.
+func (s *RedisServer) Kill() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	cmd, done := s.cmd, s.done
+	s.cmd, s.done = nil, nil
+	_ = cmd.Process.Kill()
+	select {
+	case <-done:
+	case <-time.After(redisStopTimeout):
+		s.t.Fatalf("testkit: redis-server on %s (pid %d) did not exit after SIGKILL", s.Addr, cmd.Process.Pid)
+	}
+}
+
+// Dir is the server's data directory (its append-only file, when
+// AppendFsync is set).
+func (s *RedisServer) Dir() string { return s.dir }
+
 // Start starts a stopped server again on the same port with the same data
-// directory, and waits until it answers PING. Persistence is off, so it
-// starts empty. Call it from the test goroutine.
+// directory, and waits until it answers PING. Without AppendFsync
+// persistence is off, so it starts empty; with it, the server loads its
+// append-only file. Call it from the test goroutine.
 func (s *RedisServer) Start() {
 	s.t.Helper()
 	if err := s.start(); err != nil {
