@@ -237,10 +237,13 @@ func positiveArg(d *caddyfile.Dispenser, field *int) error {
 	return nil
 }
 
-// errSpoolStore explains why the spool needs the file store.
+// errSpoolStore explains why the spool needs the file or the redis store.
 func errSpoolStore(store string) error {
-	return fmt.Errorf("spool needs the file store (the default ledger), not %s: it stores the event and marks its id accepted in one ledger transaction; a spool shared by several Caddy instances is not supported yet", store)
+	return fmt.Errorf("spool needs the file store (the default ledger) or store redis (a spool shared by several Caddy instances), not %s: it stores the event and marks its id accepted in one write", store)
 }
+
+// spoolStoreTypes are the store types that can hold a spool.
+var spoolStoreTypes = map[string]bool{"": true, "file": true, "redis": true}
 
 // storeType is the type of the store module in raw ("" when not set).
 func storeType(raw json.RawMessage) string {
@@ -548,6 +551,14 @@ func (s *storeHandle) spoolOf() (*spool.Spool, error) {
 		return nil, errors.New("the store is not provisioned or holds no spool")
 	}
 	p.mu.Lock()
+	check := p.checkSpool
+	p.mu.Unlock()
+	if check != nil {
+		if err := check(); err != nil {
+			return nil, err
+		}
+	}
+	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.spool != nil {
 		return p.spool, nil
@@ -555,7 +566,13 @@ func (s *storeHandle) spoolOf() (*spool.Spool, error) {
 	sp := spool.New(p.spoolStore, spool.Options{
 		OnCounts: spoolGauges(),
 		OnLeaseError: func(err error) {
-			p.logger().Error("spool: the due events could not be read; retrying", zap.Error(err))
+			if errors.Is(err, dedupe.ErrDataLost) {
+				spoolDataLost.Inc()
+				p.logger().Error("spool: Redis lost the spool's data: the events it held are gone (delivered ones are not redelivered, undelivered ones are lost); the spool goes on from what Redis holds now. Check Redis' persistence (appendonly, its volume) and its logs",
+					zap.Error(err))
+				return
+			}
+			p.logger().Error("spool: the due events could not be read; retrying in a few seconds", zap.Error(err))
 		},
 	})
 	sp.Start()

@@ -550,7 +550,7 @@ func (s *Ledger) List(_ context.Context, f spool.Filter, p spool.Page) ([]spool.
 		c := tx.Bucket(bucketSpool).Cursor()
 		var k, v []byte
 		if p.After > 0 {
-			k, v = c.Seek(seqKey(p.After))
+			k, _ = c.Seek(seqKey(p.After))
 			if k != nil {
 				k, v = c.Prev()
 			} else {
