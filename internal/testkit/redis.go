@@ -3,12 +3,14 @@ package testkit
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,6 +83,12 @@ type RedisServer struct {
 	bin  string
 	dir  string
 	args []string
+	// sentinel: the process is a sentinel, whose configuration file
+	// (written in dir, which it rewrites) comes first.
+	sentinel string
+	// cli is the command-line client of the same flavour (redis-cli or
+	// valkey-cli).
+	cli string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -103,7 +111,7 @@ func StartRedis(t testing.TB) *RedisServer {
 func StartRedisWith(t testing.TB, o RedisOptions) *RedisServer {
 	t.Helper()
 	bin := redisBinary(t, o)
-	s := &RedisServer{Password: o.Password, t: t, bin: bin, dir: t.TempDir()}
+	s := &RedisServer{Password: o.Password, t: t, bin: bin, dir: t.TempDir(), cli: cliOf(o)}
 	if o.AppendFsync != "" {
 		s.args = append(s.args, "--appendonly", "yes", "--appendfsync", o.AppendFsync)
 	}
@@ -191,13 +199,24 @@ func (s *RedisServer) start() error {
 		return fmt.Errorf("redis-server on %s is already running", s.Addr)
 	}
 	_, port, _ := net.SplitHostPort(s.Addr)
-	args := []string{
+	var args []string
+	if s.sentinel != "" {
+		conf := filepath.Join(s.dir, "sentinel.conf")
+		if _, err := os.Stat(conf); err != nil { // a restart keeps what the sentinel learnt
+			if err := os.WriteFile(conf, []byte(s.sentinel), 0o600); err != nil {
+				return err
+			}
+		}
+		args = append(args, conf, "--sentinel")
+	}
+	args = append(args,
 		"--port", port,
 		"--bind", "127.0.0.1",
-		"--save", "",
-		"--appendonly", "no",
 		"--dir", s.dir,
 		"--daemonize", "no",
+	)
+	if s.sentinel == "" {
+		args = append(args, "--save", "", "--appendonly", "no")
 	}
 	if s.Password != "" {
 		args = append(args, "--requirepass", s.Password)
@@ -363,4 +382,149 @@ func (l *redisLog) tail(n int) string {
 		b = b[len(b)-n:]
 	}
 	return string(b)
+}
+
+// cliOf is the command-line client of the server o runs.
+func cliOf(o RedisOptions) string {
+	if o.Valkey {
+		return "valkey-cli"
+	}
+	return "redis-cli"
+}
+
+// redisSetupTimeout bounds the setup of a cluster or a sentinel's view of
+// its primary.
+const redisSetupTimeout = 30 * time.Second
+
+// CLI runs the server's command-line client (redis-cli or valkey-cli)
+// against it with args and returns its output; an error fails the test.
+func (s *RedisServer) CLI(args ...string) string {
+	s.t.Helper()
+	_, port, _ := net.SplitHostPort(s.Addr)
+	out, err := runRedisCLI(s.cli, append([]string{"-h", "127.0.0.1", "-p", port}, args...)...)
+	if err != nil {
+		s.t.Fatalf("testkit: %s %s: %v\n%s", s.cli, strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(out)
+}
+
+// runRedisCLI runs a command-line client, bounded.
+func runRedisCLI(cli string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), redisSetupTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput()
+	return string(out), err
+}
+
+// StartSentinel starts a sentinel (the server binary with --sentinel, as
+// redis-sentinel is) watching primary under masterName, with a quorum of
+// one and a primary judged down after downAfter. t.Cleanup stops it.
+func StartSentinel(t testing.TB, masterName string, primary *RedisServer, downAfter time.Duration, o RedisOptions) *RedisServer {
+	t.Helper()
+	bin := redisBinary(t, o)
+	host, port, _ := net.SplitHostPort(primary.Addr)
+	conf := fmt.Sprintf("sentinel monitor %s %s %s 1\n"+
+		"sentinel down-after-milliseconds %s %d\n"+
+		"sentinel failover-timeout %s 10000\n"+
+		"sentinel parallel-syncs %s 1\n",
+		masterName, host, port, masterName, downAfter.Milliseconds(), masterName, masterName)
+	if primary.Password != "" {
+		conf += fmt.Sprintf("sentinel auth-pass %s %s\n", masterName, primary.Password)
+	}
+	s := &RedisServer{Password: o.Password, t: t, bin: bin, dir: t.TempDir(), sentinel: conf, cli: cliOf(o)}
+	if o.Password != "" {
+		s.sentinel += "requirepass " + o.Password + "\n"
+	}
+	t.Cleanup(s.cleanup)
+	var lastErr error
+	for range 3 {
+		p, err := redisFreePort()
+		if err != nil {
+			t.Fatalf("testkit: no free port for a sentinel: %v", err)
+		}
+		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+		if lastErr = s.start(); lastErr == nil {
+			return s
+		}
+	}
+	t.Fatalf("testkit: %v", lastErr)
+	return nil
+}
+
+// SentinelPrimary asks the sentinel where the primary of masterName is
+// (SENTINEL GET-MASTER-ADDR-BY-NAME) and returns its host:port.
+func (s *RedisServer) SentinelPrimary(masterName string) string {
+	s.t.Helper()
+	lines := strings.Fields(s.CLI("SENTINEL", "GET-MASTER-ADDR-BY-NAME", masterName))
+	if len(lines) != 2 {
+		s.t.Fatalf("testkit: sentinel %s: no primary for %s: %q", s.Addr, masterName, lines)
+	}
+	return net.JoinHostPort(lines[0], lines[1])
+}
+
+// WaitSentinelPrimary waits (bounded) until the sentinel names addr as the
+// primary of masterName and sees at least replicas replicas of it.
+func (s *RedisServer) WaitSentinelPrimary(masterName, addr string, replicas int) {
+	s.t.Helper()
+	deadline := time.Now().Add(redisSetupTimeout)
+	for {
+		if s.SentinelPrimary(masterName) == addr {
+			n := 0
+			for _, l := range strings.Split(s.CLI("SENTINEL", "REPLICAS", masterName), "\n") {
+				if strings.TrimSpace(l) == "flags" {
+					n++
+				}
+			}
+			if n >= replicas {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("testkit: sentinel %s does not name %s the primary of %s with %d replicas within %v", s.Addr, addr, masterName, replicas, redisSetupTimeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// WaitReplicaInSync waits (bounded) until the server, a replica, reports
+// its link to the primary up.
+func (s *RedisServer) WaitReplicaInSync() {
+	s.t.Helper()
+	deadline := time.Now().Add(redisSetupTimeout)
+	for !strings.Contains(s.CLI("INFO", "replication"), "master_link_status:up") {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("testkit: replica %s not in sync within %v", s.Addr, redisSetupTimeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// StartCluster starts n servers with cluster mode on, makes them one
+// Redis Cluster of n primaries (the client's --cluster create) and waits
+// until every node says the cluster is ok. t.Cleanup stops them.
+func StartCluster(t testing.TB, n int, o RedisOptions) []*RedisServer {
+	t.Helper()
+	var nodes []*RedisServer
+	var addrs []string
+	for range n {
+		no := o
+		no.Args = append(append([]string(nil), o.Args...), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000")
+		srv := StartRedisWith(t, no)
+		nodes = append(nodes, srv)
+		addrs = append(addrs, srv.Addr)
+	}
+	args := append(append([]string{"--cluster", "create"}, addrs...), "--cluster-yes")
+	if out, err := runRedisCLI(cliOf(o), args...); err != nil {
+		t.Fatalf("testkit: %s %s: %v\n%s", cliOf(o), strings.Join(args, " "), err, out)
+	}
+	deadline := time.Now().Add(redisSetupTimeout)
+	for _, node := range nodes {
+		for !strings.Contains(node.CLI("CLUSTER", "INFO"), "cluster_state:ok") {
+			if time.Now().After(deadline) {
+				t.Fatalf("testkit: cluster node %s not ok within %v", node.Addr, redisSetupTimeout)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return nodes
 }
