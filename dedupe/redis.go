@@ -300,6 +300,12 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 	}
 	dial := firstPositive(cfg.DialTimeout, opt.DialTimeout, DefaultRedisDialTimeout)
 	read := firstPositive(cfg.ReadTimeout, opt.ReadTimeout, DefaultRedisReadTimeout)
+	waitTimeout := firstPositive(cfg.WaitTimeout, DefaultRedisWaitTimeout)
+	// The sockets' read deadline leaves room for WAITAOF's wait, which a
+	// pipeline reads with the client's read timeout; every operation is
+	// bounded by its context (opTimeout, or opTimeout + waitTimeout for a
+	// write that waits), which go-redis applies when it is sooner.
+	socketRead := read + waitTimeout
 	write := firstPositive(cfg.WriteTimeout, opt.WriteTimeout, DefaultRedisWriteTimeout)
 	pool := firstPositive(cfg.PoolSize, opt.PoolSize, 10*runtime.GOMAXPROCS(0))
 	tag := "{" + prefix + "}"
@@ -312,7 +318,7 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 		maxEvents:     cfg.MaxEvents,
 		index:         tag + redisIndexKey,
 		replicas:      cfg.Replicas,
-		waitTimeout:   firstPositive(cfg.WaitTimeout, DefaultRedisWaitTimeout),
+		waitTimeout:   waitTimeout,
 		now:           cfg.Now,
 		onEvicting:    cfg.OnEvictingPolicy,
 		onUnconfirmed: cfg.OnUnconfirmed,
@@ -333,7 +339,7 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 	case 0:
 		s.where = opt.Addr
 		o := *opt
-		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolSize = dial, read, write, pool
+		o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolSize = dial, socketRead, write, pool
 		// Socket deadlines follow the operation's context, which is
 		// bounded by opTimeout below.
 		o.ContextTimeoutEnabled = true
@@ -356,7 +362,7 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 			ClientName:       opt.ClientName,
 
 			DialTimeout:           dial,
-			ReadTimeout:           read,
+			ReadTimeout:           socketRead,
 			WriteTimeout:          write,
 			ContextTimeoutEnabled: true,
 			DialerRetries:         1,
@@ -386,7 +392,7 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 			ClientName: opt.ClientName,
 
 			DialTimeout:           dial,
-			ReadTimeout:           read,
+			ReadTimeout:           socketRead,
 			WriteTimeout:          write,
 			ContextTimeoutEnabled: true,
 			DialerRetries:         1,

@@ -552,7 +552,7 @@ func TestRedisConfig(t *testing.T) {
 	if s.prefix != DefaultRedisPrefix || o.Addr != "127.0.0.1:6380" || o.DB != 3 || o.TLSConfig != nil {
 		t.Errorf("prefix %q addr %q db %d tls %v", s.prefix, o.Addr, o.DB, o.TLSConfig != nil)
 	}
-	if o.DialTimeout != DefaultRedisDialTimeout || o.ReadTimeout != DefaultRedisReadTimeout ||
+	if o.DialTimeout != DefaultRedisDialTimeout || o.ReadTimeout != DefaultRedisReadTimeout+DefaultRedisWaitTimeout ||
 		o.WriteTimeout != DefaultRedisWriteTimeout || !o.ContextTimeoutEnabled {
 		t.Errorf("timeouts: dial %v read %v write %v context %v", o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.ContextTimeoutEnabled)
 	}
@@ -581,7 +581,7 @@ func TestRedisConfig(t *testing.T) {
 	if o.Username != "alice" || o.Password != "pw" || o.DB != 1 || s.prefix != "p:" {
 		t.Errorf("user %q db %d prefix %q", o.Username, o.DB, s.prefix)
 	}
-	if o.ReadTimeout != 500*time.Millisecond || o.DialTimeout != 4*time.Second || o.PoolSize != 9 || o.MaxRetries != 0 {
+	if o.ReadTimeout != 500*time.Millisecond+DefaultRedisWaitTimeout || o.DialTimeout != 4*time.Second || o.PoolSize != 9 || o.MaxRetries != 0 {
 		t.Errorf("read %v dial %v pool %d retries %d", o.ReadTimeout, o.DialTimeout, o.PoolSize, o.MaxRetries)
 	}
 	if s.opTimeout != 500*time.Millisecond+redisOpSlack {
