@@ -501,7 +501,15 @@ const spoolWriteTimeout = 30 * time.Second
 // spooled; the spool delivers it.
 func (d *delivery) spoolEvent(w http.ResponseWriter, body []byte, claim dedupe.Claim) error {
 	h, r := d.h, d.r
-	defer func() { _ = h.store.Release(context.WithoutCancel(r.Context()), claim) }()
+	stored := false
+	defer func() {
+		// Once stored, the key is accepted and the store has let the claim
+		// go (the ledger) or holds no token any more (Redis): a release
+		// would only cost a round trip.
+		if !stored {
+			_ = h.store.Release(context.WithoutCancel(r.Context()), claim)
+		}
+	}()
 	proto := "http"
 	if r.TLS != nil {
 		proto = "https"
@@ -538,6 +546,7 @@ func (d *delivery) spoolEvent(w http.ResponseWriter, body []byte, claim dedupe.C
 		d.drop(w, outcomeDuplicate, "event already accepted")
 		return nil
 	}
+	stored = true
 	d.drop(w, outcomeSpooled, "event stored; id %d", rec.ID)
 	return nil
 }
