@@ -36,12 +36,24 @@ type waitAOFer interface {
 }
 
 // probePersistence asks c what Persistence says; false when c failed
-// (not an answer of the server's: the connection broke).
+// (not an answer of the server's: the connection broke) or is a sentinel's
+// (go-redis' failover client connects to the sentinels with the same
+// OnConnect).
 func probePersistence(ctx context.Context, c redis.Cmdable) (Persistence, bool) {
 	var p Persistence
 	answered := func(err error) bool {
 		var re redis.Error
 		return err == nil || errors.As(err, &re)
+	}
+	if pr, ok := c.(interface {
+		Process(ctx context.Context, cmd redis.Cmder) error
+	}); ok {
+		cmd := redis.NewSliceCmd(ctx, "role")
+		_ = pr.Process(ctx, cmd)
+		role, err := cmd.Result()
+		if !answered(err) || err == nil && len(role) > 0 && role[0] == "sentinel" {
+			return p, false
+		}
 	}
 	// WAITAOF 0 0 0 waits for nothing: it only says the command exists.
 	if w, ok := c.(waitAOFer); ok {

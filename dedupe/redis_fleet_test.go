@@ -548,3 +548,32 @@ func TestRedisSpoolWorker(t *testing.T) {
 	})
 	mustClaim(t, s, Key("shop", "ivy", "e1"), time.Minute, Delivered)
 }
+
+// go-redis' failover client runs OnConnect on its connections to the
+// sentinels too: what a sentinel answers is not taken for the primary's
+// persistence.
+func TestRedisPersistenceIgnoresSentinels(t *testing.T) {
+	t.Parallel()
+	o := testkit.RedisOptions{Valkey: true, AppendFsync: "everysec"}
+	primary := startRedisWith(t, o)
+	sentinel := testkit.StartSentinel(t, "mymaster", primary, time.Second, o)
+	ctx := context.Background()
+	for _, c := range []struct {
+		addr string
+		ok   bool
+	}{{sentinel.Addr, false}, {primary.Addr, true}} {
+		client := redis.NewClient(&redis.Options{Addr: c.addr})
+		p, ok := probePersistence(ctx, client)
+		_ = client.Close()
+		if ok != c.ok || ok && (!p.WaitAOF || p.AppendOnly != "yes" || p.ConfigRefused) {
+			t.Fatalf("%s: %+v, %v; want ok %v", c.addr, p, ok, c.ok)
+		}
+	}
+	// Through the failover client, the spool is accepted whichever
+	// connection comes first.
+	s := newTestRedisWith(t, RedisConfig{MasterName: "mymaster", SentinelAddrs: []string{sentinel.Addr}})
+	if _, err := s.CheckSpool(ctx, SpoolOptions{}); err != nil {
+		t.Fatalf("CheckSpool through Sentinel: %v", err)
+	}
+	mustSpool(t, s, "shop", "e1")
+}
