@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/hookguard/caddy-webhook-guard/dedupe"
 	"github.com/hookguard/caddy-webhook-guard/internal/testkit"
 )
 
@@ -396,4 +397,24 @@ func fleetSendUntilOK(t testing.TB, g *guard, key string, ev fleetEvent, outcome
 		}
 		time.Sleep(100 * time.Millisecond) // a provider's retry, sped up
 	}
+}
+
+// fleetSend2 sends ev to path on g and returns the answer.
+func fleetSend2(t testing.TB, g *guard, path, key string, ev fleetEvent) testkit.Response {
+	t.Helper()
+	resp, err := g.send(nil, http.MethodPost, path, ivpayHeaders(key), ev.body)
+	if err != nil {
+		t.Fatalf("POST %s: %v", path, err)
+	}
+	return resp
+}
+
+// dedupeKeyIvpay is the replay key of an IVPAY identity under the default scope ("" gives
+// the start every such key shares but its identity's length and value).
+func dedupeKeyIvpay(identity string) string {
+	k := dedupe.Key("ivpay", "ivpay", identity)
+	if identity == "" {
+		k = strings.TrimSuffix(k, "0:")
+	}
+	return k
 }

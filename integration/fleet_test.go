@@ -417,3 +417,47 @@ func TestFleetCluster(t *testing.T) {
 		t.Fatalf("CLUSTER KEYSLOT: %q", slot)
 	}
 }
+
+// TestFleetMoveFromFileSpool follows docs/several-instances.md: events pending in the file
+// spool when the route moves to store redis are delivered by a drain-only handler that keeps
+// the file store (same provider, scope and to, an allow-list nobody matches); new events go to
+// Redis; once the ledger is empty the drain handler is removed.
+func TestFleetMoveFromFileSpool(t *testing.T) {
+	testkit.SkipIfShort(t, "runs Caddy and redis-server")
+	srv := testkit.StartRedisWith(t, testkit.RedisOptions{AppendFsync: "always"})
+	backend := startFleetBackend(t)
+	backend.setStatus(http.StatusServiceUnavailable)
+	key := newSecret(t, "ivpay_move_")
+	fileGuard := "ivpay {\n api_key {env.IVPAY_KEY}\n allow_ips 127.0.0.1\n spool {\n  to " + backend.url() + "\n  backoff 1s\n }\n}"
+	drainGuard := "ivpay {\n api_key {env.IVPAY_KEY}\n allow_ips 192.0.2.1\n spool {\n  to " + backend.url() + "\n  backoff 1s\n }\n}"
+	redisGuard := "ivpay {\n api_key {env.IVPAY_KEY}\n allow_ips 127.0.0.1\n " + fleetRedisStore("30s") + "\n spool {\n  to " + backend.url() + "\n  backoff 1s\n }\n}"
+	g := startGuard(t, globalOptions()+site(spoolRoute("/ivpay", fileGuard)), map[string]string{"IVPAY_KEY": key, "REDIS_URL": srv.URL()})
+	spoolSecrets(g)
+	var old []string
+	for range 5 {
+		old = append(old, fleetSpool(t, g, key, "pay_file").id)
+	}
+	g.Reload(t, globalOptions()+site(spoolRoute("/ivpay", redisGuard), spoolRoute("/drain-only/ivpay", drainGuard)))
+	var fresh []string
+	for range 5 {
+		fresh = append(fresh, fleetSpool(t, g, key, "pay_redis").id)
+	}
+	// The drain handler accepts nothing.
+	expectStatus(t, "an event to the drain handler", fleetSend2(t, g, "/drain-only/ivpay", key, newFleetEvent(t, "pay_drain")), http.StatusForbidden)
+	backend.setStatus(http.StatusOK)
+	backend.waitAccepted(append(old, fresh...)...)
+	rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rc.Close()
+	// The new events' ids are remembered in Redis (ivpay's identity is a digest of the
+	// signed bytes: count the keys of its scope).
+	if keys, err := rc.Keys(context.Background(), "{webhook_guard:}"+dedupeKeyIvpay("")+"*").Result(); err != nil || len(keys) < len(fresh) {
+		t.Errorf("Redis remembers %d ids of scope ivpay (%v), want at least %d", len(keys), err, len(fresh))
+	}
+	if list := spoolList(t, g, ""); len(list) != 0 {
+		t.Fatalf("after the drain the spools list %d events: %+v", len(list), list)
+	}
+	g.Reload(t, globalOptions()+site(spoolRoute("/ivpay", redisGuard)))
+	last := fleetSpool(t, g, key, "pay_last")
+	backend.waitAccepted(last.id)
+	expectFleetDelivery(t, backend, last)
+}
