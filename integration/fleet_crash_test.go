@@ -66,12 +66,6 @@ type fleetCrash struct {
 	requests, unanswered, spooled, duplicates, conflicts, forgedRefused, copies int
 }
 
-func (f *fleetCrash) problem(format string, args ...any) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.problems = append(f.problems, fmt.Sprintf(format, args...))
-}
-
 // TestFleetCrashLoop: three instances share a spool on one redis-server (7.0, appendfsync
 // always, lease 2s). Four senders post new IVPAY events, copies of events already sent (to
 // another instance), and now and then one with a wrong key, to a random live instance; a
