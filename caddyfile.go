@@ -269,7 +269,7 @@ func (h *Handler) checkCaddyfile(directive caddyfile.Token, at map[string][]cadd
 		switch t := storeType(h.StoreRaw); {
 		case h.DedupeOff:
 			return errAt("spool", errSpoolStore("dedupe off"))
-		case t != "" && t != "file":
+		case !spoolStoreTypes[t]:
 			return errAt("store", errSpoolStore("store "+t))
 		case h.ForwardCredentials:
 			return errAt("forward_credentials", errors.New("forward_credentials: the spool never stores a credential, so it cannot forward one"))

@@ -47,7 +47,7 @@ type handlerMetrics struct {
 // returns the recorder of one handler's deliveries.
 func registerMetrics(reg *prometheus.Registry, logger *zap.Logger, provider string) *handlerMetrics {
 	if reg != nil {
-		for _, c := range []prometheus.Collector{eventsTotal, verifySeconds, commitRetries, spoolEvents, spoolOldestPending, spoolPaused, deliveryAttempts, spoolDeadTotal} {
+		for _, c := range []prometheus.Collector{eventsTotal, verifySeconds, commitRetries, spoolEvents, spoolOldestPending, spoolPaused, deliveryAttempts, spoolDeadTotal, spoolDataLost} {
 			if err := reg.Register(c); err != nil {
 				var already prometheus.AlreadyRegisteredError
 				if !errors.As(err, &already) {

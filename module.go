@@ -100,7 +100,8 @@ type Handler struct {
 	// Spool, when set, makes the guard acknowledge each verified, first-seen
 	// event once it is on disk (200, Webhook-Guard-Outcome: spooled) and
 	// deliver it itself, with retries, to the backend: the handler is then
-	// the last of its route. It needs the file store.
+	// the last of its route. It needs the file store (one Caddy) or the
+	// redis store (a spool shared by every instance on that Redis).
 	Spool *SpoolConfig `json:"spool,omitempty"`
 	// DeclaredAt is where the handler was declared, "<file>:<line>", filled
 	// in by the Caddyfile adapter. It names the handler, with its route, in
@@ -199,7 +200,7 @@ func (h *Handler) provision(ctx caddy.Context) error {
 	if h.Spool != nil && h.DedupeOff {
 		return errSpoolStore("dedupe off")
 	}
-	if t := storeType(h.StoreRaw); h.Spool != nil && t != "" && t != "file" {
+	if t := storeType(h.StoreRaw); h.Spool != nil && !spoolStoreTypes[t] {
 		return errSpoolStore("store " + t)
 	}
 	if h.Spool != nil && h.ForwardCredentials {

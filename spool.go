@@ -239,10 +239,13 @@ func positiveArg(d *caddyfile.Dispenser, field *int) error {
 	return nil
 }
 
-// errSpoolStore explains why the spool needs the file store.
+// errSpoolStore explains why the spool needs the file or the redis store.
 func errSpoolStore(store string) error {
-	return fmt.Errorf("spool needs the file store (the default ledger), not %s: it stores the event and marks its id accepted in one ledger transaction; a spool shared by several Caddy instances is not supported yet", store)
+	return fmt.Errorf("spool needs the file store (the default ledger) or store redis (a spool shared by several Caddy instances), not %s: it stores the event and marks its id accepted in one write", store)
 }
+
+// spoolStoreTypes are the store types that can hold a spool.
+var spoolStoreTypes = map[string]bool{"": true, "file": true, "redis": true}
 
 // storeType is the type of the store module in raw ("" when not set).
 func storeType(raw json.RawMessage) string {
@@ -503,7 +506,15 @@ const spoolWriteTimeout = 30 * time.Second
 // spooled; the spool delivers it.
 func (d *delivery) spoolEvent(w http.ResponseWriter, body []byte, claim dedupe.Claim) error {
 	h, r := d.h, d.r
-	defer func() { _ = h.store.Release(context.WithoutCancel(r.Context()), claim) }()
+	stored := false
+	defer func() {
+		// Once stored, the key is accepted and the store has let the claim
+		// go (the ledger) or holds no token any more (Redis): a release
+		// would only cost a round trip.
+		if !stored {
+			_ = h.store.Release(context.WithoutCancel(r.Context()), claim)
+		}
+	}()
 	proto := "http"
 	if r.TLS != nil {
 		proto = "https"
@@ -540,6 +551,7 @@ func (d *delivery) spoolEvent(w http.ResponseWriter, body []byte, claim dedupe.C
 		d.drop(w, outcomeDuplicate, "event already accepted")
 		return nil
 	}
+	stored = true
 	d.drop(w, outcomeSpooled, "event stored; id %d", rec.ID)
 	return nil
 }
@@ -551,6 +563,14 @@ func (s *storeHandle) spoolOf() (*spool.Spool, error) {
 	p := s.pooled
 	if p == nil || p.spoolStore == nil && !p.validationOnly {
 		return nil, errors.New("the store is not provisioned or holds no spool")
+	}
+	p.mu.Lock()
+	check := p.checkSpool
+	p.mu.Unlock()
+	if check != nil {
+		if err := check(); err != nil {
+			return nil, err
+		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -565,7 +585,13 @@ func (s *storeHandle) spoolOf() (*spool.Spool, error) {
 		Now:      func() time.Time { return now() },
 		OnCounts: spoolGauges(),
 		OnLeaseError: func(err error) {
-			p.logger().Error("spool: the due events could not be read; retrying", zap.Error(err))
+			if errors.Is(err, dedupe.ErrDataLost) {
+				spoolDataLost.Inc()
+				p.logger().Error("spool: Redis lost the spool's data: the events it held are gone (delivered ones are not redelivered, undelivered ones are lost); the spool goes on from what Redis holds now. Check Redis' persistence (appendonly, its volume) and its logs",
+					zap.Error(err))
+				return
+			}
+			p.logger().Error("spool: the due events could not be read; retrying in a few seconds", zap.Error(err))
 		},
 		OnOrphans: func(orphans []spool.Orphans) {
 			for _, o := range orphans {

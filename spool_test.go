@@ -65,16 +65,15 @@ func spoolGuardIn(t *testing.T, dir string, spool *SpoolConfig) *Handler {
 	return h
 }
 
-// The spool refuses a store that is not the ledger, and a missing or bad
-// `to`, at provisioning (JSON configs), naming why.
+// The spool refuses a store that is neither the ledger nor Redis, and a
+// missing or bad `to`, at provisioning (JSON configs), naming why.
 func TestSpoolProvisionErrors(t *testing.T) {
 	to := "http://127.0.0.1:9"
 	for _, c := range []struct {
 		h    Handler
 		want string
 	}{
-		{Handler{Provider: "ivy", Secrets: []string{"s"}, StoreRaw: memoryStore(7), Spool: &SpoolConfig{To: to}}, "spool needs the file store (the default ledger), not store memory"},
-		{Handler{Provider: "ivy", Secrets: []string{"s"}, StoreRaw: json.RawMessage(`{"type":"redis","url":"redis://127.0.0.1:1/0"}`), Spool: &SpoolConfig{To: to}}, "not store redis: it stores the event and marks its id accepted in one ledger transaction"},
+		{Handler{Provider: "ivy", Secrets: []string{"s"}, StoreRaw: memoryStore(7), Spool: &SpoolConfig{To: to}}, "spool needs the file store (the default ledger) or store redis (a spool shared by several Caddy instances), not store memory"},
 		{Handler{Provider: "ivy", Secrets: []string{"s"}, DedupeOff: true, Spool: &SpoolConfig{To: to}}, "not dedupe off"},
 		{Handler{Provider: "ivpay", APIKeys: []string{"k"}, ForwardCredentials: true, Spool: &SpoolConfig{To: to}}, "forward_credentials: the spool never stores a credential"},
 		{Handler{Provider: "ivy", Secrets: []string{"s"}, StoreRaw: json.RawMessage(`{"type":"file","path":"` + filepath.Join(t.TempDir(), "l.db") + `"}`), Spool: &SpoolConfig{}}, "spool: to is required"},
@@ -348,5 +347,42 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("%s: not within 10s", what)
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A spool in store redis needs a Redis that keeps every acknowledged
+// event: settings that would lose one fail the load, naming the setting
+// and the fix; a Redis that cannot be reached now does not (events are
+// refused until it answers).
+func TestSpoolRedisStoreChecks(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		o    *testkit.RedisOptions
+		want string
+	}{
+		{"appendonly no", &testkit.RedisOptions{}, "cannot hold a spool: appendonly is no: a Redis restart would lose every spooled event not yet delivered; set appendonly yes"},
+		{"everysec on 7.0", &testkit.RedisOptions{AppendFsync: "everysec"}, "appendfsync is everysec on a Redis without WAITAOF (before 7.2)"},
+		{"allkeys-lru", &testkit.RedisOptions{AppendFsync: "always", Args: []string{"--maxmemory-policy", "allkeys-lru"}}, "maxmemory-policy is allkeys-lru"},
+		{"always on 7.0", &testkit.RedisOptions{AppendFsync: "always"}, ""},
+		{"unreachable", nil, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			url := "redis://127.0.0.1:1/0"
+			if c.o != nil {
+				url = testkit.StartRedisWith(t, *c.o).URL()
+			}
+			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+			defer cancel()
+			h := Handler{Provider: "ivy", Secrets: []string{"s"}, StoreRaw: json.RawMessage(`{"type":"redis","url":"` + url + `","prefix":"` + c.name + `:"}`),
+				Spool: &SpoolConfig{To: "http://127.0.0.1:9"}}
+			err := h.Provision(ctx)
+			defer h.Cleanup()
+			switch {
+			case c.want == "" && err != nil:
+				t.Fatalf("Provision: %v", err)
+			case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+				t.Fatalf("Provision: %v, want %q", err, c.want)
+			}
+		})
 	}
 }

@@ -677,8 +677,9 @@ func (s *Ledger) IDs(_ context.Context, state spool.State, scope string) ([]uint
 
 // Lease implements spool.Store: it walks the due index in order (earliest
 // first), at most maxLeaseScan entries, going on where the last walk
-// stopped at that bound.
-func (s *Ledger) Lease(_ context.Context, now time.Time, offer func(spool.Due) spool.Verdict) (next time.Time, err error) {
+// stopped at that bound. The openings are not needed: offer says which
+// events the worker takes, and the others stay where they are.
+func (s *Ledger) Lease(_ context.Context, now time.Time, _ []spool.Opening, offer func(spool.Due) spool.Verdict) (next time.Time, err error) {
 	st := &s.spool
 	st.mu.Lock()
 	cursor := st.cursor

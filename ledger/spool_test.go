@@ -13,6 +13,7 @@ import (
 	"github.com/hookguard/caddy-webhook-guard/dedupe"
 	"github.com/hookguard/caddy-webhook-guard/dedupe/dedupetest"
 	"github.com/hookguard/caddy-webhook-guard/spool"
+	"github.com/hookguard/caddy-webhook-guard/spool/spooltest"
 )
 
 // listAll lists the events of state and scope, every page.
@@ -37,7 +38,7 @@ func listAll(t testing.TB, s *Ledger, state spool.State, scope string) ([]spool.
 func dueOrder(t testing.TB, s *Ledger, now time.Time) []uint64 {
 	t.Helper()
 	var due []uint64
-	if _, err := s.Lease(context.Background(), now, func(d spool.Due) spool.Verdict { due = append(due, d.ID); return spool.Skip }); err != nil {
+	if _, err := s.Lease(context.Background(), now, nil, func(d spool.Due) spool.Verdict { due = append(due, d.ID); return spool.Skip }); err != nil {
 		t.Fatal(err)
 	}
 	return due
@@ -363,4 +364,12 @@ func TestSpoolListText(t *testing.T) {
 			t.Errorf("search %q: %v, want %v", text, got, want)
 		}
 	}
+}
+
+// The ledger keeps the contract of every spool store.
+func TestSpoolContract(t *testing.T) {
+	spooltest.Contract(t, time.Hour, func(t *testing.T) spooltest.ContractStore {
+		s, clock := newTestFile(t, Config{})
+		return spooltest.ContractStore{Store: s, Now: clock.Now, Advance: clock.Advance}
+	})
 }

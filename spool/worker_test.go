@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -646,4 +648,91 @@ func TestDeadOn(t *testing.T) {
 	if got, _ := get(t, w, busy.ID); got.State != spool.Pending || got.Attempts < 30 || len(got.History) != spool.MaxHistory {
 		t.Fatalf("after 30 refusals: state %s, %d attempts, %d in history", got.State, got.Attempts, len(got.History))
 	}
+}
+
+// lossyStore is a ledger whose leases expire after expiry and whose events
+// come with losses: a stand-in for a shared store, to test what the worker
+// makes of them.
+type lossyStore struct {
+	*ledger.Ledger
+	losses  int
+	expiry  time.Duration
+	extends atomic.Int64
+}
+
+func (s *lossyStore) Lease(ctx context.Context, now time.Time, open []spool.Opening, offer func(spool.Due) spool.Verdict) (time.Time, error) {
+	return s.Ledger.Lease(ctx, now, open, func(d spool.Due) spool.Verdict {
+		d.Losses = s.losses
+		return offer(d)
+	})
+}
+
+func (s *lossyStore) Extend(ctx context.Context, id uint64) error {
+	s.extends.Add(1)
+	return s.Ledger.Extend(ctx, id)
+}
+
+func (s *lossyStore) LeaseExpiry() time.Duration { return s.expiry }
+
+// newLossySpool is newSpool over a lossyStore.
+func newLossySpool(t *testing.T, losses int, expiry time.Duration) (*spool.Spool, *lossyStore) {
+	t.Helper()
+	l, err := ledger.Open(ledger.Config{Path: filepath.Join(t.TempDir(), "ledger.db"), SweepEvery: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &lossyStore{Ledger: l, losses: losses, expiry: expiry}
+	sp := spool.New(st, spool.Options{Jitter: func() float64 { return 0 }})
+	sp.Start()
+	t.Cleanup(func() { sp.Stop(); _ = l.Close() })
+	return sp, st
+}
+
+// An event whose leases ended MaxLosses times without a result (it crashed
+// or stalled whoever delivered it) is made dead without another attempt,
+// and the reason says so; with fewer losses it is attempted.
+func TestSpoolWorkerLosses(t *testing.T) {
+	for _, losses := range []int{spool.MaxLosses - 1, spool.MaxLosses} {
+		w, _ := newLossySpool(t, losses, 0)
+		backend := newFakeBackend(func(*spool.Record, int) spool.Attempt { return spool.Attempt{Status: 204} })
+		dead := make(chan spool.Record, 1)
+		w.Register(&spool.Target{Key: "shop/target", Scope: "shop", Deliver: backend.deliver, MaxAge: time.Hour,
+			Timeout: time.Second, Concurrency: 1, Window: time.Hour, OnDead: func(rec spool.Record) { dead <- rec }})
+		rec := spoolOne(t, w, "shop", "evt_crashy", []byte("b"), time.Now())
+		if losses < spool.MaxLosses {
+			if c := backend.nextCall(t); c != "evt_crashy#1" {
+				t.Fatalf("attempt %s", c)
+			}
+			continue
+		}
+		select {
+		case d := <-dead:
+			if d.ID != rec.ID || d.State != spool.Dead || !strings.Contains(d.LastError, "5 deliveries of it ended without a result") {
+				t.Fatalf("dead %+v", d)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("not dead within 10s")
+		}
+		backend.noCall(t, w)
+	}
+}
+
+// A store whose leases expire has them renewed more often than they last,
+// even when the attempt's timeout is longer.
+func TestSpoolWorkerRenewsBeforeExpiry(t *testing.T) {
+	w, st := newLossySpool(t, 0, 300*time.Millisecond)
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	w.Register(&spool.Target{Key: "shop/target", Scope: "shop", MaxAge: time.Hour, Timeout: time.Minute, Concurrency: 1, Window: time.Hour,
+		Deliver: func(ctx context.Context, _ *spool.Record, _ int) spool.Attempt {
+			started <- struct{}{}
+			<-release
+			return spool.Attempt{Status: 204}
+		}})
+	spoolOne(t, w, "shop", "evt_slow", nil, time.Now())
+	<-started
+	// Renewed every 100ms (a third of the 300ms lease), not every 20s (a
+	// third of the minute's timeout).
+	dedupetest.WaitUntil(t, 10*time.Second, "three renewals", func() bool { return st.extends.Load() >= 3 })
+	close(release)
 }
