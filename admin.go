@@ -363,8 +363,14 @@ func (a *adminSpool) serveList(w http.ResponseWriter, r *http.Request) error {
 	}
 	slices.Sort(out.Paused)
 	if len(spools) > 1 {
+		at := func(t *time.Time) time.Time {
+			if t == nil {
+				return time.Time{}
+			}
+			return *t
+		}
 		slices.SortStableFunc(out.Events, func(x, y spoolapi.Event) int {
-			return cmp.Or(y.ReceivedAt.Compare(*x.ReceivedAt), cmp.Compare(y.ID, x.ID))
+			return cmp.Or(at(y.ReceivedAt).Compare(at(x.ReceivedAt)), cmp.Compare(y.ID, x.ID))
 		})
 	}
 	return writeAdminJSON(w, out)

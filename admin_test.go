@@ -120,7 +120,7 @@ func (f *fakeStore) IDs(_ context.Context, state spool.State, scope string) ([]u
 	return out, nil
 }
 
-func (f *fakeStore) Lease(context.Context, time.Time, func(spool.Due) spool.Verdict) (time.Time, error) {
+func (f *fakeStore) Lease(context.Context, time.Time, []spool.Opening, func(spool.Due) spool.Verdict) (time.Time, error) {
 	return time.Time{}, nil
 }
 func (f *fakeStore) Extend(context.Context, uint64) error { return nil }

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
@@ -37,7 +38,13 @@ func readBody(w http.ResponseWriter, r *http.Request, max int64) ([]byte, error)
 //     chunked body); the Trailer declaration goes with them;
 //   - no Expect: Caddy's server answered the client's Expect: 100-continue
 //     when the guard read the body; passed on, the upstream would send a
-//     second 100 Continue, which reverse_proxy relays to the client.
+//     second 100 Continue, which reverse_proxy relays to the client;
+//   - no protocol upgrade: Connection, Upgrade and every header Connection
+//     lists are hop-by-hop. reverse_proxy removes them too, but keeps an
+//     upgrade (Connection: Upgrade, Upgrade: websocket) and, when the
+//     upstream answers 101, joins the sender's connection to the upstream's:
+//     bytes nobody signed would reach the upstream after the event. A
+//     webhook is one POST.
 func restoreBody(r *http.Request, body []byte) {
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	r.ContentLength = int64(len(body))
@@ -45,22 +52,40 @@ func restoreBody(r *http.Request, body []byte) {
 	r.Trailer = nil
 	r.Header.Del("Trailer")
 	r.Header.Del("Expect")
+	dropHopHeaders(r.Header)
 	r.Header.Set("Content-Length", strconv.Itoa(len(body)))
+}
+
+// dropHopHeaders removes Connection, the headers it lists, and Upgrade.
+func dropHopHeaders(h http.Header) {
+	for _, v := range h.Values("Connection") {
+		for name := range strings.SplitSeq(v, ",") {
+			if name = strings.TrimSpace(name); name != "" {
+				h.Del(name)
+			}
+		}
+	}
+	h.Del("Connection")
+	h.Del("Upgrade")
 }
 
 // setPlaceholders makes the verified event usable in header_up and log
 // formats: {http.webhook_guard.provider}, {http.webhook_guard.event_id},
 // {http.webhook_guard.event_type}, and the same under the deprecated
-// {http.webhook.*} names.
+// {http.webhook.*} names. The id and the type are in their header-safe form
+// (verify.HeaderEventID): an id with a control character, or of 20 KB, in a
+// header_up would otherwise fail every copy of the event (502, 431). The
+// module's log lines keep them raw.
 func setPlaceholders(r *http.Request, provider string, ev verify.Event) {
 	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	if !ok {
 		return
 	}
+	id, typ := verify.HeaderEventID(ev.ID), verify.HeaderEventID(ev.Type)
 	for _, prefix := range []string{"http.webhook_guard.", "http.webhook."} {
 		repl.Set(prefix+"provider", provider)
-		repl.Set(prefix+"event_id", ev.ID)
-		repl.Set(prefix+"event_type", ev.Type)
+		repl.Set(prefix+"event_id", id)
+		repl.Set(prefix+"event_type", typ)
 	}
 }
 

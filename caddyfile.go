@@ -3,6 +3,7 @@ package webhookguard
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -46,6 +47,7 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 //	    store            memory [{ max_events <n>; lease <d> }]
 //	    store            redis <url> [{ prefix <text>; max_events <n>; lease <d> }]
 //	    forward_credentials                    # ivpay: keep X-API-KEY upstream
+//	    sign_upstream    <whsec_...>           # repeatable: sign what is forwarded
 //	    # hmac only:
 //	    header <name>; algorithm sha1|sha256|sha512; encoding hex|base64
 //	    prefix <text>; timestamp_header <name>; signed <template>
@@ -58,6 +60,9 @@ func parseCaddyfile(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 func (h *Handler) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // the directive name
 	directive := d.Token()
+	// The file's base name: the same JSON whether Caddy read the file or got
+	// its text (caddy reload through /load), so an unchanged reload is skipped.
+	h.DeclaredAt = fmt.Sprintf("%s:%d", filepath.Base(directive.File), directive.Line)
 	if !d.NextArg() {
 		return d.Errf("webhook_guard: a provider is required (one of %v)", verify.Names())
 	}
@@ -98,6 +103,8 @@ func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, option string) error {
 		return oneArgInto(d, &h.APIKeys)
 	case "public_key":
 		return oneArgInto(d, &h.PublicKeys)
+	case "sign_upstream":
+		return oneArgInto(d, &h.SignUpstream)
 	case "allow_ips":
 		args := d.RemainingArgs()
 		if len(args) == 0 {
@@ -134,6 +141,11 @@ func (h *Handler) unmarshalOption(d *caddyfile.Dispenser, option string) error {
 		args := d.RemainingArgs()
 		if len(args) == 0 {
 			return d.ArgErr()
+		}
+		for _, e := range args {
+			if err := checkEventType(e); err != nil {
+				return d.Errf("events: %v", err)
+			}
 		}
 		h.Events = append(h.Events, args...)
 	case "store":
@@ -226,6 +238,17 @@ func (h *Handler) checkCaddyfile(directive caddyfile.Token, at map[string][]cadd
 		}
 		return errAt("", h.scrub(err))
 	}
+	if err := h.checkSignUpstream(); err != nil {
+		var ee *entryError
+		var ce *verify.ConfigError
+		switch {
+		case errors.As(err, &ee):
+			return errAtEntry(ee.Option, ee.Index, err)
+		case errors.As(err, &ce) && ce.Entry > 0:
+			return errAtEntry("sign_upstream", ce.Entry-1, h.scrub(err))
+		}
+		return errAt("sign_upstream", h.scrub(err))
+	}
 	if h.HMAC != nil && h.Provider != "hmac" {
 		for _, o := range []string{"header", "algorithm", "encoding", "prefix", "timestamp_header", "signed", "event_id"} {
 			if _, ok := at[o]; ok {
@@ -236,6 +259,9 @@ func (h *Handler) checkCaddyfile(directive caddyfile.Token, at map[string][]cadd
 	if _, err := parseAllowList(h.AllowIPs, nil); err != nil {
 		return errAt("allow_ips", err)
 	}
+	if err := h.checkReplayWindow(cfg.Tolerance); err != nil {
+		return errAt("replay_window", err)
+	}
 	if h.DedupeOff && h.StoreRaw != nil {
 		return errAt("store", errors.New("store given with dedupe off"))
 	}
@@ -243,7 +269,7 @@ func (h *Handler) checkCaddyfile(directive caddyfile.Token, at map[string][]cadd
 		switch t := storeType(h.StoreRaw); {
 		case h.DedupeOff:
 			return errAt("spool", errSpoolStore("dedupe off"))
-		case t != "" && t != "file":
+		case !spoolStoreTypes[t]:
 			return errAt("store", errSpoolStore("store "+t))
 		case h.ForwardCredentials:
 			return errAt("forward_credentials", errors.New("forward_credentials: the spool never stores a credential, so it cannot forward one"))

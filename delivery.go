@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -37,6 +38,7 @@ const (
 	outcomeStoreFull        = "store_full"
 	outcomeSpooled          = "spooled"
 	outcomeUnrecorded       = "unrecorded"
+	outcomeHandshake        = "handshake"
 )
 
 // outcomeFacts is what an outcome means to the sender and to the operator.
@@ -77,6 +79,7 @@ var outcomes = map[string]outcomeFacts{
 	// when the commit failed (the upstream has the event), 503 when it did
 	// not answer within commitWait (logged with the status sent).
 	outcomeUnrecorded: {http.StatusServiceUnavailable, zapcore.ErrorLevel, "webhook delivered but not remembered", true},
+	outcomeHandshake:  {http.StatusOK, zapcore.InfoLevel, "webhook handshake answered", false},
 }
 
 // delivery is one inbound webhook request on its way through the pipeline.
@@ -100,9 +103,15 @@ type delivery struct {
 // log writes the delivery's one log line and counts it. status is the
 // answer's, for outcomes whose status is the upstream's.
 func (d *delivery) log(outcome, reason string, status int) {
+	d.logAt(outcomes[outcome].level, outcome, reason, status)
+}
+
+// logAt is log at the given level rather than the outcome's.
+func (d *delivery) logAt(level zapcore.Level, outcome, reason string, status int) {
 	d.h.metrics.countEvent(outcome)
+	d.noteOutcome(outcome, reason, status) // the console's recent outcomes
 	facts := outcomes[outcome]
-	ce := d.h.logger.Check(facts.level, facts.message)
+	ce := d.h.logger.Check(level, facts.message)
 	if ce == nil {
 		return
 	}
@@ -120,6 +129,26 @@ func (d *delivery) log(outcome, reason string, status int) {
 		fields = append(fields, zap.String("event_type", d.event.Type))
 	}
 	ce.Write(fields...)
+}
+
+// spoolIDHeader is the header a spool adds to each delivery (the spool's
+// eventIDHeader): a guard that receives it is the `to` of a spool.
+const spoolIDHeader = "Webhook-Guard-Event-Id"
+
+// warnLoop logs an ERROR when a verified request carries the spool's
+// Webhook-Guard-Event-Id: a spool's `to` points back at a guard (this one or
+// another), which would answer it as an event of its own (a duplicate, most
+// likely), so the spool would mark it delivered while no backend got it.
+// The request is handled as usual. Only verified requests are looked at, so
+// that nobody without a provider's secret can write ERROR lines.
+func (d *delivery) warnLoop() {
+	if len(d.r.Header.Values(spoolIDHeader)) == 0 {
+		return
+	}
+	d.h.logger.Error("webhook_guard received a request carrying "+spoolIDHeader+": a spool delivers to a guard, not to its backend; point the spool's to at the backend",
+		zap.String("provider", d.h.Provider),
+		zap.String("client_ip", d.clientIP),
+		zap.String("event_id", d.event.ID))
 }
 
 // refuse logs and counts a refusal and returns it as a Caddy handler error,
@@ -152,8 +181,16 @@ func (d *delivery) drop(w http.ResponseWriter, outcome string, format string, ar
 // forward passes the verified event to the next handler and settles the
 // claim (nil with dedupe off): the upstream's 2xx is committed to the store
 // before the sender sees it, anything else — a non-2xx status, an error
-// (reverse_proxy returns 502 when the upstream is down), a panic, or nothing
-// answered at all — releases the claim so the provider's retry goes through.
+// (reverse_proxy returns 502 when the upstream is down), a panic before a
+// 2xx status, or nothing answered at all — releases the claim so the
+// provider's retry goes through.
+//
+// The upstream's 2xx status decides, even when its answer then breaks: when
+// the upstream's body fails after a 2xx status line (a reset, a cut proxy),
+// reverse_proxy panics with http.ErrAbortHandler; the upstream has the event,
+// so it is committed, logged and counted as forwarded with the answer cut,
+// what is held is sent, and the panic goes on (Caddy's server then closes the
+// sender's connection). The provider's retry is a duplicate.
 //
 // The upstream call does not end when the sender disconnects: it may already
 // have taken the event, and its answer is what tells. It is cut one lease
@@ -170,10 +207,24 @@ func (d *delivery) forward(w http.ResponseWriter, next caddyhttp.Handler, claim 
 	defer func() {
 		p := recover()
 		switch {
+		case p != nil && held.accepted():
+			d.settle(claim, true)
+			d.log(outcomeForwarded, fmt.Sprintf("upstream accepted (status %d); its answer was cut: %v", held.status, p), held.status)
+			held.release()
+			_ = held.FlushError() // before the panic closes the connection, as reverse_proxy flushes
+			panic(p)
 		case p != nil:
 			d.settle(claim, false)
 			d.log(outcomeUpstreamFailed, fmt.Sprintf("panic downstream: %v", p), http.StatusInternalServerError)
 			panic(p)
+		case err == nil && held.status == 0 && upstreamAnswered(d.r):
+			// reverse_proxy had an answer it did not pass on: a 101
+			// Switching Protocols (the guard sends no upgrade, and refuses
+			// the sender's connection).
+			d.settle(claim, false)
+			reason := "the upstream's answer was not passed on (101 Switching Protocols? a webhook is not upgraded)"
+			d.log(outcomeUpstreamFailed, reason, http.StatusBadGateway)
+			err = caddyhttp.Error(http.StatusBadGateway, errors.New("webhook_guard: "+reason))
 		case err == nil && held.status == 0:
 			d.settle(claim, false)
 			err = d.refuse(w, outcomeNoUpstream, "no handler after webhook_guard answered (add reverse_proxy)")
@@ -188,6 +239,10 @@ func (d *delivery) forward(w http.ResponseWriter, next caddyhttp.Handler, claim 
 				return
 			}
 			d.log(outcomeForwarded, "upstream accepted", held.status)
+			held.release()
+		case err != nil && held.accepted():
+			d.settle(claim, true)
+			d.log(outcomeForwarded, fmt.Sprintf("upstream accepted (status %d); its answer was cut: %v", held.status, err), held.status)
 			held.release()
 		case err != nil:
 			d.settle(claim, false)
@@ -233,6 +288,17 @@ func (d *delivery) unwritable(w http.ResponseWriter, claim dedupe.Claim) (bool, 
 		return true, d.refuse(w, outcomeStoreFull, "replay store: %v", err)
 	}
 	return true, d.refuse(w, outcomeStoreUnavailable, "replay store: %v", err)
+}
+
+// upstreamAnswered reports whether reverse_proxy received an answer from an
+// upstream for r (it sets the upstream's latency placeholder then).
+func upstreamAnswered(r *http.Request) bool {
+	repl, ok := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	if !ok {
+		return false
+	}
+	_, answered := repl.Get("http.reverse_proxy.upstream.latency")
+	return answered
 }
 
 // detach is the context of the upstream call: the request's values, but not

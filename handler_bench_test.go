@@ -19,6 +19,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/hookguard/caddy-webhook-guard/console"
 	"github.com/hookguard/caddy-webhook-guard/verify"
 )
 
@@ -59,6 +60,18 @@ func BenchmarkServeHTTP(b *testing.B) {
 			benchmarkServeHTTP(b, tc.provider, tc.secret, 1<<10, int64(900_000+i))
 		})
 	}
+	// With a console loaded, each delivery's outcome is also kept in its
+	// recent outcomes.
+	b.Run("ivy/1KiB/console", func(b *testing.B) {
+		c := new(console.Handler)
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		defer cancel()
+		if err := c.Provision(ctx); err != nil {
+			b.Fatal(err)
+		}
+		defer c.Cleanup()
+		benchmarkServeHTTP(b, "ivy", "ivy-bench-secret-0123456789", 1<<10, 900_010)
+	})
 }
 
 func benchmarkServeHTTP(b *testing.B, provider, secret string, size int, maxEvents int64) {

@@ -48,7 +48,7 @@ type handlerMetrics struct {
 func registerMetrics(reg *prometheus.Registry, logger *zap.Logger, provider string) *handlerMetrics {
 	if reg != nil {
 		for _, c := range []prometheus.Collector{eventsTotal, verifySeconds, commitRetries, spoolEvents, spoolOldestPending, spoolPaused, deliveryAttempts, spoolDeadTotal,
-			journalSyncSeconds, journalGroupRecords, journalFsyncErrors, journalLag} {
+			journalSyncSeconds, journalGroupRecords, journalFsyncErrors, journalLag, spoolDataLost} {
 			if err := reg.Register(c); err != nil {
 				var already prometheus.AlreadyRegisteredError
 				if !errors.As(err, &already) {

@@ -95,11 +95,22 @@ type Handler struct {
 	// X-API-KEY) in the request forwarded upstream, for an upstream that
 	// checks it too. By default it is removed once verified.
 	ForwardCredentials bool `json:"forward_credentials,omitempty"`
+	// SignUpstream, when set, makes the guard sign each event it forwards
+	// with Standard Webhooks headers (webhook-id, webhook-timestamp,
+	// webhook-signature: a v1 HMAC per secret, whsec_<base64>), replacing any
+	// the provider sent, so the backend verifies every provider's events
+	// with one Standard Webhooks library. Placeholders as for Secrets.
+	SignUpstream []string `json:"sign_upstream,omitempty"`
 	// Spool, when set, makes the guard acknowledge each verified, first-seen
 	// event once it is on disk (200, Webhook-Guard-Outcome: spooled) and
 	// deliver it itself, with retries, to the backend: the handler is then
-	// the last of its route. It needs the file store.
+	// the last of its route. It needs the file store (one Caddy) or the
+	// redis store (a spool shared by every instance on that Redis).
 	Spool *SpoolConfig `json:"spool,omitempty"`
+	// DeclaredAt is where the handler was declared, "<file>:<line>", filled
+	// in by the Caddyfile adapter. It names the handler, with its route, in
+	// load errors and warnings; it changes nothing else.
+	DeclaredAt string `json:"declared_at,omitempty"`
 
 	verifier  verify.Verifier
 	scheme    verify.Scheme
@@ -110,6 +121,7 @@ type Handler struct {
 	tolerance time.Duration
 	scope     string
 	events    map[string]struct{}
+	ignored   *seenTypes // types dropped as ignored_type, warned once (events.go)
 	logger    *zap.Logger
 	metrics   *handlerMetrics
 	secrets   []string // resolved secrets and keys, to keep out of errors
@@ -125,7 +137,9 @@ type Handler struct {
 	spool *spoolTarget // the provisioned spool block (spool.go)
 
 	// commitWait bounds a commit's wait (defaultCommitWait; tests lower it).
-	commitWait time.Duration
+	commitWait     time.Duration
+	upstreamSigner *verify.UpstreamSigner // sign_upstream (upstream.go)
+	placement      placement              // where the handler is in its config (placement.go)
 }
 
 // CaddyModule returns the Caddy module information.
@@ -136,9 +150,10 @@ func (Handler) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision resolves secrets, builds the verifier and the allow-list, and
-// opens (or reuses across reloads) the replay store.
-func (h *Handler) Provision(ctx caddy.Context) error {
+// provision resolves secrets, builds the verifier and the allow-list, and
+// opens (or reuses across reloads) the replay store; Provision names the
+// handler in its errors (placement.go).
+func (h *Handler) provision(ctx caddy.Context) error {
 	h.logger = ctx.Logger()
 	h.commitWait = defaultCommitWait
 	h.lastUsageWarning = new(atomic.Int64)
@@ -160,6 +175,9 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 		return h.scrub(h.withPlaceholders(err))
 	}
 	h.tolerance = cfg.Tolerance
+	if err := h.provisionSignUpstream(); err != nil {
+		return err
+	}
 
 	if h.allow, err = parseAllowList(h.AllowIPs, scheme.DefaultAllowIPs); err != nil {
 		return err
@@ -174,19 +192,22 @@ func (h *Handler) Provision(ctx caddy.Context) error {
 	if h.window < 0 || (h.window > 0 && h.window < minDuration) {
 		return fmt.Errorf("replay_window: must be at least %v", minDuration)
 	}
+	if err := h.checkReplayWindow(cfg.Tolerance); err != nil {
+		return err
+	}
 	if h.window == 0 {
 		h.window = DefaultReplayWindow
-	}
-	if len(h.Events) > 0 {
-		h.events = make(map[string]struct{}, len(h.Events))
-		for _, e := range h.Events {
-			h.events[e] = struct{}{}
+		if h.timestamped() { // never shorter than the timestamp check lets a replay through
+			h.window = max(h.window, 2*cfg.Tolerance+clockSkew)
 		}
+	}
+	if err := h.provisionEvents(); err != nil {
+		return err
 	}
 	if h.Spool != nil && h.DedupeOff {
 		return errSpoolStore("dedupe off")
 	}
-	if t := storeType(h.StoreRaw); h.Spool != nil && t != "" && t != "file" {
+	if t := storeType(h.StoreRaw); h.Spool != nil && !spoolStoreTypes[t] {
 		return errSpoolStore("store " + t)
 	}
 	if h.Spool != nil && h.ForwardCredentials {
@@ -325,17 +346,24 @@ func (h *Handler) pipeline(w http.ResponseWriter, r *http.Request, next caddyhtt
 		return d.refuse(w, verify.ReasonOf(err), "%s", err.Error())
 	}
 	d.event = ev
+	d.warnLoop()
 	setPlaceholders(r, h.Provider, ev)
+	if d.answerHandshake(w, body) {
+		return nil
+	}
 
 	if h.events != nil {
 		if _, wanted := h.events[ev.Type]; !wanted {
-			d.drop(w, outcomeIgnoredType, "event type %q is not in events", ev.Type)
+			d.ignoreType(w)
 			return nil
 		}
 	}
 
 	restoreBody(r, body)
 	h.dropCredentials(r)
+	if h.upstreamSigner != nil && h.spool == nil { // the spool signs at each delivery attempt
+		h.upstreamSigner.Sign(r.Header, ev.ID, body, now())
+	}
 	if h.DedupeOff {
 		return d.forward(w, next, nil)
 	}
@@ -347,6 +375,10 @@ func (h *Handler) pipeline(w http.ResponseWriter, r *http.Request, next caddyhtt
 	case err != nil:
 		return d.refuse(w, outcomeStoreUnavailable, "replay store: %v", err)
 	case claim.State == dedupe.Delivered:
+		if h.spool != nil { // the spool's ids are accepted before they are delivered
+			d.drop(w, outcomeDuplicate, "event already accepted")
+			return nil
+		}
 		d.drop(w, outcomeDuplicate, "event already delivered")
 		return nil
 	case claim.State == dedupe.InFlight:

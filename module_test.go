@@ -357,7 +357,21 @@ func TestEventsFilter(t *testing.T) {
 	if got := statusOfResult(w, err); got != 200 || up.count() != 0 {
 		t.Fatalf("unwanted type: %d, %d forwarded; want 200, 0", got, up.count())
 	}
+	// The first of a type since the config was loaded is a warning; later
+	// ones of that type are the ordinary life of a filter.
+	assertLog(t, logs, zapcore.WarnLevel, "ignored_type", `"order_updated" is not in events (the first of this type`)
+	body = `{"id":"evt_type2","type":"order_updated"}`
+	w, err = send(t, h, up, http.MethodPost, "203.0.113.9:1", ivyHeaders(body), body)
+	if got := statusOfResult(w, err); got != 200 || up.count() != 0 {
+		t.Fatalf("unwanted type again: %d, %d forwarded; want 200, 0", got, up.count())
+	}
 	assertLog(t, logs, zapcore.InfoLevel, "ignored_type", `"order_updated" is not in events`)
+	if r := lastLog(t, logs).ContextMap()["reason"].(string); strings.Contains(r, "first") {
+		t.Fatalf("second of a type: reason %q", r)
+	}
+	body = `{"id":"evt_type3","type":"order_refunded"}`
+	send(t, h, up, http.MethodPost, "203.0.113.9:1", ivyHeaders(body), body)
+	assertLog(t, logs, zapcore.WarnLevel, "ignored_type", `"order_refunded" is not in events (the first of this type`)
 }
 
 // failingStore is a store whose backend is down.
@@ -415,6 +429,8 @@ func TestProvisionErrorsNameTheOption(t *testing.T) {
 		{Handler{Provider: "ivy", Secrets: []string{"{env.WEBHOOK_GUARD_UNIT_SECRET}"}}, `secret #1 "{env.WEBHOOK_GUARD_UNIT_SECRET}" resolved to an empty value`},
 		{Handler{Provider: "ivy", Secrets: []string{"s3cr3t-value"}, AllowIPs: []string{"10.0.0.300"}}, "allow_ips: invalid IP address"},
 		{Handler{Provider: "ivy", Secrets: []string{"s3cr3t-value"}, StoreRaw: json.RawMessage(`{"type":"etcd"}`)}, "unknown module"},
+		{Handler{Provider: "ivy", Secrets: []string{"s3cr3t-value"}, StoreRaw: json.RawMessage(`{"type":"file","path":"rel/ledger.db"}`)}, `store file: path "rel/ledger.db" is relative`},
+		{Handler{Provider: "ivy", Secrets: []string{"s3cr3t-value"}, Scope: "a b"}, `scope: "a b": only letters, digits`},
 	}
 	for _, c := range cases {
 		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})

@@ -30,6 +30,8 @@ var placeholderSamples = map[string]string{
 	"secret":     "whsec_" + base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", 32))),
 	"api_key":    "adapt-time-sample-api-key",
 	"public_key": "whpk_" + base64.StdEncoding.EncodeToString([]byte(strings.Repeat("p", 32))),
+	// sign_upstream takes a Standard Webhooks secret, as the secret sample is.
+	"sign_upstream": "whsec_" + base64.StdEncoding.EncodeToString([]byte(strings.Repeat("k", 32))),
 }
 
 // hasPlaceholder reports whether v holds a {...} placeholder, which is left
@@ -67,7 +69,7 @@ func (h *Handler) adaptConfig() (verify.Config, error) {
 		cfg.HMAC = *h.HMAC
 	}
 	// The literal values, to be kept out of error texts.
-	for _, list := range [][]string{h.Secrets, h.APIKeys} {
+	for _, list := range [][]string{h.Secrets, h.APIKeys, h.SignUpstream} {
 		for _, v := range list {
 			if !hasPlaceholder(v) {
 				h.secrets = append(h.secrets, v)
@@ -110,7 +112,7 @@ func (h *Handler) withPlaceholders(err error) error {
 	if !errors.As(err, &ce) {
 		return err
 	}
-	values := map[string][]string{"secret": h.Secrets, "api_key": h.APIKeys, "public_key": h.PublicKeys}[ce.Option]
+	values := map[string][]string{"secret": h.Secrets, "api_key": h.APIKeys, "public_key": h.PublicKeys, "sign_upstream": h.SignUpstream}[ce.Option]
 	var names []string
 	for i, v := range values {
 		if hasPlaceholder(v) {
@@ -124,7 +126,7 @@ func (h *Handler) withPlaceholders(err error) error {
 }
 
 // secretOptions are the options whose argument is a secret.
-var secretOptions = []string{"secret", "api_key"}
+var secretOptions = []string{"secret", "api_key", "sign_upstream"}
 
 // warnEnvSubstitution warns, as Caddy's adapter warnings are printed, when
 // the argument of a secret option came from a {$NAME} substitution: Caddy
@@ -135,7 +137,7 @@ var secretOptions = []string{"secret", "api_key"}
 // as Caddy does gives the parsed value. When the file cannot be read (a
 // Caddyfile given on stdin or to the admin API) there is no warning.
 func (h *Handler) warnEnvSubstitution(at map[string][]caddyfile.Token) {
-	values := map[string][]string{"secret": h.Secrets, "api_key": h.APIKeys}
+	values := map[string][]string{"secret": h.Secrets, "api_key": h.APIKeys, "sign_upstream": h.SignUpstream}
 	files := map[string][]string{}
 	for _, option := range secretOptions {
 		for i, tok := range at[option] {

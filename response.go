@@ -1,7 +1,10 @@
 package webhookguard
 
 import (
+	"bufio"
 	"bytes"
+	"errors"
+	"net"
 	"net/http"
 )
 
@@ -19,6 +22,11 @@ const maxHeldBody = 64 << 10
 // the claim is held (copies 409) and the commit retried until it lands. A
 // commit that does not answer in time gets the provider 503 and nothing of
 // this answer (see docs/replay.md).
+//
+// Trailers are not part of what it holds: headers set after the status (an
+// upstream's trailers, which reverse_proxy copies into the header map after
+// the body, or declares with the Trailer header) are dropped, instead of
+// reaching the sender as headers when the held status is finally written.
 type heldResponse struct {
 	w          http.ResponseWriter
 	status     int
@@ -26,21 +34,33 @@ type heldResponse struct {
 	released   bool
 	discarding bool        // the answer will not be sent (its early commit stalled)
 	onOverflow func() bool // commits a 2xx answer that outgrows the hold (false: do not send it); may be nil
+	late       http.Header // headers set after the status (trailers): never sent
 }
 
 func newHeldResponse(w http.ResponseWriter, onOverflow func() bool) *heldResponse {
 	return &heldResponse{w: w, onOverflow: onOverflow}
 }
 
-// Header returns the header map of the answer to the sender.
-func (h *heldResponse) Header() http.Header { return h.w.Header() }
+// Header returns the header map of the answer to the sender until the
+// status is written; after it, a map that is never sent (trailers).
+func (h *heldResponse) Header() http.Header {
+	if h.status == 0 {
+		return h.w.Header()
+	}
+	if h.late == nil {
+		h.late = http.Header{}
+	}
+	return h.late
+}
 
 // WriteHeader records the final status; 1xx answers are not passed on (the
-// guard has read the whole request already).
+// guard has read the whole request already). The answer's headers are final
+// from here on, without a Trailer declaration.
 func (h *heldResponse) WriteHeader(code int) {
 	if code < http.StatusOK || h.status != 0 {
 		return
 	}
+	h.w.Header().Del("Trailer")
 	h.status = code
 	if h.released {
 		h.w.WriteHeader(code)
@@ -81,8 +101,19 @@ func (h *heldResponse) FlushError() error {
 func (h *heldResponse) Flush() { _ = h.FlushError() }
 
 // Unwrap gives http.ResponseController the sender's writer for what the
-// hold does not change (deadlines).
+// hold does not change (deadlines). Hijack is not among them.
 func (h *heldResponse) Unwrap() http.ResponseWriter { return h.w }
+
+// errNoHijack refuses the sender's raw connection to what follows the guard.
+var errNoHijack = errors.New("webhook_guard: the sender's connection is not handed over (a webhook is one request; no protocol switch)")
+
+// Hijack refuses: through the sender's raw connection, a handler after the
+// guard (reverse_proxy on a 101 Switching Protocols) would pass on bytes that
+// no signature covers, after an answer the guard never held. Found first by
+// http.ResponseController, so Unwrap never leads to the sender's Hijack.
+func (h *heldResponse) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	return nil, nil, errNoHijack
+}
 
 // accepted reports a 2xx answer.
 func (h *heldResponse) accepted() bool { return h.status >= 200 && h.status < 300 }

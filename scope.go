@@ -51,8 +51,8 @@ func (h *Handler) claimKeySpace(ctx caddy.Context, cfg verify.Config) error {
 		if other.scope != ks.scope || other.provider != ks.provider || other.shares(ks) {
 			continue
 		}
-		return fmt.Errorf("scope: %s and %s remember events under the same scope %q but share no secret or key: "+
-			"one could block the other's event ids; give each a `scope` of its own", other.describe, ks.describe, ks.scope)
+		return selfNamedError{fmt.Errorf("scope: %s and %s remember events under the same scope %q but share no secret or key: "+
+			"one could block the other's event ids; give each a `scope` of its own", other.describe, ks.describe, ks.scope)}
 	}
 	keySpaces.byConfig[reg] = append(keySpaces.byConfig[reg], ks)
 	h.keySpace, h.registry = ks, reg
@@ -91,19 +91,19 @@ func (ks *keySpace) shares(other *keySpace) bool {
 	return false
 }
 
-// describe names the handler for a configuration error: its provider and
-// where its first secret or key comes from (a placeholder's name, never a
-// literal value).
+// describe names the handler for a configuration error: its provider, where
+// it was declared, its route, and where its first secret or key comes from
+// (a placeholder's name, never a literal value).
 func (h *Handler) describe() string {
 	for _, list := range []struct {
 		option string
 		values []string
 	}{{"secret", h.Secrets}, {"api_key", h.APIKeys}, {"public_key", h.PublicKeys}} {
 		if len(list.values) > 0 {
-			return fmt.Sprintf("webhook_guard %s (%s %s)", h.Provider, list.option, credentialSource(list.values[0]))
+			return h.name(list.option + " " + credentialSource(list.values[0]))
 		}
 	}
-	return "webhook_guard " + h.Provider
+	return h.name("")
 }
 
 // credentialSource is a secret's placeholder name, or "#<n chars, literal>"

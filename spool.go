@@ -25,6 +25,7 @@ import (
 	"github.com/hookguard/caddy-webhook-guard/dedupe"
 	"github.com/hookguard/caddy-webhook-guard/internal/spoolapi"
 	"github.com/hookguard/caddy-webhook-guard/spool"
+	"github.com/hookguard/caddy-webhook-guard/verify"
 )
 
 // Defaults of the spool block.
@@ -83,6 +84,7 @@ type spoolTarget struct {
 	to        *url.URL // scheme and host (http/https), or nil for unix
 	socket    string   // unix socket path
 	transport http.RoundTripper
+	signer    *verify.UpstreamSigner // sign_upstream, nil when not set
 	target    *spool.Target
 	sp        *spool.Spool
 	unreg     func()
@@ -237,10 +239,13 @@ func positiveArg(d *caddyfile.Dispenser, field *int) error {
 	return nil
 }
 
-// errSpoolStore explains why the spool needs the file store.
+// errSpoolStore explains why the spool needs the file or the redis store.
 func errSpoolStore(store string) error {
-	return fmt.Errorf("spool needs the file store (the default ledger), not %s: it stores the event and marks its id accepted in one ledger transaction; a spool shared by several Caddy instances is not supported yet", store)
+	return fmt.Errorf("spool needs the file store (the default ledger) or store redis (a spool shared by several Caddy instances), not %s: it stores the event and marks its id accepted in one write", store)
 }
+
+// spoolStoreTypes are the store types that can hold a spool.
+var spoolStoreTypes = map[string]bool{"": true, "file": true, "redis": true}
 
 // storeType is the type of the store module in raw ("" when not set).
 func storeType(raw json.RawMessage) string {
@@ -293,7 +298,7 @@ func (h *Handler) provisionSpool(ctx caddy.Context, storeMod any) error {
 	if err != nil {
 		return fmt.Errorf("spool: dead_on: %v", err)
 	}
-	t := &spoolTarget{to: u, socket: socket}
+	t := &spoolTarget{to: u, socket: socket, signer: h.upstreamSigner}
 	var mod any
 	if sc.TransportRaw != nil {
 		mod, err = ctx.LoadModule(sc, "TransportRaw")
@@ -416,8 +421,11 @@ func (t *spoolTarget) deliver(ctx context.Context, rec *spool.Record, attempt in
 	for name, values := range rec.Header {
 		req.Header[name] = append([]string(nil), values...)
 	}
-	req.Header.Set(spoolapi.EventIDHeader, rec.EventID)
+	req.Header.Set(spoolapi.EventIDHeader, verify.HeaderEventID(rec.EventID))
 	req.Header.Set(spoolapi.AttemptHeader, strconv.Itoa(attempt))
+	if t.signer != nil { // signed now: fresh at every attempt, however late
+		t.signer.Sign(req.Header, rec.EventID, rec.Body, now())
+	}
 	// As reverse_proxy does: the verified client, and the original
 	// request's host and scheme.
 	if rec.ClientIP != "" {
@@ -498,7 +506,15 @@ const spoolWriteTimeout = 30 * time.Second
 // spooled; the spool delivers it.
 func (d *delivery) spoolEvent(w http.ResponseWriter, body []byte, claim dedupe.Claim) error {
 	h, r := d.h, d.r
-	defer func() { _ = h.store.Release(context.WithoutCancel(r.Context()), claim) }()
+	stored := false
+	defer func() {
+		// Once stored, the key is accepted and the store has let the claim
+		// go (the ledger) or holds no token any more (Redis): a release
+		// would only cost a round trip.
+		if !stored {
+			_ = h.store.Release(context.WithoutCancel(r.Context()), claim)
+		}
+	}()
 	proto := "http"
 	if r.TLS != nil {
 		proto = "https"
@@ -535,6 +551,7 @@ func (d *delivery) spoolEvent(w http.ResponseWriter, body []byte, claim dedupe.C
 		d.drop(w, outcomeDuplicate, "event already accepted")
 		return nil
 	}
+	stored = true
 	d.drop(w, outcomeSpooled, "event stored; id %d", rec.ID)
 	return nil
 }
@@ -544,18 +561,44 @@ func (d *delivery) spoolEvent(w http.ResponseWriter, body []byte, claim dedupe.C
 // ledger, so reloads keep it; it stops when the ledger closes.
 func (s *storeHandle) spoolOf() (*spool.Spool, error) {
 	p := s.pooled
-	if p == nil || p.spoolStore == nil {
+	if p == nil || p.spoolStore == nil && !p.validationOnly {
 		return nil, errors.New("the store is not provisioned or holds no spool")
+	}
+	p.mu.Lock()
+	check := p.checkSpool
+	p.mu.Unlock()
+	if check != nil {
+		if err := check(); err != nil {
+			return nil, err
+		}
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.spool != nil {
 		return p.spool, nil
 	}
+	if p.validationOnly { // caddy validate: a spool that is never started
+		p.spool = spool.New(nil, spool.Options{})
+		return p.spool, nil
+	}
 	sp := spool.New(p.spoolStore, spool.Options{
+		Now:      func() time.Time { return now() },
 		OnCounts: spoolGauges(),
 		OnLeaseError: func(err error) {
-			p.logger().Error("spool: the due events could not be read; retrying", zap.Error(err))
+			if errors.Is(err, dedupe.ErrDataLost) {
+				spoolDataLost.Inc()
+				p.logger().Error("spool: Redis lost the spool's data: the events it held are gone (delivered ones are not redelivered, undelivered ones are lost); the spool goes on from what Redis holds now. Check Redis' persistence (appendonly, its volume) and its logs",
+					zap.Error(err))
+				return
+			}
+			p.logger().Error("spool: the due events could not be read; retrying in a few seconds", zap.Error(err))
+		},
+		OnOrphans: func(orphans []spool.Orphans) {
+			for _, o := range orphans {
+				p.logger().Warn("spooled events wait for a handler that is gone: no handler's spool block delivers their target now (removed, or its to or name changed); restore it, or discard them",
+					zap.String("scope", o.Scope), zap.String("target", o.Target), zap.Int("events_pending", o.Pending),
+					zap.String("list", "caddy webhook-guard spool list --state pending --scope "+o.Scope))
+			}
 		},
 	})
 	sp.Start()

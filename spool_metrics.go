@@ -38,6 +38,14 @@ var (
 		Name:      "delivery_attempts_total",
 		Help:      "Delivery attempts of spooled events to the backend, by scope and result (delivered, refused, error).",
 	}, []string{"scope", "result"})
+	// spoolDataLost counts the times a shared spool's store (Redis) was
+	// found to have lost its data (FLUSHALL, restarted without its files).
+	spoolDataLost = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "caddy",
+		Subsystem: "webhook_guard",
+		Name:      "spool_data_lost_total",
+		Help:      "Times Redis was found to have lost the spool's data (FLUSHALL, a server restarted without its files, a consumer group deleted); the events it held are gone.",
+	})
 	// spoolDeadTotal counts the events that became dead (out of attempts or
 	// age), by scope.
 	spoolDeadTotal = prometheus.NewCounterVec(prometheus.CounterOpts{

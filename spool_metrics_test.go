@@ -5,8 +5,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/hookguard/caddy-webhook-guard/spool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -80,4 +82,42 @@ caddy_webhook_guard_spool_paused{scope="metrics-test"} 1
 	if got.String() != strings.TrimPrefix(want, "\n") {
 		t.Errorf("/metrics:\n%s\nwant:\n%s", got.String(), want)
 	}
+}
+
+// spoolGauges sets the paused gauge of each paused scope to 1, and back to
+// 0 when it is resumed; scopes without events get 0 for every state.
+func TestSpoolGaugesPaused(t *testing.T) {
+	const scope = "gauges-test"
+	t.Cleanup(func() {
+		spoolPaused.DeleteLabelValues(scope)
+		spoolOldestPending.DeleteLabelValues(scope)
+		for _, s := range []string{"pending", "dead", "discarded"} {
+			spoolEvents.DeleteLabelValues(scope, s)
+		}
+	})
+	set := spoolGauges()
+	set(map[string]spool.Counts{scope: {Pending: 2}}, map[string]bool{scope: true})
+	if v := gaugeValue(t, spoolPaused.WithLabelValues(scope)); v != 1 {
+		t.Fatalf("paused gauge %v, want 1", v)
+	}
+	if v := gaugeValue(t, spoolEvents.WithLabelValues(scope, "pending")); v != 2 {
+		t.Fatalf("pending gauge %v, want 2", v)
+	}
+	set(map[string]spool.Counts{}, map[string]bool{})
+	if v := gaugeValue(t, spoolPaused.WithLabelValues(scope)); v != 0 {
+		t.Fatalf("paused gauge after resume %v, want 0", v)
+	}
+	if v := gaugeValue(t, spoolEvents.WithLabelValues(scope, "pending")); v != 0 {
+		t.Fatalf("pending gauge of an emptied scope %v, want 0", v)
+	}
+}
+
+// gaugeValue reads a gauge.
+func gaugeValue(t *testing.T, g prometheus.Gauge) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := g.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetGauge().GetValue()
 }

@@ -8,13 +8,18 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 
 	"github.com/hookguard/caddy-webhook-guard/internal/spoolapi"
+	"github.com/hookguard/caddy-webhook-guard/internal/testkit"
+	"github.com/hookguard/caddy-webhook-guard/spool"
 	"github.com/hookguard/caddy-webhook-guard/verify"
 )
 
@@ -60,16 +65,15 @@ func spoolGuardIn(t *testing.T, dir string, spool *SpoolConfig) *Handler {
 	return h
 }
 
-// The spool refuses a store that is not the ledger, and a missing or bad
-// `to`, at provisioning (JSON configs), naming why.
+// The spool refuses a store that is neither the ledger nor Redis, and a
+// missing or bad `to`, at provisioning (JSON configs), naming why.
 func TestSpoolProvisionErrors(t *testing.T) {
 	to := "http://127.0.0.1:9"
 	for _, c := range []struct {
 		h    Handler
 		want string
 	}{
-		{Handler{Provider: "ivy", Secrets: []string{"s"}, StoreRaw: memoryStore(7), Spool: &SpoolConfig{To: to}}, "spool needs the file store (the default ledger), not store memory"},
-		{Handler{Provider: "ivy", Secrets: []string{"s"}, StoreRaw: json.RawMessage(`{"type":"redis","url":"redis://127.0.0.1:1/0"}`), Spool: &SpoolConfig{To: to}}, "not store redis: it stores the event and marks its id accepted in one ledger transaction"},
+		{Handler{Provider: "ivy", Secrets: []string{"s"}, StoreRaw: memoryStore(7), Spool: &SpoolConfig{To: to}}, "spool needs the file store (the default ledger) or store redis (a spool shared by several Caddy instances), not store memory"},
 		{Handler{Provider: "ivy", Secrets: []string{"s"}, DedupeOff: true, Spool: &SpoolConfig{To: to}}, "not dedupe off"},
 		{Handler{Provider: "ivpay", APIKeys: []string{"k"}, ForwardCredentials: true, Spool: &SpoolConfig{To: to}}, "forward_credentials: the spool never stores a credential"},
 		{Handler{Provider: "ivy", Secrets: []string{"s"}, StoreRaw: json.RawMessage(`{"type":"file","path":"` + filepath.Join(t.TempDir(), "l.db") + `"}`), Spool: &SpoolConfig{}}, "spool: to is required"},
@@ -197,5 +201,188 @@ func TestSpoolTargetSurvivesReload(t *testing.T) {
 	}
 	if d := waitDelivery(t, got); d.path != "/new" || d.body != body {
 		t.Fatalf("delivery %+v, want it through the new handler's target", d)
+	}
+}
+
+// clockOffset swaps the package clock for real time plus an offset the test
+// moves, for the rest of the test.
+func clockOffset(t *testing.T) *atomic.Int64 {
+	t.Helper()
+	offset := new(atomic.Int64)
+	was := now
+	now = func() time.Time { return time.Now().Add(time.Duration(offset.Load())) }
+	t.Cleanup(func() { now = was })
+	return offset
+}
+
+// A spooled event delivered ten minutes after it arrived carries a fresh
+// sign_upstream signature, made at the attempt: the official
+// standardwebhooks library accepts it as of the delivery time, while the
+// provider's own Stripe signature, made at the start, is stale by then and
+// refused by the stripe library. Webhook-Guard-Event-Id is header-safe.
+func TestSpoolSignsUpstreamAtDelivery(t *testing.T) {
+	offset := clockOffset(t)
+	var (
+		mu      sync.Mutex
+		answer  = http.StatusServiceUnavailable
+		arrived = make(chan spoolDelivery, 10)
+	)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		status := answer // read before the test hears of the arrival
+		mu.Unlock()
+		arrived <- spoolDelivery{r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Clone(), string(b)}
+		w.WriteHeader(status)
+	}))
+	t.Cleanup(srv.Close)
+	stripeSecret := "whsec_" + strings.Repeat("k", 24)
+	store, _ := json.Marshal(map[string]any{"type": "file", "path": filepath.Join(t.TempDir(), "ledger.db")})
+	h, _ := guard(t, &Handler{
+		Provider: "stripe", Secrets: []string{stripeSecret}, AllowIPs: []string{"any"}, StoreRaw: store,
+		SignUpstream: []string{upstreamSecret},
+		Spool:        &SpoolConfig{To: srv.URL, Backoff: []caddy.Duration{caddy.Duration(time.Second)}},
+	})
+	id := "evt_late\x01"
+	body := `{"id":"evt_late\u0001","object":"event","type":"payment_intent.succeeded"}`
+	start := time.Now()
+	hdr := testkit.NodeSign(t, testkit.LibStripe, stripeSecret, []byte(body), id, start.Unix())
+	if w, err := send(t, h, nil, http.MethodPost, "192.0.2.1:1234", hdr, body); err != nil || w.Header().Get(spoolapi.OutcomeHeader) != outcomeSpooled {
+		t.Fatalf("ingest: %d %v", w.Code, err)
+	}
+	first := waitDelivery(t, arrived) // refused: 503
+	if first.header.Get(spoolapi.EventIDHeader) != verify.HeaderEventID(id) || first.header.Get(spoolapi.EventIDHeader) == id {
+		t.Fatalf("Webhook-Guard-Event-Id %q, want the header-safe form %q", first.header.Get(spoolapi.EventIDHeader), verify.HeaderEventID(id))
+	}
+	mu.Lock()
+	answer = http.StatusOK
+	mu.Unlock()
+	offset.Store(int64(10 * time.Minute))
+	h.spool.sp.Wake()
+	late := waitDelivery(t, arrived)
+	at := start.Add(10 * time.Minute).Unix()
+	if ts, _ := strconv.ParseInt(late.header.Get("Webhook-Timestamp"), 10, 64); ts < at {
+		t.Fatalf("webhook-timestamp %d, want the delivery time, at least %d", ts, at)
+	}
+	if err := testkit.NodeVerify(t, testkit.LibStandardWebhooks, upstreamSecret, late.header, []byte(late.body), at); err != nil {
+		t.Errorf("the standardwebhooks library refuses the late delivery: %v", err)
+	}
+	if err := testkit.NodeVerify(t, testkit.LibStripe, stripeSecret, late.header, []byte(late.body), at); err == nil {
+		t.Error("the stripe library accepts the provider's 10-minute-old signature: the test shows nothing")
+	}
+	if late.body != body || late.header.Get(spoolapi.AttemptHeader) != "2" {
+		t.Errorf("late delivery: attempt %s, body %q", late.header.Get(spoolapi.AttemptHeader), late.body)
+	}
+}
+
+// The spool sends the client IP Caddy verified, and the original host and
+// scheme, as reverse_proxy does; what the sender claimed of its path
+// (X-Forwarded-*, Forwarded, X-Real-Ip) is neither stored nor sent.
+func TestSpoolForwardingHeaders(t *testing.T) {
+	got := make(chan spoolDelivery, 10)
+	srv := httptest.NewServer(recordingBackend(got))
+	t.Cleanup(srv.Close)
+	h := spoolGuardIn(t, t.TempDir(), &SpoolConfig{To: srv.URL})
+	body := `{"id":"evt_fwd","type":"payment.succeeded"}`
+	hdr := ivyHeaders(body)
+	for name, v := range map[string]string{
+		"X-Forwarded-For": "6.6.6.6", "X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "gopher",
+		"Forwarded": "for=6.6.6.6", "X-Real-Ip": "6.6.6.6",
+	} {
+		hdr.Set(name, v)
+	}
+	if w, err := send(t, h, nil, http.MethodPost, "192.0.2.1:1234", hdr, body); err != nil || w.Header().Get(spoolapi.OutcomeHeader) != outcomeSpooled {
+		t.Fatalf("ingest: %d %v", w.Code, err)
+	}
+	d := waitDelivery(t, got)
+	if v := d.header.Values("X-Forwarded-For"); len(v) != 1 || v[0] != "192.0.2.1" {
+		t.Errorf("X-Forwarded-For %q, want the verified client IP alone", v)
+	}
+	if d.header.Get("X-Forwarded-Host") != "shop.example" || d.header.Get("X-Forwarded-Proto") != "http" {
+		t.Errorf("X-Forwarded-Host %q, -Proto %q, want the original request's", d.header.Get("X-Forwarded-Host"), d.header.Get("X-Forwarded-Proto"))
+	}
+	if d.header.Get("Forwarded") != "" || d.header.Get("X-Real-Ip") != "" {
+		t.Errorf("the sender's Forwarded %q / X-Real-Ip %q reached the backend", d.header.Get("Forwarded"), d.header.Get("X-Real-Ip"))
+	}
+}
+
+// A backend that is itself a guard (a `to` pointing back at a guard)
+// answers a redelivery 200 duplicate: that is a failed attempt, not a
+// delivery, and the error says why.
+func TestSpoolGuardAnswerIsNotADelivery(t *testing.T) {
+	got := make(chan spoolDelivery, 10)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- spoolDelivery{r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Clone(), string(b)}
+		w.Header().Set(spoolapi.OutcomeHeader, "duplicate")
+		w.WriteHeader(http.StatusOK)
+	}))
+	t.Cleanup(srv.Close)
+	h := spoolGuardIn(t, t.TempDir(), &SpoolConfig{To: srv.URL, Backoff: []caddy.Duration{caddy.Duration(time.Hour)}})
+	body := `{"id":"evt_loop","type":"payment.succeeded"}`
+	if w, err := send(t, h, nil, http.MethodPost, "192.0.2.1:1234", ivyHeaders(body), body); err != nil || w.Header().Get(spoolapi.OutcomeHeader) != outcomeSpooled {
+		t.Fatalf("ingest: %d %v", w.Code, err)
+	}
+	waitDelivery(t, got)
+	var rec spool.Record
+	waitFor(t, "the attempt recorded", func() bool {
+		recs, err := h.spool.sp.List(context.Background(), spool.Filter{}, spool.Page{})
+		if err != nil || len(recs) != 1 {
+			return false
+		}
+		rec = recs[0]
+		return rec.Attempts == 1
+	})
+	if rec.State != spool.Pending || !strings.Contains(rec.LastError, "answered 200 duplicate") {
+		t.Fatalf("after a guard's duplicate answer: %+v, want pending with the reason", rec)
+	}
+}
+
+// waitFor polls cond until it holds, for up to 10 seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 10s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// A spool in store redis needs a Redis that keeps every acknowledged
+// event: settings that would lose one fail the load, naming the setting
+// and the fix; a Redis that cannot be reached now does not (events are
+// refused until it answers).
+func TestSpoolRedisStoreChecks(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		o    *testkit.RedisOptions
+		want string
+	}{
+		{"appendonly no", &testkit.RedisOptions{}, "cannot hold a spool: appendonly is no: a Redis restart would lose every spooled event not yet delivered; set appendonly yes"},
+		{"everysec on 7.0", &testkit.RedisOptions{AppendFsync: "everysec"}, "appendfsync is everysec on a Redis without WAITAOF (before 7.2)"},
+		{"allkeys-lru", &testkit.RedisOptions{AppendFsync: "always", Args: []string{"--maxmemory-policy", "allkeys-lru"}}, "maxmemory-policy is allkeys-lru"},
+		{"always on 7.0", &testkit.RedisOptions{AppendFsync: "always"}, ""},
+		{"unreachable", nil, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			url := "redis://127.0.0.1:1/0"
+			if c.o != nil {
+				url = testkit.StartRedisWith(t, *c.o).URL()
+			}
+			ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+			defer cancel()
+			h := Handler{Provider: "ivy", Secrets: []string{"s"}, StoreRaw: json.RawMessage(`{"type":"redis","url":"` + url + `","prefix":"` + c.name + `:"}`),
+				Spool: &SpoolConfig{To: "http://127.0.0.1:9"}}
+			err := h.Provision(ctx)
+			defer h.Cleanup()
+			switch {
+			case c.want == "" && err != nil:
+				t.Fatalf("Provision: %v", err)
+			case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+				t.Fatalf("Provision: %v, want %q", err, c.want)
+			}
+		})
 	}
 }

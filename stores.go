@@ -1,16 +1,22 @@
 package webhookguard
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
+	"maps"
+	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -73,6 +79,12 @@ type pooledStore struct {
 	// apply, when set, applies the newest user's settings to the store
 	// (the file store's max_events); p.mu is held.
 	apply func()
+	// validationOnly marks the store of a config being validated (caddy
+	// validate): not in the pool, serving nothing.
+	validationOnly bool
+	// checkSpool, when set, checks that the store can hold a spool; every
+	// handler with a spool block runs it (the newest store module's).
+	checkSpool func() error
 }
 
 // storeUser is a module using a pooled store, with its logger and, for
@@ -183,6 +195,10 @@ func (s *storeHandle) Cleanup() error {
 	if s.pooled == nil {
 		return nil
 	}
+	if s.pooled.validationOnly {
+		s.pooled = nil
+		return nil
+	}
 	s.pooled.detach(s)
 	s.pooled = nil
 	_, err := stores.Delete(s.key)
@@ -272,25 +288,30 @@ func (s *FileStore) Provision(ctx caddy.Context) error {
 	if path == "" {
 		path = DefaultLedgerPath()
 	}
-	abs, err := filepath.Abs(path)
-	if err != nil {
-		return fmt.Errorf("store file %s: %v", path, err)
+	if !filepath.IsAbs(path) {
+		return fmt.Errorf("store file: path %q is relative: give an absolute path (a relative one would land in the directory Caddy happens to run in)", path)
 	}
-	err = s.open(ctx, "file:"+abs, func(p *pooledStore) (dedupe.Store, func() error, error) {
-		l, err := ledger.Open(ledger.Config{Path: abs, MaxEvents: s.MaxEvents, MaxSize: s.MaxSize, HoldLeases: true,
+	path = filepath.Clean(path)
+	if validating() {
+		return s.provisionForValidation(ctx, path)
+	}
+	_, statErr := os.Lstat(path)
+	existed := statErr == nil
+	err := s.open(ctx, "file:"+path, func(p *pooledStore) (dedupe.Store, func() error, error) {
+		l, err := ledger.Open(ledger.Config{Path: path, MaxEvents: s.MaxEvents, MaxSize: s.MaxSize, HoldLeases: true,
 			OnWritable: func(err error) {
 				if err != nil {
-					p.logger().Error("ledger not writable: new events are refused 503 until a write succeeds", zap.String("ledger", abs), zap.Error(err))
+					p.logger().Error("ledger not writable: new events are refused 503 until a write succeeds", zap.String("ledger", path), zap.Error(err))
 					return
 				}
-				p.logger().Info("ledger writable again", zap.String("ledger", abs))
+				p.logger().Info("ledger writable again", zap.String("ledger", path))
 			},
 			OnSync: observeJournalSync,
 			OnJournalError: func(kind string, err error) {
 				if kind == ledger.FailSync {
 					journalFsyncErrors.Inc()
 				}
-				p.logger().Error("ledger journal: "+journalFailures[kind], zap.String("ledger", abs), zap.String("failure", kind), zap.Error(err))
+				p.logger().Error("ledger journal: "+journalFailures[kind], zap.String("ledger", path), zap.String("failure", kind), zap.Error(err))
 			}})
 		if err != nil {
 			return nil, nil, fmt.Errorf("store file: %w", err)
@@ -305,13 +326,14 @@ func (s *FileStore) Provision(ctx caddy.Context) error {
 				}
 			}
 		}
+		logLedgerOpened(ctx.Logger(), l, s.Path != "" && !existed)
 		c, closeFn, err := cached(l)
 		return c, func() error { unreport(); return closeFn() }, err
 	})
 	if err != nil {
 		return err
 	}
-	return s.applySettings(ctx, abs)
+	return s.applySettings(ctx, path)
 }
 
 // journalFailures says what each kind of journal failure means, in its
@@ -359,11 +381,99 @@ func (s *FileStore) applySettings(ctx caddy.Context, path string) error {
 	return nil
 }
 
+// logLedgerOpened says, once per ledger opened, what it holds: one INFO
+// line, a WARN when it was just created at a path the config gives (a typo
+// in the path starts an empty replay memory), and a WARN per paused scope
+// (a pause survives restarts).
+func logLedgerOpened(logger *zap.Logger, l *ledger.Ledger, createdAtConfiguredPath bool) {
+	ctx := context.Background()
+	remembered, _ := l.Usage()
+	counts, err := l.Counts(ctx)
+	if err != nil {
+		logger.Error("ledger opened, but its spool could not be counted", zap.String("path", l.Path()), zap.Error(err))
+		return
+	}
+	paused, _ := l.Paused(ctx)
+	var pending, dead, discarded int
+	for _, c := range counts {
+		pending, dead, discarded = pending+c.Pending, dead+c.Dead, discarded+c.Discarded
+	}
+	logger.Info("ledger opened",
+		zap.String("path", l.Path()),
+		zap.Int64("ids_remembered", remembered),
+		zap.Int("events_pending", pending),
+		zap.Int("events_dead", dead),
+		zap.Int("events_discarded", discarded),
+		zap.Strings("paused_scopes", slices.Sorted(maps.Keys(paused))))
+	// A ledger or folder others may read or write is kept as it is (an
+	// operator may share it on purpose), but said once.
+	for path, private := range map[string]fs.FileMode{l.Path(): 0o600, filepath.Dir(l.Path()): 0o700} {
+		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&^private != 0 {
+			logger.Warn("ledger file or folder readable or writable by others: it holds event ids and spooled payment events; chmod it",
+				zap.String("path", path), zap.String("mode", fi.Mode().Perm().String()), zap.String("want", private.String()))
+		}
+	}
+	if createdAtConfiguredPath {
+		logger.Warn("ledger created: no ledger was at the path the config gives, so the replay memory starts empty; if the path has a typo, fix it and reload",
+			zap.String("path", l.Path()))
+	}
+	for _, scope := range slices.Sorted(maps.Keys(paused)) {
+		logger.Warn("spool deliveries of a scope are paused (a pause survives restarts): its events are accepted and kept, none is delivered until it is resumed",
+			zap.String("scope", scope), zap.Int("events_pending", counts[scope].Pending), zap.String("path", l.Path()),
+			zap.String("resume", "caddy webhook-guard spool resume --scope "+scope))
+	}
+}
+
+// validating says whether this process is `caddy validate`, which
+// provisions the config and cleans it up without running it: the ledger is
+// then checked, read only, without its lock, and nothing is written (a
+// running Caddy may hold it; deploy pipelines validate before a reload).
+func validating() bool {
+	return len(os.Args) > 1 && os.Args[1] == "validate"
+}
+
+// provisionForValidation checks the ledger at path without opening it for
+// writing or taking its lock, and gives the handlers a store that serves
+// nothing: the config is cleaned up right after validation.
+func (s *FileStore) provisionForValidation(ctx caddy.Context, path string) error {
+	if err := ledger.Check(path); err != nil {
+		return fmt.Errorf("store file: %w", err)
+	}
+	lease := time.Duration(cmpPositive(s.Lease, caddy.Duration(defaultLease)))
+	if lease < minDuration {
+		return fmt.Errorf("lease: must be at least %v", minDuration)
+	}
+	p := &pooledStore{Store: validationStore{}, validationOnly: true}
+	p.attach(s, ctx.Logger())
+	s.pooled, s.lease = p, lease
+	return nil
+}
+
+// validationStore is the store of a config being validated: it never
+// serves a request.
+type validationStore struct{}
+
+var errValidationOnly = fmt.Errorf("%w: the config is being validated, not run", dedupe.ErrUnavailable)
+
+func (validationStore) Claim(_ context.Context, key string, _ time.Duration) (dedupe.Claim, error) {
+	return dedupe.Claim{Key: key, State: dedupe.InFlight}, errValidationOnly
+}
+func (validationStore) Commit(context.Context, dedupe.Claim, time.Duration) error {
+	return errValidationOnly
+}
+func (validationStore) Release(context.Context, dedupe.Claim) error { return nil }
+func (validationStore) Renew(context.Context, dedupe.Claim, time.Duration) error {
+	return errValidationOnly
+}
+
 // UnmarshalCaddyfile parses `store file [<path>] [{ max_events <n>; lease <d> }]`.
 func (s *FileStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // "file"
 	if d.NextArg() {
 		s.Path = d.Val()
+		if !filepath.IsAbs(s.Path) && !strings.HasPrefix(s.Path, "{") {
+			return d.Errf("store file: path '%s' is relative: give an absolute path (a relative one would land in the directory Caddy happens to run in)", s.Path)
+		}
 		if d.NextArg() {
 			return d.Errf("store file: one path at most, got '%s' too", d.Val())
 		}
@@ -414,24 +524,62 @@ func (s *MemoryStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return s.unmarshalBlock(d, "memory", &s.MaxEvents, nil)
 }
 
-// RedisStore shares the replay memory between several Caddy instances
-// through Redis. Redis unreachable → 503, never a pass-through.
+// RedisStore shares the replay memory, and with a spool block the spool,
+// between several Caddy instances through Redis. Redis unreachable → 503,
+// never a pass-through.
 //
-//	store redis <url> [{
-//	    prefix     <text>
-//	    max_events <n>
-//	    lease      <duration>
+//	store redis [<url>] [{
+//	    sentinel          <master_name> <host:port>...
+//	    sentinel_password <password>
+//	    cluster           <host:port>...
+//	    prefix            <text>
+//	    max_events        <n>
+//	    lease             <duration>
+//	    replicas          <n>
+//	    wait_timeout      <duration>
+//	    assume_persistent
 //	}]
 type RedisStore struct {
 	// URL is the Redis URL, redis://[user:pass@]host:port/db or rediss://
-	// for TLS; {env.NAME} is resolved at provisioning.
+	// for TLS; {env.NAME} is resolved at provisioning. With Sentinel or
+	// Cluster it is optional and names no host: it gives the scheme, the
+	// credentials, the database and go-redis' query options
+	// (rediss://:{env.REDIS_PASSWORD}@/0).
 	URL string `json:"url,omitempty"`
-	// Prefix is prepended to every Redis key; default "webhook_guard:".
+	// MasterName is the name Sentinel knows the primary by; with
+	// Sentinels, the store asks them where the primary is and follows its
+	// failovers.
+	MasterName string `json:"master_name,omitempty"`
+	// Sentinels are the sentinels' host:port.
+	Sentinels []string `json:"sentinels,omitempty"`
+	// SentinelPassword authenticates to the sentinels when they require
+	// it (the URL's password is the primary's); {env.NAME} is resolved at
+	// provisioning.
+	SentinelPassword string `json:"sentinel_password,omitempty"`
+	// Cluster are host:port of some nodes of a Redis Cluster, from which
+	// the store learns the others.
+	Cluster []string `json:"cluster,omitempty"`
+	// Prefix starts every Redis key, in braces (the keys' cluster hash
+	// tag: "{webhook_guard:}..."); default "webhook_guard:".
 	Prefix string `json:"prefix,omitempty"`
 	// MaxEvents, when set, bounds the number of remembered events: at that
 	// count new events are refused with 503. Without it Redis' own memory
 	// limit applies (maxmemory with maxmemory-policy noeviction).
 	MaxEvents int64 `json:"max_events,omitempty"`
+	// Replicas is how many replicas must also have a write in their
+	// append-only file before it counts (WAITAOF 1 <replicas>: Redis 7.2
+	// or later, Valkey); default 0, the primary's disk.
+	Replicas int `json:"replicas,omitempty"`
+	// WaitTimeout bounds the wait for WAITAOF's confirmation; default 2s.
+	// A spooled event not confirmed in time is answered 503 (it stays
+	// stored: the provider's retry is a duplicate).
+	WaitTimeout caddy.Duration `json:"wait_timeout,omitempty"`
+	// AssumePersistent is for a managed Redis that refuses CONFIG GET: the
+	// spool then trusts it to persist every write (appendonly yes, with
+	// appendfsync always or WAITAOF) and to evict nothing, unchecked; a
+	// warning says so at every start. Without it such a Redis cannot hold
+	// a spool.
+	AssumePersistent bool `json:"assume_persistent,omitempty"`
 	storeHandle
 }
 
@@ -440,41 +588,146 @@ func (RedisStore) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{ID: storeNamespace + ".redis", New: func() caddy.Module { return new(RedisStore) }}
 }
 
+// redisCheckTimeout bounds the check of Redis' persistence at provisioning.
+const redisCheckTimeout = 5 * time.Second
+
 // Provision connects to Redis, or reuses the client already open for the
-// same URL and prefix.
+// same Redis and options.
 func (s *RedisStore) Provision(ctx caddy.Context) error {
 	if s.MaxEvents < 0 {
 		return errors.New("store redis: max_events must be positive")
 	}
-	urls, err := resolveSecrets(caddy.NewReplacer(), "store redis URL", []string{s.URL})
-	if err != nil {
-		return err
+	if s.Replicas < 0 {
+		return errors.New("store redis: replicas must be 0 or more")
 	}
-	u := urls[0]
-	if err := checkRedisURL(u); err != nil {
-		return fmt.Errorf("store redis: %v", err)
+	if s.WaitTimeout < 0 {
+		return errors.New("store redis: wait_timeout must be positive")
 	}
-	// The pool key holds a digest of the URL, which may carry a password.
-	digest := sha256.Sum256([]byte(u + "\x00" + s.Prefix + "\x00" + strconv.FormatInt(s.MaxEvents, 10)))
+	repl := caddy.NewReplacer()
+	u := s.URL
+	if u != "" {
+		urls, err := resolveSecrets(repl, "store redis URL", []string{s.URL})
+		if err != nil {
+			return err
+		}
+		u = urls[0]
+		if err := checkRedisURL(u, s.MasterName != "" || len(s.Cluster) > 0); err != nil {
+			return fmt.Errorf("store redis: %v", err)
+		}
+	}
+	sentinelPassword := s.SentinelPassword
+	if sentinelPassword != "" {
+		pw, err := resolveSecrets(repl, "store redis sentinel_password", []string{sentinelPassword})
+		if err != nil {
+			return err
+		}
+		sentinelPassword = pw[0]
+	}
+	switch {
+	case (s.MasterName != "") != (len(s.Sentinels) > 0):
+		return errors.New("store redis: sentinel needs the master name and at least one sentinel address")
+	case s.MasterName != "" && len(s.Cluster) > 0:
+		return errors.New("store redis: sentinel and cluster are exclusive: a Redis is one or the other")
+	case u == "" && s.MasterName == "" && len(s.Cluster) == 0:
+		return errors.New("store redis: a URL is required (redis://host:port/db), or sentinel or cluster in the block")
+	}
+	// The pool key holds a digest of the settings, which may carry a
+	// password.
+	var id strings.Builder
+	for _, part := range []string{u, s.MasterName, strings.Join(s.Sentinels, ","), sentinelPassword, strings.Join(s.Cluster, ","),
+		s.Prefix, strconv.FormatInt(s.MaxEvents, 10), strconv.Itoa(s.Replicas), time.Duration(s.WaitTimeout).String()} {
+		id.WriteString(part)
+		id.WriteByte(0)
+	}
+	digest := sha256.Sum256([]byte(id.String()))
 	key := "redis/" + hex.EncodeToString(digest[:])
-	return s.open(ctx, key, func(p *pooledStore) (dedupe.Store, func() error, error) {
+	var store *dedupe.Redis
+	err := s.open(ctx, key, func(p *pooledStore) (dedupe.Store, func() error, error) {
+		var lastUnconfirmed atomic.Int64
 		r, err := dedupe.NewRedis(dedupe.RedisConfig{
-			URL: u, Prefix: s.Prefix, MaxEvents: s.MaxEvents,
+			URL: u, MasterName: s.MasterName, SentinelAddrs: s.Sentinels, SentinelPassword: sentinelPassword,
+			ClusterAddrs: s.Cluster, Prefix: s.Prefix, MaxEvents: s.MaxEvents,
+			Replicas: s.Replicas, WaitTimeout: time.Duration(s.WaitTimeout),
 			OnEvictingPolicy: func(policy string) {
 				p.logger().Error("redis evicts keys under memory pressure: a remembered event may be forgotten and replayed; set maxmemory-policy noeviction",
 					zap.String("maxmemory_policy", policy))
 			},
+			OnUnconfirmed: func(err error) {
+				// At most once a minute: a Redis that cannot confirm
+				// cannot confirm any commit.
+				t := time.Now().Unix()
+				if last := lastUnconfirmed.Load(); t-last >= 60 && lastUnconfirmed.CompareAndSwap(last, t) {
+					p.logger().Warn("redis did not confirm a remembered id on disk in time (WAITAOF): it is remembered, but a Redis crash now could forget it; check the replicas and wait_timeout",
+						zap.Error(err))
+				}
+			},
+			Now: now,
 		})
 		if err != nil {
 			return nil, nil, fmt.Errorf("store redis: %v", err)
 		}
-		return cached(r)
+		p.spoolStore = r
+		c, closeFn, err := cached(r)
+		return c, closeFn, err
 	})
+	if err != nil {
+		return err
+	}
+	store = s.pooled.spoolStore.(*dedupe.Redis)
+	s.pooled.mu.Lock()
+	s.pooled.checkSpool = func() error { return s.checkSpool(store) }
+	s.pooled.mu.Unlock()
+	// The replay memory alone keeps working on any Redis: what its
+	// settings would lose is a warning, logged once the check is done
+	// (without delaying the load when Redis is slow to answer).
+	logger := ctx.Logger()
+	go func() {
+		cctx, cancel := context.WithTimeout(context.Background(), redisCheckTimeout)
+		defer cancel()
+		pers, err := store.Persistence(cctx)
+		switch {
+		case err != nil:
+			logger.Warn("store redis: could not read Redis' persistence settings now; events are refused with 503 while Redis cannot be reached",
+				zap.String("redis", store.Where()), zap.Error(err))
+		case pers.ReplayWarning() != "":
+			logger.Warn("store redis: "+pers.ReplayWarning(), zap.String("redis", store.Where()))
+		}
+	}()
+	return nil
+}
+
+// checkSpool is run when a handler puts its spool in this store: Redis must
+// keep every acknowledged event (see dedupe.Persistence.SpoolProblem). A
+// Redis that cannot be reached now is checked at its first connection
+// (events are refused until then); settings that would lose events fail
+// the load.
+func (s *RedisStore) checkSpool(r *dedupe.Redis) error {
+	logger := s.pooled.logger()
+	ctx, cancel := context.WithTimeout(context.Background(), redisCheckTimeout)
+	defer cancel()
+	lease := s.lease
+	if lease == 0 {
+		lease = defaultLease
+	}
+	pers, err := r.CheckSpool(ctx, dedupe.SpoolOptions{Lease: lease, AssumePersistent: s.AssumePersistent})
+	switch {
+	case errors.Is(err, dedupe.ErrUnavailable):
+		logger.Error("store redis: the spool could not check Redis' persistence now; events are refused with 503 until Redis answers and its settings keep them",
+			zap.String("redis", r.Where()), zap.Error(err))
+	case err != nil:
+		return fmt.Errorf("store redis (%s) cannot hold a spool: %v", r.Where(), err)
+	}
+	if s.AssumePersistent {
+		logger.Warn("store redis: assume_persistent: the spool trusts Redis to persist every write and to evict nothing, without checking; an acknowledged event is lost if it does not",
+			zap.String("redis", r.Where()), zap.Bool("config_readable", !pers.ConfigRefused), zap.Bool("waitaof", pers.WaitAOF))
+	}
+	return nil
 }
 
 // checkRedisURL refuses what go-redis cannot parse, without echoing the URL
-// (it may carry a password).
-func checkRedisURL(u string) error {
+// (it may carry a password). With Sentinel or Cluster (hostless) the URL
+// names no host.
+func checkRedisURL(u string, hostless bool) error {
 	if _, err := redis.ParseURL(u); err != nil {
 		scheme := "none"
 		if p, perr := url.Parse(u); perr == nil && p.Scheme != "" {
@@ -482,27 +735,117 @@ func checkRedisURL(u string) error {
 		}
 		return fmt.Errorf("want redis://[user:pass@]host:port/db or rediss://... (scheme %q)", scheme)
 	}
+	if p, err := url.Parse(u); hostless && err == nil && p.Host != "" {
+		return errors.New("with sentinel or cluster, the URL names no host (the addresses are in the block), only the scheme, credentials and options: redis://:password@/0")
+	}
 	return nil
 }
 
-// UnmarshalCaddyfile parses `store redis <url> [{ prefix <p>; max_events <n>; lease <d> }]`.
-// A literal URL is checked here, with its line; one from a placeholder at
-// provisioning.
+// UnmarshalCaddyfile parses `store redis [<url>] [{ ... }]` (see
+// RedisStore). A literal URL is checked here, with its line; one from a
+// placeholder at provisioning.
 func (s *RedisStore) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // "redis"
-	if !d.NextArg() {
-		return d.Err("store redis: a URL is required (redis://host:port/db)")
+	if d.NextArg() {
+		s.URL = d.Val()
+		if d.NextArg() {
+			return d.Errf("store redis: one URL only, got '%s' too", d.Val())
+		}
 	}
-	s.URL = d.Val()
-	if !strings.Contains(s.URL, "{") {
-		if err := checkRedisURL(s.URL); err != nil {
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		switch opt := d.Val(); opt {
+		case "lease":
+			if err := durationArg(d, "lease", &s.Lease); err != nil {
+				return err
+			}
+		case "max_events":
+			if err := maxEventsArg(d, &s.MaxEvents); err != nil {
+				return err
+			}
+		case "prefix":
+			if err := oneArgInto1(d, &s.Prefix); err != nil {
+				return err
+			}
+			if strings.ContainsAny(s.Prefix, "{}") {
+				return d.Errf("store redis: prefix %q: braces are not allowed (the prefix is put in braces as the keys' cluster hash tag)", s.Prefix)
+			}
+		case "sentinel":
+			if s.MasterName != "" {
+				return d.Err("store redis: sentinel given twice")
+			}
+			args := d.RemainingArgs()
+			if len(args) < 2 {
+				return d.Err("store redis: sentinel <master_name> <host:port>... (the name the sentinels know the primary by, then at least one sentinel)")
+			}
+			s.MasterName, s.Sentinels = args[0], args[1:]
+			if err := checkRedisAddrs(args[1:]); err != nil {
+				return d.Errf("store redis: sentinel: %v", err)
+			}
+		case "sentinel_password":
+			if err := oneArgInto1(d, &s.SentinelPassword); err != nil {
+				return err
+			}
+		case "cluster":
+			if s.Cluster != nil {
+				return d.Err("store redis: cluster given twice")
+			}
+			s.Cluster = d.RemainingArgs()
+			if len(s.Cluster) == 0 {
+				return d.Err("store redis: cluster <host:port>... (at least one node of the cluster)")
+			}
+			if err := checkRedisAddrs(s.Cluster); err != nil {
+				return d.Errf("store redis: cluster: %v", err)
+			}
+		case "replicas":
+			v, err := oneArg(d)
+			if err != nil {
+				return err
+			}
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 0 {
+				return d.Errf("replicas: want 0 or more, got '%s'", v)
+			}
+			s.Replicas = n
+		case "wait_timeout":
+			if err := durationArg(d, "wait_timeout", &s.WaitTimeout); err != nil {
+				return err
+			}
+		case "assume_persistent":
+			if d.NextArg() {
+				return d.Errf("assume_persistent: takes no argument, got '%s'", d.Val())
+			}
+			s.AssumePersistent = true
+		default:
+			return d.Errf("unrecognized store redis subdirective '%s'", opt)
+		}
+	}
+	if s.MasterName != "" && s.Cluster != nil {
+		return d.Err("store redis: sentinel and cluster are exclusive: a Redis is one or the other")
+	}
+	hostless := s.MasterName != "" || s.Cluster != nil
+	if s.URL == "" && !hostless {
+		return d.Err("store redis: a URL is required (redis://host:port/db), or sentinel or cluster in the block")
+	}
+	if s.URL != "" && !strings.Contains(s.URL, "{") {
+		if err := checkRedisURL(s.URL, hostless); err != nil {
 			return d.Errf("store redis: %v", err)
 		}
 	}
-	if d.NextArg() {
-		return d.Errf("store redis: one URL only, got '%s' too", d.Val())
+	if s.SentinelPassword != "" && s.MasterName == "" {
+		return d.Err("store redis: sentinel_password without sentinel")
 	}
-	return s.unmarshalBlock(d, "redis", &s.MaxEvents, map[string]*string{"prefix": &s.Prefix})
+	return nil
+}
+
+// checkRedisAddrs checks host:port addresses.
+func checkRedisAddrs(addrs []string) error {
+	for _, a := range addrs {
+		host, port, err := net.SplitHostPort(a)
+		if n, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || n <= 0 || n > 65535 {
+			return fmt.Errorf("address '%s': want host:port", a)
+		}
+	}
+	return nil
 }
 
 // maxEventsArg parses a positive max_events.

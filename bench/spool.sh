@@ -24,9 +24,23 @@
 #            Webhook-Guard-Event-Id = PENDING) and the spool lists nothing.
 #            RESTART_ROUNDS rounds.
 #
+# With STORE=redis or STORE=valkey the spool is in Redis (`store redis`):
+# a fresh server each round, on its own folder, with appendonly yes and
+# APPENDFSYNC (redis: redis-server, Debian 12's 7.0 without WAITAOF, so
+# appendfsync always; valkey: valkey-server 8, which the guard waits on with
+# WAITAOF, appendfsync everysec). Redis' CPU counts as the guard's. The
+# restart part then drains with INSTANCES Caddy instances sharing the spool
+# (the filling one is stopped, then all are started in front of the fresh
+# backend): the first delivery is timed from the first instance's start.
+#
 # Usage: bench/spool.sh            (from anywhere; run it on an idle machine)
 #
 # Settings, from the environment (defaults in brackets):
+#   STORE [file]: file (the ledger), redis or valkey
+#   APPENDFSYNC [always for redis, everysec for valkey]
+#   INSTANCES [1 for file, 2 for redis and valkey]: Caddy instances draining
+#   REDIS_PORT [28579]  HTTP_PORT2 [28581]  ADMIN_PORT2 [28520]: Redis', and
+#       the second instance's ports
 #   PARTS ["ingest restart"]
 #   ROUNDS [5]  DURATION [10s]  WARMUP [3s]  THREADS [2]  CONNECTIONS [32]
 #   SIZE [1024]  EVENTS [100000]: events signed for the ingest rounds (each
@@ -68,14 +82,28 @@ HTTP_PORT=${HTTP_PORT:-28580}
 ADMIN_PORT=${ADMIN_PORT:-28519}
 PROFILE=${PROFILE:-0}
 CADDY=${CADDY:-}
-COMMAND="$(for v in PARTS ROUNDS DURATION THREADS CONNECTIONS SIZE PENDING RESTART_ROUNDS CONCURRENCY STOP; do printf '%s=%q ' "$v" "${!v}"; done)bench/spool.sh"
+STORE=${STORE:-file}
+APPENDFSYNC=${APPENDFSYNC:-}
+case $STORE in
+file) DEFAULT_INSTANCES=1 ;;
+redis) REDIS_BIN=redis-server REDIS_CLI=redis-cli APPENDFSYNC=${APPENDFSYNC:-always} DEFAULT_INSTANCES=2 ;;
+valkey) REDIS_BIN=valkey-server REDIS_CLI=valkey-cli APPENDFSYNC=${APPENDFSYNC:-everysec} DEFAULT_INSTANCES=2 ;;
+*) echo "spool bench: STORE=$STORE: want file, redis or valkey" >&2; exit 1 ;;
+esac
+INSTANCES=${INSTANCES:-$DEFAULT_INSTANCES}
+REDIS_PORT=${REDIS_PORT:-28579}
+HTTP_PORT2=${HTTP_PORT2:-28581}
+ADMIN_PORT2=${ADMIN_PORT2:-28520}
+COMMAND="$(for v in STORE APPENDFSYNC INSTANCES PARTS ROUNDS DURATION THREADS CONNECTIONS SIZE PENDING RESTART_ROUNDS CONCURRENCY STOP; do printf '%s=%q ' "$v" "${!v}"; done)bench/spool.sh"
 
 die() { echo "spool bench: $*" >&2; exit 1; }
-for tool in go curl awk wrk; do
+for tool in go curl awk wrk ${REDIS_BIN:-} ${REDIS_CLI:-}; do
 	command -v "$tool" >/dev/null || die "$tool is required"
 done
-for p in "$HTTP_PORT" "$ADMIN_PORT"; do
-	port_busy "$p" && die "port $p is in use; set HTTP_PORT / ADMIN_PORT"
+[ "$STORE" != file ] || [ "$INSTANCES" = 1 ] || die "INSTANCES=$INSTANCES: the file ledger is one instance's"
+[ "$INSTANCES" -le 2 ] || die "INSTANCES=$INSTANCES: at most 2"
+for p in "$HTTP_PORT" "$ADMIN_PORT" "$HTTP_PORT2" "$ADMIN_PORT2" ${REDIS_BIN:+"$REDIS_PORT"}; do
+	port_busy "$p" && die "port $p is in use; set HTTP_PORT / ADMIN_PORT / HTTP_PORT2 / ADMIN_PORT2 / REDIS_PORT"
 done
 
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
@@ -96,11 +124,15 @@ BENCH_IVY_SECRET=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
 export BENCH_IVY_SECRET
 
 CADDY_PID=
+CADDY2_PID=
+REDIS_PID=
 UP_PIDS=()
 cleanup() {
 	local status=$?
 	set +e
-	[ -z "$CADDY_PID" ] || { kill "$CADDY_PID" && wait "$CADDY_PID"; } 2>/dev/null
+	for p in "$CADDY_PID" "$CADDY2_PID" "$REDIS_PID"; do
+		[ -z "$p" ] || { kill "$p" && wait "$p"; } 2>/dev/null
+	done
 	for p in "${UP_PIDS[@]}"; do { kill "$p" && wait "$p"; } 2>/dev/null; done
 	exit "$status"
 }
@@ -122,6 +154,31 @@ stop_up() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 up_stats() { curl -fsS "http://$1/__stats"; }
 field() { sed -n "s/.*\b$1=\([0-9.]*\).*/\1/p" <<<"$2"; }
 
+# start_redis DIR: a fresh Redis (STORE redis or valkey) on REDIS_PORT with
+# its files in DIR; returns once it answers PING. Sets REDIS_PID.
+start_redis() {
+	local dir=$1
+	rm -rf "$dir"
+	mkdir -p "$dir"
+	"$REDIS_BIN" --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$dir" --save "" \
+		--appendonly yes --appendfsync "$APPENDFSYNC" --daemonize no >"$dir/server.log" 2>&1 &
+	REDIS_PID=$!
+	for _ in $(seq 200); do
+		"$REDIS_CLI" -p "$REDIS_PORT" ping >/dev/null 2>&1 && return 0
+		kill -0 "$REDIS_PID" 2>/dev/null || die "$REDIS_BIN exited: $(tail -5 "$dir/server.log")"
+		sleep 0.05
+	done
+	die "$REDIS_BIN did not answer PING"
+}
+stop_redis() {
+	[ -n "$REDIS_PID" ] || return 0
+	kill "$REDIS_PID" 2>/dev/null || true
+	wait "$REDIS_PID" 2>/dev/null || true
+	REDIS_PID=
+}
+# store_line: the store of the benchmarked route.
+store_line() { [ "$STORE" = file ] || echo "store redis redis://127.0.0.1:$REDIS_PORT/0"; }
+
 # caddyfile TO [TIMEOUT]: one ivy route with a spool to TO. Caddy logs only
 # errors, no access log.
 caddyfile() {
@@ -132,12 +189,9 @@ caddyfile() {
 		webhook_guard ivy {
 			secret {env.BENCH_IVY_SECRET}
 			allow_ips 127.0.0.1
+			$(store_line)
 			spool {
 				to http://$to
-				# (from the lead) a name, so that the drain's Caddy, whose to
-				# is another backend, delivers what the fill spooled: each
-				# event goes to the target it was accepted with (provider,
-				# scope, name — by default the to URL)
 				name bench
 				${timeout:+timeout $timeout}
 				${CONCURRENCY:+concurrency $CONCURRENCY}
@@ -173,19 +227,36 @@ stop_caddy() {
 	wait "$CADDY_PID" 2>/dev/null || true
 	CADDY_PID=
 }
+# start_caddy2 FILE LOG DATA: the second instance (HTTP_PORT2, ADMIN_PORT2),
+# started like the first; sets CADDY2_PID.
+start_caddy2() {
+	local file=$1 log=$2 data=$3
+	XDG_DATA_HOME=$data "$CADDY" run --config "$file" --adapter caddyfile >"$log" 2>&1 &
+	CADDY2_PID=$!
+	for _ in $(seq 2000); do
+		curl -fsS -o /dev/null "http://127.0.0.1:$ADMIN_PORT2/config/" 2>/dev/null && port_busy "$HTTP_PORT2" && return 0
+		kill -0 "$CADDY2_PID" 2>/dev/null || die "Caddy (second instance) exited: $(tail -5 "$log")"
+		sleep 0.01
+	done
+	die "Caddy (second instance) did not become ready: $(tail -5 "$log")"
+}
+stop_caddy2() {
+	[ -n "$CADDY2_PID" ] || return 0
+	kill -INT "$CADDY2_PID" 2>/dev/null || true
+	wait "$CADDY2_PID" 2>/dev/null || true
+	CADDY2_PID=
+}
 admin() { curl -fsS "$@"; }
 # CPU accounting (lib.sh), as in run.sh.
 HZ=$(getconf CLK_TCK)
 # listed STATE: how many events the admin API lists in STATE, every page.
 listed() {
-	local after= n=0 ids count
+	local after= n=0 page
 	while :; do
-		ids=$(admin "http://127.0.0.1:$ADMIN_PORT/webhook_guard/spool?state=$1&limit=1000${after:+&after=$after}" |
-			{ grep -o '"id":[0-9]*' || true; } | cut -d: -f2)
-		count=$(printf '%s' "$ids" | grep -c . || true)
-		n=$((n + count))
-		[ "$count" -lt 1000 ] && break
-		after=$(printf '%s\n' "$ids" | tail -1)
+		page=$(admin "http://127.0.0.1:$ADMIN_PORT/webhook_guard/spool?state=$1&limit=1000${after:+&after=$after}")
+		n=$((n + $({ grep -o '"event_id"' || true; } <<<"$page" | wc -l)))
+		after=$(sed -n 's/.*"next":"\([0-9]*\)".*/\1/p' <<<"$page")
+		[ -n "$after" ] || break
 	done
 	echo "$n"
 }
@@ -200,6 +271,7 @@ say "spool bench $STAMP: raw data in $WORK"
 say "machine: $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo), nproc $(nproc); $(uname -sr); $(go version | awk '{ print $3 }')"
 say "load average before: $(uptime | sed 's/.*load average: //')"
 say "command: $COMMAND"
+[ "$STORE" = file ] || say "store: $("$REDIS_BIN" --version | awk '{ print $1, $2, $3 }'), appendonly yes, appendfsync $APPENDFSYNC"
 FAILED=0
 
 if [[ " $PARTS " == *" ingest "* ]]; then
@@ -214,13 +286,15 @@ if [[ " $PARTS " == *" ingest "* ]]; then
 	for round in $(seq 0 "$ROUNDS"); do
 		data=$WORK/ingest-$round.data
 		rm -rf "$data"
+		[ "$STORE" = file ] || start_redis "$WORK/redis-ingest-$round"
 		start_caddy "$WORK/Caddyfile.ingest" "$WORK/caddy-ingest-$round.log" "$data"
 		admin -X POST "http://127.0.0.1:$ADMIN_PORT/webhook_guard/spool/pause?scope=ivy" >/dev/null
 		if [ "$round" = 0 ]; then
 			wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" -s bench/events.lua \
 				"http://127.0.0.1:$HTTP_PORT/hook" -- "$ev" "$THREADS" >"$WORK/wrk-ingest-0.txt"
 			stop_caddy
-			rm -rf "$data"
+			stop_redis
+			rm -rf "$data" "$WORK/redis-ingest-$round"
 			continue
 		fi
 		prof_pid=
@@ -230,12 +304,12 @@ if [[ " $PARTS " == *" ingest "* ]]; then
 		fi
 		load1=$(awk '{ print $1 }' /proc/loadavg)
 		read -r busy0 total0 < <(machine_ticks)
-		caddy0=$(process_ticks "$CADDY_PID")
+		caddy0=$(($(process_ticks "$CADDY_PID") + $(process_ticks "${REDIS_PID:-0}")))
 		TIMEFORMAT='%U %S'
 		{ time wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" --latency -s bench/events.lua \
 			"http://127.0.0.1:$HTTP_PORT/hook" -- "$ev" "$THREADS" >"$WORK/wrk-ingest-$round.txt"; } 2>"$WORK/wrk-time-$round.txt"
 		read -r busy1 total1 < <(machine_ticks)
-		caddy1=$(process_ticks "$CADDY_PID")
+		caddy1=$(($(process_ticks "$CADDY_PID") + $(process_ticks "${REDIS_PID:-0}")))
 		# The share of the machine's CPU used by anything but wrk and Caddy (the
 		# paused backend does nothing) during the round. The kernel's work not
 		# charged to them counts too: its journal threads committing the
@@ -261,11 +335,15 @@ if [[ " $PARTS " == *" ingest "* ]]; then
 		[ "$wrapped" -eq 0 ] || problem+=" ran out of events (raise EVENTS);"
 		[ "$others" = 0 ] || problem+=" $others events not spooled (see the metrics);"
 		[ "$delivered" = 0 ] || problem+=" $delivered delivered while paused;"
-		if [ "$pending" -ne "$spooled" ] || [ "$pending" -lt $((requests - errors)) ] || [ "$pending" -gt $((requests + CONNECTIONS)) ]; then
+		# Events stored while wrk stopped may not be counted yet (their answer
+		# waits for the commit): at most one per connection.
+		if [ "$pending" -lt "$spooled" ] || [ "$pending" -gt $((spooled + CONNECTIONS)) ] ||
+			[ "$pending" -lt $((requests - errors)) ] || [ "$pending" -gt $((requests + CONNECTIONS)) ]; then
 			problem+=" the ledger lists $pending pending, the metrics count $spooled spooled, wrk $requests requests;"
 		fi
 		stop_caddy
-		rm -rf "$data"
+		stop_redis
+		rm -rf "$data" "$WORK/redis-ingest-$round"
 		rps=$(field rps "$line")
 		printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$round" "$rps" "$(field p50_us "$line")" "$(field p99_us "$line")" \
 			"$requests" "$errors" "$spooled" "$pending" "$load1" "$other_cpu" >>"$ROWS"
@@ -275,7 +353,7 @@ if [[ " $PARTS " == *" ingest "* ]]; then
 	stop_up "$INGEST_UP_PID"
 	rm -f "$ev"
 	col() { tail -n +2 "$ROWS" | cut -f"$1"; }
-	say "INGEST (1 KiB ivy events, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS rounds, median (min-max)):"
+	say "INGEST (store $STORE, 1 KiB ivy events, wrk -t$THREADS -c$CONNECTIONS -d$DURATION, $ROUNDS rounds, median (min-max)):"
 	say "  durable acknowledgements/s: $(col 2 | spread)"
 	say "  p50 us: $(col 3 | spread)"
 	say "  p99 us: $(col 4 | spread)"
@@ -289,6 +367,7 @@ if [[ " $PARTS " == *" restart "* ]]; then
 	for round in $(seq 1 "$RESTART_ROUNDS"); do
 		data=$WORK/restart-$round.data
 		rm -rf "$data"
+		[ "$STORE" = file ] || start_redis "$WORK/redis-restart-$round"
 		start_up hold-$round -hold
 		HOLD_PID=$UP_PID
 		caddyfile "$UP" 1h >"$WORK/Caddyfile.fill"
@@ -314,6 +393,10 @@ if [[ " $PARTS " == *" restart "* ]]; then
 		DRAIN_UP=$UP DRAIN_PID=$UP_PID
 		caddyfile "$DRAIN_UP" >"$WORK/Caddyfile.drain"
 		start_caddy "$WORK/Caddyfile.drain" "$WORK/caddy-drain-$round.log" "$data"
+		if [ "$INSTANCES" = 2 ]; then
+			ADMIN_PORT=$ADMIN_PORT2 HTTP_PORT=$HTTP_PORT2 caddyfile "$DRAIN_UP" >"$WORK/Caddyfile.drain2"
+			start_caddy2 "$WORK/Caddyfile.drain2" "$WORK/caddy-drain2-$round.log" "$data-2"
+		fi
 		prof_pid=
 		if [ "$PROFILE" = 1 ] && [ "$round" = 1 ]; then
 			curl -fsS -o "$WORK/cpu-drain.pprof" "http://127.0.0.1:$ADMIN_PORT/debug/pprof/profile?seconds=5" &
@@ -333,8 +416,10 @@ if [[ " $PARTS " == *" restart "* ]]; then
 		left=$(listed "")
 		stats=$(up_stats "$DRAIN_UP")
 		stop_caddy
+		stop_caddy2
 		stop_up "$DRAIN_PID"
-		rm -rf "$data"
+		stop_redis
+		rm -rf "$data" "$data-2" "$WORK/redis-restart-$round"
 		count=$(field count "$stats") distinct=$(field distinct "$stats")
 		first=$(field first_ns "$stats") last=$(field last_ns "$stats")
 		admin_ms=$(awk -v a="$CADDY_ADMIN_NS" -v s="$CADDY_START_NS" 'BEGIN { printf "%.0f", (a - s) / 1e6 }')
@@ -350,7 +435,7 @@ if [[ " $PARTS " == *" restart "* ]]; then
 		say "restart round $round: fill $(field rps "$fill_out") ev/s; caddy run -> admin answers $admin_ms ms, -> first delivery $first_ms ms; drain $count deliveries ($distinct distinct) in $drain_s s = $drain_rps/s  ${problem:-ok}"
 	done
 	col() { tail -n +2 "$ROWS" | cut -f"$1"; }
-	say "RESTART with $PENDING pending 1 KiB events ($RESTART_ROUNDS rounds, median (min-max)), spool concurrency ${CONCURRENCY:-4 (default)}, Caddy stopped with SIG$(echo "$STOP" | tr a-z A-Z) after the fill:"
+	say "RESTART with $PENDING pending 1 KiB events (store $STORE, $INSTANCES instance(s) draining; $RESTART_ROUNDS rounds, median (min-max)), spool concurrency ${CONCURRENCY:-4 (default)} per instance, Caddy stopped with SIG$(echo "$STOP" | tr a-z A-Z) after the fill:"
 	say "  caddy run -> admin endpoint answers, ms: $(col 3 | spread)"
 	say "  caddy run -> first delivery, ms: $(col 4 | spread)"
 	say "  drain rate, deliveries/s: $(col 6 | spread)"

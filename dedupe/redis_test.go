@@ -119,7 +119,7 @@ func TestRedisKeysAndTTLs(t *testing.T) {
 	ctx := context.Background()
 
 	key := Key("shop", "stripe", "evt_ttl")
-	stored := DefaultRedisPrefix + key
+	stored := s.key(key)
 	c := mustClaim(t, s, key, 30*time.Second, Fresh)
 	if v, err := s.client.Get(ctx, stored).Result(); err != nil || v != c.Token {
 		t.Fatalf("GET %s = %q, %v; want the token %q", stored, v, err, c.Token)
@@ -140,7 +140,7 @@ func TestRedisKeysAndTTLs(t *testing.T) {
 
 	// A lease under a millisecond is rounded up, not turned into "no expiry".
 	c = mustClaim(t, s, Key("shop", "stripe", "evt_us"), 300*time.Microsecond, Fresh)
-	if ttl := s.client.PTTL(ctx, DefaultRedisPrefix+c.Key).Val(); ttl > time.Millisecond {
+	if ttl := s.client.PTTL(ctx, s.key(c.Key)).Val(); ttl > time.Millisecond {
 		t.Fatalf("PTTL of a 300µs lease = %v", ttl)
 	}
 
@@ -151,7 +151,7 @@ func TestRedisKeysAndTTLs(t *testing.T) {
 	}
 	defer other.Close()
 	mustClaim(t, other, key, time.Minute, Fresh)
-	if n := s.client.Exists(ctx, "staging:"+key).Val(); n != 1 {
+	if n := s.client.Exists(ctx, "{staging:}"+key).Val(); n != 1 {
 		t.Fatalf("key not stored under the custom prefix")
 	}
 }
@@ -208,7 +208,7 @@ func TestRedisLeaseExpiry(t *testing.T) {
 	key := Key("shop", "ivy", "evt_crash")
 	const lease = 80 * time.Millisecond
 	mustClaim(t, s, key, lease, Fresh)
-	if ttl := s.client.PTTL(ctx, DefaultRedisPrefix+key).Val(); ttl <= 0 || ttl > lease {
+	if ttl := s.client.PTTL(ctx, s.key(key)).Val(); ttl <= 0 || ttl > lease {
 		t.Fatalf("PTTL after Claim = %v, want (0, %v]", ttl, lease)
 	}
 	mustClaim(t, s, key, lease, InFlight)
@@ -291,7 +291,7 @@ func TestRedisReleaseIsCompareAndDelete(t *testing.T) {
 		key := Key("shop", "ivy", "evt_cad_4")
 		a := mustClaim(t, s, key, lease, Fresh)
 		waitUntil(t, 5*time.Second, "lease expiry", func() bool {
-			return s.client.Exists(ctx, DefaultRedisPrefix+key).Val() == 0
+			return s.client.Exists(ctx, s.key(key)).Val() == 0
 		})
 		if err := s.Commit(ctx, a, time.Hour); err != nil {
 			t.Fatalf("Commit: %v", err)
@@ -307,14 +307,14 @@ func TestRedisClaimScriptRetryIsFresh(t *testing.T) {
 	srv := startRedis(t)
 	s := newTestRedis(t, srv.URL())
 	ctx := context.Background()
-	keys := []string{DefaultRedisPrefix + Key("shop", "ivy", "evt_retry")}
+	keys := s.keys(Key("shop", "ivy", "evt_retry"))
 	for i := range 2 {
-		n, err := redisClaimScript.Run(ctx, s.client, keys, "token-A", 60000).Int64Slice()
+		n, err := redisClaimScript.Run(ctx, s.client, keys, "token-A", 60000, 0).Int64Slice()
 		if err != nil || len(n) != 1 || n[0] != 0 {
 			t.Fatalf("attempt %d with the same token = %v, %v; want {0} (fresh)", i, n, err)
 		}
 	}
-	if n, err := redisClaimScript.Run(ctx, s.client, keys, "token-B", 60000).Int64Slice(); err != nil || len(n) != 1 || n[0] != 1 {
+	if n, err := redisClaimScript.Run(ctx, s.client, keys, "token-B", 60000, 0).Int64Slice(); err != nil || len(n) != 1 || n[0] != 1 {
 		t.Fatalf("other token = %v, %v; want {1} (in flight)", n, err)
 	}
 	// After a restart the script cache is empty: Run falls back to EVAL.
@@ -552,7 +552,7 @@ func TestRedisConfig(t *testing.T) {
 	if s.prefix != DefaultRedisPrefix || o.Addr != "127.0.0.1:6380" || o.DB != 3 || o.TLSConfig != nil {
 		t.Errorf("prefix %q addr %q db %d tls %v", s.prefix, o.Addr, o.DB, o.TLSConfig != nil)
 	}
-	if o.DialTimeout != DefaultRedisDialTimeout || o.ReadTimeout != DefaultRedisReadTimeout ||
+	if o.DialTimeout != DefaultRedisDialTimeout || o.ReadTimeout != DefaultRedisReadTimeout+DefaultRedisWaitTimeout ||
 		o.WriteTimeout != DefaultRedisWriteTimeout || !o.ContextTimeoutEnabled {
 		t.Errorf("timeouts: dial %v read %v write %v context %v", o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.ContextTimeoutEnabled)
 	}
@@ -581,7 +581,7 @@ func TestRedisConfig(t *testing.T) {
 	if o.Username != "alice" || o.Password != "pw" || o.DB != 1 || s.prefix != "p:" {
 		t.Errorf("user %q db %d prefix %q", o.Username, o.DB, s.prefix)
 	}
-	if o.ReadTimeout != 500*time.Millisecond || o.DialTimeout != 4*time.Second || o.PoolSize != 9 || o.MaxRetries != 0 {
+	if o.ReadTimeout != 500*time.Millisecond+DefaultRedisWaitTimeout || o.DialTimeout != 4*time.Second || o.PoolSize != 9 || o.MaxRetries != 0 {
 		t.Errorf("read %v dial %v pool %d retries %d", o.ReadTimeout, o.DialTimeout, o.PoolSize, o.MaxRetries)
 	}
 	if s.opTimeout != 500*time.Millisecond+redisOpSlack {
@@ -710,7 +710,7 @@ func TestRedisRenewTTL(t *testing.T) {
 	for _, maxEvents := range []int64{0, 100} {
 		s := newTestRedisWith(t, RedisConfig{URL: srv.URL(), Prefix: "renew" + strconv.FormatInt(maxEvents, 10) + ":", MaxEvents: maxEvents})
 		key := Key("shop", "ivy", "evt_renew")
-		stored := s.prefix + key
+		stored := s.key(key)
 		c := mustClaim(t, s, key, time.Second, Fresh)
 		if err := s.Renew(ctx, c, time.Minute); err != nil {
 			t.Fatalf("Renew: %v", err)
@@ -743,7 +743,7 @@ func TestRedisIndex(t *testing.T) {
 	srv := startRedis(t)
 	ctx := context.Background()
 	s := newTestRedisWith(t, RedisConfig{URL: srv.URL(), MaxEvents: 3})
-	if s.index != DefaultRedisPrefix+"index" {
+	if s.index != "{"+DefaultRedisPrefix+"}index" {
 		t.Fatalf("index key %q", s.index)
 	}
 	c := mustClaim(t, s, "a", 50*time.Millisecond, Fresh) // will expire
@@ -766,17 +766,17 @@ func TestRedisIndex(t *testing.T) {
 	}
 	mustClaim(t, s, "d", time.Minute, Fresh)
 	waitUntil(t, 5*time.Second, "lease of a expires", func() bool {
-		return s.client.Exists(ctx, s.prefix+"a").Val() == 0
+		return s.client.Exists(ctx, s.key("a")).Val() == 0
 	})
 	mustClaim(t, s, "e", time.Minute, Fresh) // a's place, trimmed from the index
-	if s.client.ZScore(ctx, s.index, s.prefix+"a").Err() != redis.Nil {
+	if s.client.ZScore(ctx, s.index, s.key("a")).Err() != redis.Nil {
 		t.Fatal("expired key a still in the index")
 	}
 	_ = c
 	// Without MaxEvents there is no index.
 	plain := newTestRedisWith(t, RedisConfig{URL: srv.URL(), Prefix: "plain:"})
 	mustClaim(t, plain, "x", time.Minute, Fresh)
-	if n := s.client.Exists(ctx, "plain:index").Val(); n != 0 {
+	if n := s.client.Exists(ctx, "{plain:}index").Val(); n != 0 {
 		t.Fatal("an index without MaxEvents")
 	}
 	if n, capacity := plain.Usage(); n != 0 || capacity != 0 {

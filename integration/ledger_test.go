@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -335,12 +336,150 @@ func TestLedgerUnusableFileFailsLoad(t *testing.T) {
 	t.Run("held by another Caddy", func(t *testing.T) {
 		dir := t.TempDir()
 		g := startGuardIn(t, dir, cfg, map[string]string{"IVY_SECRET": secret})
-		out := testkit.ValidateIn(t, dir, cfg, env)
+		out := testkit.RunFailsIn(t, dir, cfg, env)
 		if !strings.Contains(out, ledgerLogPath(dir)) || !strings.Contains(out, "in use") {
 			t.Fatalf("a ledger held by another Caddy did not fail the load with its path and 'in use':\n%s", out)
 		}
 		// The running Caddy is unharmed.
 		body := eventBody(newID(t, "evt_lock_"), "payment.succeeded")
 		expectStatus(t, "delivery to the running Caddy", g.post("/ivy", signIvy(secret, body), body), http.StatusOK)
+	})
+}
+
+// dirState is what a folder holds: each file's size, mode and modification time.
+func dirState(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	err := filepath.WalkDir(dir, func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		out[path] = fi.Mode().String() + " " + strconv.FormatInt(fi.Size(), 10) + " " + fi.ModTime().String()
+		return nil
+	})
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestValidateBesideRunningCaddy: deploy pipelines run `caddy validate` before `caddy reload`,
+// on the host where Caddy runs. It passes beside a running Caddy that holds the ledger, and
+// writes nothing: the data directory is as it was, and a ledger path that does not exist yet is
+// not created. A corrupt ledger still fails it (TestLedgerUnusableFileFailsLoad).
+func TestValidateBesideRunningCaddy(t *testing.T) {
+	up := testkit.StartUpstream(t)
+	secret := newSecret(t, "ivy_")
+	env := map[string]string{"IVY_SECRET": secret}
+	dir := t.TempDir()
+	cfg := ledgerIvySite(up, "")
+	g := startGuardIn(t, dir, cfg, env)
+	body := eventBody(newID(t, "evt_validate_"), "payment.succeeded")
+	expectStatus(t, "delivery", g.post("/ivy", signIvy(secret, body), body), http.StatusOK)
+
+	data := filepath.Join(dir, "data")
+	before := dirState(t, data)
+	if out := testkit.ValidateIn(t, dir, cfg, "IVY_SECRET="+secret); out != "" {
+		t.Fatalf("caddy validate beside the running Caddy failed:\n%s", out)
+	}
+	after := dirState(t, data)
+	if len(after) != len(before) {
+		t.Errorf("caddy validate changed the data directory: %d entries before, %d after", len(before), len(after))
+	}
+	for path, st := range before {
+		if strings.Contains(path, "webhook_guard") && after[path] != st {
+			t.Errorf("caddy validate changed %s: %s → %s", path, st, after[path])
+		}
+	}
+
+	// A ledger at a path that does not exist: validated, not created.
+	fresh := filepath.Join(t.TempDir(), "var", "lib", "ledger.db")
+	if out := testkit.ValidateIn(t, dir, ledgerIvySite(up, " store file "+fresh+"\n"), "IVY_SECRET="+secret); out != "" {
+		t.Fatalf("caddy validate of a new ledger path failed:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Dir(filepath.Dir(fresh))); !os.IsNotExist(err) {
+		t.Errorf("caddy validate created the ledger's folder (%v)", err)
+	}
+
+	// The running Caddy is unharmed, and remembers the event.
+	expectDropped(t, "copy after the validation", g.post("/ivy", signIvy(secret, body), body), "duplicate")
+}
+
+// TestLedgerSaysWhatItHolds: at start, one INFO line per ledger says its path, the ids it
+// remembers, its events by state and its paused scopes; a ledger created at a path the config
+// gives is a WARN (a typo in the path starts an empty replay memory); a paused scope is a WARN
+// at every start (a pause survives restarts). A relative path is refused.
+func TestLedgerSaysWhatItHolds(t *testing.T) {
+	key := newSecret(t, "ivpay_holds_")
+	dir := t.TempDir()
+	path := filepath.Join(t.TempDir(), "ledgers", "main.db")
+	cfg := globalOptions() + site(spoolRoute("/ivpay", spoolGuard("shop", "127.0.0.1:9", "backoff 1h")+"\n")) // a backend that never answers
+	cfg = strings.Replace(cfg, " scope shop\n", " scope shop\n store file "+path+"\n", 1)
+	env := map[string]string{"IVPAY_KEY": key}
+
+	g := startGuardIn(t, dir, cfg, env)
+	spoolSecrets(g)
+	opened := storeLog(t, g, "ledger opened")
+	if opened.Level != "info" || opened.Field("path") != path || opened.Field("ids_remembered") != "0" || opened.Field("events_pending") != "0" {
+		t.Errorf("ledger opened: %s", opened.Raw)
+	}
+	created := storeLog(t, g, ledgerCreatedMsg)
+	if created.Level != "warn" || created.Field("path") != path {
+		t.Errorf("ledger created: %s", created.Raw)
+	}
+	for i := range 3 {
+		pay := newID(t, "pay_holds"+strconv.Itoa(i))
+		expectDropped(t, "event", g.post("/ivpay", ivpayHeaders(key), ivpayEvent(pay)), "spooled")
+	}
+	if status, b := adminDo(t, g, http.MethodPost, "/webhook_guard/spool/pause?scope=shop"); status != http.StatusOK {
+		t.Fatalf("pause: %d %s", status, b)
+	}
+	g.Stop()
+
+	g = startGuardIn(t, dir, cfg, env)
+	spoolSecrets(g)
+	opened = storeLog(t, g, "ledger opened")
+	if opened.Field("ids_remembered") != "3" || opened.Field("events_pending") != "3" || opened.Field("events_dead") != "0" ||
+		!strings.Contains(opened.Field("paused_scopes"), "shop") {
+		t.Errorf("ledger opened after a restart: %s", opened.Raw)
+	}
+	paused := storeLog(t, g, "spool deliveries of a scope are paused (a pause survives restarts): its events are accepted and kept, none is delivered until it is resumed")
+	if paused.Level != "warn" || paused.Field("scope") != "shop" || paused.Field("events_pending") != "3" || paused.Field("resume") != "caddy webhook-guard spool resume --scope shop" {
+		t.Errorf("paused at start: %s", paused.Raw)
+	}
+	for _, e := range g.Logs() {
+		if e.Msg == ledgerCreatedMsg {
+			t.Errorf("a 'ledger created' line for an existing ledger: %s", e.Raw)
+		}
+	}
+	// `ledger inspect` reads it beside the running Caddy that holds it.
+	ctx, cancel := context.WithTimeout(context.Background(), testkit.CommandTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, testkit.CaddyBinary(t), "webhook-guard", "ledger", "inspect", path).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "held by a running Caddy: read from a copy") ||
+		!strings.Contains(string(out), "ids remembered: 0 delivered, 3 accepted by the spool") ||
+		!strings.Contains(string(out), "PAUSED: shop\n") || !strings.Contains(string(out), "\nshop   3        0     0 ") {
+		t.Errorf("ledger inspect beside the running Caddy: %v\n%s", err, out)
+	}
+	g.Stop()
+
+	refused := testkit.ValidateIn(t, dir, strings.Replace(cfg, path, "ledgers/main.db", 1), "IVPAY_KEY="+key)
+	if !strings.Contains(refused, "path 'ledgers/main.db' is relative: give an absolute path") || !strings.Contains(refused, "Caddyfile") {
+		t.Errorf("a relative ledger path: want an error with its line, got:\n%s", refused)
+	}
+}
+
+// ledgerCreatedMsg is the WARN of a ledger created at a path the config gives.
+const ledgerCreatedMsg = "ledger created: no ledger was at the path the config gives, so the replay memory starts empty; if the path has a typo, fix it and reload"
+
+// storeLog waits (bounded) for a log line of the file store with msg.
+func storeLog(t *testing.T, g *guard, msg string) testkit.LogEntry {
+	t.Helper()
+	return g.WaitLogSince(t, 0, func(e testkit.LogEntry) bool {
+		return e.Logger == "http.handlers.webhook_guard.stores.file" && e.Msg == msg
 	})
 }

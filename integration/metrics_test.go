@@ -162,7 +162,7 @@ var metricsLevels = map[string]string{
 	"forwarded":         "debug",
 	"duplicate":         "info",
 	"in_flight":         "info",
-	"ignored_type":      "info",
+	"ignored_type":      "warn", // the only one of its type: the first is a warning (TestEventsFilter: later ones info)
 	"bad_method":        "info",
 	"invalid_signature": "warn",
 	"stale_timestamp":   "warn",

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -374,17 +375,33 @@ func TestSignedSchemes(t *testing.T) {
 
 // TestEventsFilter proves the `events` option for the schemes whose type comes from the body
 // (stripe `type`, standard `type`) or a header (github X-GitHub-Event, shopify X-Shopify-Topic):
-// an unwanted type is answered 200 with Webhook-Guard-Outcome: ignored_type and not forwarded,
-// a wanted one is forwarded with its type in the placeholder.
+// an unwanted type is answered 200 with Webhook-Guard-Outcome: ignored_type and not forwarded
+// (logged at WARN for the first of its type, at INFO after), a wanted one is forwarded with its
+// type in the placeholder. A type the provider does not publish (a typo) is a WARN at load.
 func TestEventsFilter(t *testing.T) {
 	up := testkit.StartUpstream(t)
 	stripeSecret, githubSecret, shopifySecret, stdSecret := "whsec_"+randomHex(t, 16), randomHex(t, 20), randomHex(t, 16), newWhsec(t)
 	g := startGuard(t, globalOptions()+site(
+		guardRoute("/stripe-typo", "stripe {\n secret {env.STRIPE}\n scope typo\n events payment_intent.succeded\n}", up.Addr(), ""),
 		guardRoute("/stripe", "stripe {\n secret {env.STRIPE}\n events payment_intent.succeeded charge.refunded\n}", up.Addr(), placeholderHeaders),
 		guardRoute("/github", "github {\n secret {env.GITHUB}\n events push\n}", up.Addr(), placeholderHeaders),
 		guardRoute("/shopify", "shopify {\n secret {env.SHOPIFY}\n events orders/create\n events orders/paid\n}", up.Addr(), placeholderHeaders),
 		guardRoute("/standard", "standard {\n secret {env.STD}\n events invoice.paid\n}", up.Addr(), placeholderHeaders),
 	), map[string]string{"STRIPE": stripeSecret, "GITHUB": githubSecret, "SHOPIFY": shopifySecret, "STD": stdSecret})
+
+	// At load: one WARN for the typo, naming the published type it is close to, and none for the
+	// types Stripe, GitHub and Shopify publish.
+	const unpublished = "events names a type the provider does not publish: check it, events of the types not listed are answered 200 ignored_type and never forwarded"
+	var warned []testkit.LogEntry
+	for _, e := range g.Logs() {
+		if e.Logger == guardLogger && e.Msg == unpublished {
+			warned = append(warned, e)
+		}
+	}
+	if len(warned) != 1 || warned[0].Level != "warn" || warned[0].Field("provider") != "stripe" ||
+		warned[0].Field("event_type") != "payment_intent.succeded" || warned[0].Field("did_you_mean") != "payment_intent.succeeded" {
+		t.Errorf("load warnings: %d lines %v, want one WARN for stripe payment_intent.succeded (did you mean payment_intent.succeeded)", len(warned), warned)
+	}
 
 	type signer func(t testing.TB, id, typ string) (http.Header, []byte)
 	cases := []struct {
@@ -421,8 +438,20 @@ func TestEventsFilter(t *testing.T) {
 			resp := g.post(tc.path, h, body)
 			expectDropped(t, "unwanted type "+tc.unwanted, resp, "ignored_type")
 			expectNotForwarded(t, "unwanted type", up, before)
-			g.expectLog(mark, logWant{Msg: "webhook dropped", Provider: tc.provider, Outcome: "ignored_type",
+			line := g.expectLog(mark, logWant{Msg: "webhook dropped", Provider: tc.provider, Outcome: "ignored_type",
 				EventID: tc.eventID(id), Type: tc.unwanted, ClientIP: "127.0.0.1", Reason: "not in events", Status: 200})
+			if line.Level != "warn" || !strings.Contains(line.Field("reason"), "the first of this type since the config was loaded") {
+				t.Errorf("first ignored %s: %s %q, want warn, the first of this type", tc.unwanted, line.Level, line.Field("reason"))
+			}
+			id = newID(t, "evt_"+tc.provider+"_")
+			h, body = tc.sign(t, id, tc.unwanted)
+			before, mark = up.Count(), g.LogMark()
+			expectDropped(t, "unwanted type again", g.post(tc.path, h, body), "ignored_type")
+			expectNotForwarded(t, "unwanted type again", up, before)
+			line = g.expectLog(mark, logWant{Msg: "webhook dropped", Outcome: "ignored_type", EventID: tc.eventID(id), Type: tc.unwanted})
+			if line.Level != "info" || line.Field("reason") != fmt.Sprintf("event type %q is not in events", tc.unwanted) {
+				t.Errorf("second ignored %s: %s %q, want info", tc.unwanted, line.Level, line.Field("reason"))
+			}
 
 			id = newID(t, "evt_"+tc.provider+"_")
 			h, body = tc.sign(t, id, tc.wanted)

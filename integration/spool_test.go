@@ -3,6 +3,7 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +19,7 @@ import (
 	"time"
 
 	"github.com/hookguard/caddy-webhook-guard/internal/testkit"
+	"github.com/hookguard/caddy-webhook-guard/verify"
 )
 
 // The spool's integration tests: the built Caddy with a `spool` block in front of a real HTTP
@@ -107,7 +110,7 @@ func (b *spoolBackend) stop() {
 func (b *spoolBackend) serve(w http.ResponseWriter, r *http.Request) {
 	body, _ := io.ReadAll(r.Body)
 	a := arrival{
-		at: time.Now(), eventID: r.Header.Get("Webhook-Guard-Event-Id"), method: r.Method,
+		at: time.Now(), eventID: headerEventID(b.t, r.Header.Get("Webhook-Guard-Event-Id")), method: r.Method,
 		path: r.URL.Path, query: r.URL.RawQuery, header: r.Header.Clone(), body: body,
 	}
 	a.attempt, _ = strconv.Atoi(r.Header.Get("Webhook-Guard-Attempt"))
@@ -340,7 +343,8 @@ func spoolSecrets(g *guard) {
 // spool) every try fails and the events are lost. The backend stays down for the senders' ten
 // seconds of tries and comes back after their last try (a longer outage changes nothing but the
 // wall time: the provider has given up either way); the spooled events then arrive at their
-// third attempt, on the spool's own schedule (about 5s, then 30s).
+// next attempt, on the spool's schedule (`backoff 1s` here: a test does not wait on the
+// default 5s, 30s, ...).
 func TestSpoolKeepsEventsWhileBackendDown(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs Caddy")
@@ -348,7 +352,7 @@ func TestSpoolKeepsEventsWhileBackendDown(t *testing.T) {
 	key := newSecret(t, "ivpay_spool_")
 	backend := newSpoolBackend(t)
 	g := startGuard(t, globalOptions()+site(
-		spoolRoute("/ivpay/spooled", spoolGuard("spooled", backend.addr)),
+		spoolRoute("/ivpay/spooled", spoolGuard("spooled", backend.addr, "backoff 1s")),
 		guardRoute("/ivpay/direct", "ivpay {\n api_key {env.IVPAY_KEY}\n allow_ips 127.0.0.1\n scope direct\n}", backend.addr, ""),
 	), map[string]string{"IVPAY_KEY": key})
 	spoolSecrets(g)
@@ -422,7 +426,7 @@ func TestSpoolDeliversAfterRestartAndKill(t *testing.T) {
 	key := newSecret(t, "ivpay_restart_")
 	backend := newSpoolBackend(t)
 	dir := t.TempDir()
-	cfg := globalOptions() + site(spoolRoute("/ivpay", spoolGuard("ivpay", backend.addr)))
+	cfg := globalOptions() + site(spoolRoute("/ivpay", spoolGuard("ivpay", backend.addr, "backoff 1s")))
 	env := map[string]string{"IVPAY_KEY": key}
 	send := func(g *guard, count int) map[string][]byte {
 		events := map[string][]byte{}
@@ -492,8 +496,8 @@ func TestSpoolDeadRetryPauseDiscard(t *testing.T) {
 	backend.setAnswer(func(arrival) (int, string) { return http.StatusInternalServerError, "1" })
 	backend.start()
 	g := startGuard(t, globalOptions()+site(
-		spoolRoute("/ivpay/held", spoolGuard("held", backend.addr, "max_attempts 2")),
-		spoolRoute("/ivpay/other", spoolGuard("other", backend.addr)),
+		spoolRoute("/ivpay/held", spoolGuard("held", backend.addr, "max_attempts 2", "backoff 1s")),
+		spoolRoute("/ivpay/other", spoolGuard("other", backend.addr, "backoff 1s")),
 	), map[string]string{"IVPAY_KEY": key})
 	spoolSecrets(g)
 	mark := g.LogMark()
@@ -635,7 +639,7 @@ func TestSpoolHonoursRetryAfter(t *testing.T) {
 		return http.StatusOK, ""
 	})
 	backend.start()
-	g := startGuard(t, globalOptions()+site(spoolRoute("/ivpay", spoolGuard("ivpay", backend.addr))), map[string]string{"IVPAY_KEY": key})
+	g := startGuard(t, globalOptions()+site(spoolRoute("/ivpay", spoolGuard("ivpay", backend.addr, "backoff 1s"))), map[string]string{"IVPAY_KEY": key})
 	spoolSecrets(g)
 	pay := newID(t, "pay_ra")
 	expectDropped(t, "event", g.post("/ivpay", ivpayHeaders(key), ivpayEvent(pay)), "spooled")
@@ -769,4 +773,71 @@ func withMaxSize(t testing.TB, cfg string, size int) string {
 		t.Fatal(err)
 	}
 	return string(out)
+}
+
+// TestSpoolDeliversToTheHandlerThatAccepted: two ivpay handlers share a key and so a scope, as
+// two routes of one merchant do (/orders, /billing), each spooling to a backend of its own; an
+// ivy handler shares the scope name too. Every event reaches the backend of the route that
+// accepted it, and no other, with its attempts and options; before, the last handler
+// provisioned took every event of the scope.
+func TestSpoolDeliversToTheHandlerThatAccepted(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs Caddy")
+	}
+	key, ivySecret := newSecret(t, "ivpay_routes_"), newSecret(t, "ivy_routes_")
+	orders, billing, ivyBackend := newSpoolBackend(t), newSpoolBackend(t), newSpoolBackend(t)
+	for _, b := range []*spoolBackend{orders, billing, ivyBackend} {
+		b.start()
+	}
+	g := startGuard(t, globalOptions()+site(
+		spoolRoute("/ivpay/orders", spoolGuard("shop", orders.addr)),
+		spoolRoute("/ivpay/billing", spoolGuard("shop", billing.addr)),
+		spoolRoute("/ivy", "ivy {\n secret {env.IVY_SECRET}\n allow_ips 127.0.0.1\n scope shop\n spool {\n  to http://"+ivyBackend.addr+"\n }\n}"),
+	), map[string]string{"IVPAY_KEY": key, "IVY_SECRET": ivySecret})
+	spoolSecrets(g)
+
+	want := map[*spoolBackend][]string{}
+	for i := range 3 {
+		for _, r := range []struct {
+			path    string
+			backend *spoolBackend
+		}{{"/ivpay/orders", orders}, {"/ivpay/billing", billing}} {
+			pay := newID(t, "pay_route"+strconv.Itoa(i))
+			expectDropped(t, r.path, g.post(r.path, ivpayHeaders(key), ivpayEvent(pay)), "spooled")
+			want[r.backend] = append(want[r.backend], ivpayID(pay))
+		}
+		id := newID(t, "evt_route"+strconv.Itoa(i))
+		body := eventBody(id, "payment.succeeded")
+		expectDropped(t, "/ivy", g.post("/ivy", signIvy(ivySecret, body), body), "spooled")
+		want[ivyBackend] = append(want[ivyBackend], id)
+	}
+	for b, ids := range want {
+		b.waitAccepted(ids...)
+	}
+	for b, ids := range want {
+		got := b.arrivals()
+		if len(got) != len(ids) {
+			t.Errorf("backend %s received %d deliveries, want %d", b.addr, len(got), len(ids))
+		}
+		for _, a := range got {
+			if !slices.Contains(ids, a.eventID) {
+				t.Errorf("backend %s received %s, accepted by another route", b.addr, a.eventID)
+			}
+		}
+	}
+}
+
+// headerEventID is the event id a Webhook-Guard-Event-Id carries: the id
+// itself, or decoded from its header-safe base64 form (verify.HeaderEventID).
+func headerEventID(t testing.TB, v string) string {
+	enc, ok := strings.CutPrefix(v, verify.HeaderIDBase64Prefix)
+	if !ok {
+		return v
+	}
+	id, err := base64.RawURLEncoding.DecodeString(enc)
+	if err != nil {
+		t.Errorf("Webhook-Guard-Event-Id %q: not base64url: %v", v, err)
+		return v
+	}
+	return string(id)
 }

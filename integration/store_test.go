@@ -67,13 +67,19 @@ func storeRedisClient(t testing.TB, srv *testkit.RedisServer) *redis.Client {
 	return c
 }
 
+// storeRedisKey is the Redis key of the Ivy event id under prefix: the
+// prefix in braces (the keys' cluster hash tag), then the replay key.
+func storeRedisKey(prefix, id string) string {
+	return "{" + prefix + "}" + dedupe.Key("ivy", "ivy", id)
+}
+
 // storeRedisValue returns the value Redis holds for the Ivy event id under
 // prefix, and whether the key exists.
 func storeRedisValue(t testing.TB, c *redis.Client, prefix, id string) (string, bool) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	v, err := c.Get(ctx, prefix+dedupe.Key("ivy", "ivy", id)).Result()
+	v, err := c.Get(ctx, storeRedisKey(prefix, id)).Result()
 	if err == redis.Nil {
 		return "", false
 	}
@@ -89,11 +95,11 @@ func storeExpectInRedis(t testing.TB, c *redis.Client, prefix, id string) {
 	t.Helper()
 	v, ok := storeRedisValue(t, c, prefix, id)
 	if !ok || v != "delivered" {
-		t.Fatalf("redis key %q: value %q (exists %v), want delivered", prefix+dedupe.Key("ivy", "ivy", id), v, ok)
+		t.Fatalf("redis key %q: value %q (exists %v), want delivered", storeRedisKey(prefix, id), v, ok)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	ttl, err := c.PTTL(ctx, prefix+dedupe.Key("ivy", "ivy", id)).Result()
+	ttl, err := c.PTTL(ctx, storeRedisKey(prefix, id)).Result()
 	if err != nil || ttl <= 0 {
 		t.Fatalf("redis key of %s: TTL %v, %v; want a positive TTL (the replay window)", id, ttl, err)
 	}
@@ -104,7 +110,7 @@ func storeExpectInRedis(t testing.TB, c *redis.Client, prefix, id string) {
 func storeExpectNotInRedis(t testing.TB, c *redis.Client, prefix, id string) {
 	t.Helper()
 	if v, ok := storeRedisValue(t, c, prefix, id); ok {
-		t.Fatalf("redis key %q exists (%q), want none", prefix+dedupe.Key("ivy", "ivy", id), v)
+		t.Fatalf("redis key %q exists (%q), want none", storeRedisKey(prefix, id), v)
 	}
 }
 

@@ -1,10 +1,13 @@
 package integration
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -109,4 +112,60 @@ func TestVerifierEdges(t *testing.T) {
 		expectStatus(t, "signed", sg.post("/slack", h, body), http.StatusOK)
 		expectForwarded(t, "signed", up, before, body)
 	})
+}
+
+// TestEventIDHeaderSafe: the README's `header_up X-Webhook-Event-Id {http.webhook_guard.event_id}`
+// delivers events whose id has control characters or is 20 KB long (was 502, or 431 at the
+// upstream, on every copy): the placeholder holds the id's header-safe form, "~b64:" and its
+// base64url up to 188 bytes, else "~sha256:" and its hex SHA-256, exactly as asserted at the
+// upstream; the log line keeps the raw id, and a replay is still a duplicate.
+func TestEventIDHeaderSafe(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs Caddy")
+	}
+	up := testkit.StartUpstream(t)
+	secret := "whsec_" + randomHex(t, 16)
+	g := startGuard(t, globalOptions()+site(
+		guardRoute("/stripe", "stripe {\n secret {env.STRIPE}\n}", up.Addr(),
+			"header_up X-Webhook-Event-Id {http.webhook_guard.event_id}\nheader_up X-Webhook-Event-Type {http.webhook_guard.event_type}"),
+	), map[string]string{"STRIPE": secret})
+
+	control := newID(t, "evt_\x01\n\t")
+	long := newID(t, "evt_") + strings.Repeat("a", 20<<10)
+	longSum := sha256.Sum256([]byte(long))
+	for _, c := range []struct {
+		name, id, want string
+	}{
+		{"control characters", control, "~b64:" + base64.RawURLEncoding.EncodeToString([]byte(control))},
+		{"20 KB", long, "~sha256:" + hex.EncodeToString(longSum[:])},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			g := g.sub(t)
+			idJSON, _ := json.Marshal(c.id)
+			body := []byte(`{"id":` + string(idJSON) + `,"object":"event","type":"payment_intent.succeeded"}`)
+			h := testkit.NodeSign(t, testkit.LibStripe, secret, body, c.id, time.Now().Unix())
+			before, mark := up.Count(), g.LogMark()
+			resp := g.post("/stripe", h, body)
+			expectStatus(t, c.name, resp, http.StatusOK)
+			rec := expectForwarded(t, c.name, up, before, body)
+			if got := rec.Header.Values("X-Webhook-Event-Id"); len(got) != 1 || got[0] != c.want {
+				t.Errorf("the upstream got X-Webhook-Event-Id %.80q, want %.80q", got, c.want)
+			}
+			if got := rec.Header.Get("X-Webhook-Event-Type"); got != "payment_intent.succeeded" {
+				t.Errorf("the upstream got X-Webhook-Event-Type %q", got)
+			}
+			// The log line keeps the raw id (matched here without logWant, which would print 20 KB).
+			rawID := func(outcome string) func(testkit.LogEntry) bool {
+				return func(e testkit.LogEntry) bool {
+					return e.Logger == guardLogger && e.Field("outcome") == outcome && e.Field("event_id") == c.id
+				}
+			}
+			g.WaitLogSince(t, mark, rawID("forwarded"))
+
+			before, mark = up.Count(), g.LogMark()
+			expectDropped(t, c.name+" replayed", g.post("/stripe", h, body), "duplicate")
+			expectNotForwarded(t, c.name+" replayed", up, before)
+			g.WaitLogSince(t, mark, rawID("duplicate"))
+		})
+	}
 }

@@ -221,6 +221,7 @@ type Ledger struct {
 	unhealthy      bool
 	closing        atomic.Bool
 
+	roomMu    sync.Mutex // makeRoom's turn
 	stopSweep chan struct{}
 	swept     chan struct{} // closed when the sweeper has finished
 	onSweep   func(error)
@@ -391,6 +392,12 @@ func (s *Ledger) openJournal(cfg Config) error {
 // (a full disk), in a goroutine of its own where a panic on a corrupt page
 // would end the process. Storing it costs no measurable commit time.
 func openLedger(path string, maxSize int) (db *bolt.DB, count int64, err error) {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+		if _, err := os.Stat(path); errors.Is(err, fs.ErrNotExist) {
+			target, _ := os.Readlink(path)
+			return nil, 0, fmt.Errorf("a symbolic link to %s, which does not exist: point it at a ledger, or remove it (a ledger is never created through a dangling link)", target)
+		}
+	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, 0, err
 	}
@@ -639,8 +646,13 @@ func (s *Ledger) delivered(d *digest, t time.Time) (until time.Time, exists bool
 func (s *Ledger) isClosing() bool { return s.closing.Load() }
 
 // makeRoom, for a claim refused at capacity, forgets the leases that ended
-// and deletes the expired records.
+// and deletes the expired records. Its callers take turns: a sweep's count
+// of the ids it freed lands after its transaction, so a claim that came
+// second must see the first one's sweep counted, not find nothing left to
+// sweep and the count not yet lowered.
 func (s *Ledger) makeRoom() {
+	s.roomMu.Lock()
+	defer s.roomMu.Unlock()
 	s.forgetLeases()
 	_, _ = s.sweepOnce(context.Background())
 }

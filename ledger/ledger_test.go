@@ -564,7 +564,7 @@ func TestFileBackgroundSweep(t *testing.T) {
 	}
 	dedupetest.MustClaim(t, s, "lease", time.Minute, dedupe.Fresh)
 	clock.Advance(2 * time.Minute)
-	waitUntil(t, 10*time.Second, "background sweep", func() bool {
+	dedupetest.WaitUntil(t, 10*time.Second, "background sweep", func() bool {
 		n, _ := s.Usage()
 		return n == 0
 	})
@@ -608,7 +608,7 @@ func TestFileGroupIsolatesFailures(t *testing.T) {
 		})
 	}
 	queued.Wait()
-	waitUntil(t, 10*time.Second, "operations queued", func() bool { return len(s.writes) == n })
+	dedupetest.WaitUntil(t, 10*time.Second, "operations queued", func() bool { return len(s.writes) == n })
 	close(hold)
 	done.Wait()
 	err := s.db.View(func(tx *bolt.Tx) error {
@@ -634,18 +634,6 @@ func TestConfig(t *testing.T) {
 	}
 	if _, err := Open(Config{Path: filepath.Join(t.TempDir(), "l.db"), MaxEvents: -1}); err == nil {
 		t.Fatal("MaxEvents -1: no error")
-	}
-}
-
-// waitUntil polls cond until it holds, failing the test after timeout.
-func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"iter"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -770,6 +771,8 @@ func (s *Ledger) List(_ context.Context, f spool.Filter, p spool.Page) ([]spool.
 		scope, _ := json.Marshal(f.Scope)
 		needles = append(needles, append([]byte(`"scope":`), scope...))
 	}
+	text := rawText(f.Text)
+	textID, _ := strconv.ParseUint(f.Text, 10, 64) // a search may be an event's number
 	size := p.Size()
 	var out []spool.Record
 	err := s.readSnapshot(func(sn *snapshot) error {
@@ -783,6 +786,9 @@ func (s *Ledger) List(_ context.Context, f spool.Filter, p spool.Page) ([]spool.
 					return true, nil
 				}
 			}
+			if text != nil && seq != textID && !containsFold(meta, text) {
+				return true, nil
+			}
 			d, err := decodeRecord(seq, v, false)
 			if err != nil {
 				return false, err
@@ -795,6 +801,59 @@ func (s *Ledger) List(_ context.Context, f spool.Filter, p spool.Page) ([]spool.
 		})
 	})
 	return out, err
+}
+
+// rawText is the lower-case form of a search text (spool.Filter.Text) to
+// look for in a record's raw meta before decoding it, nil when the text is
+// one that JSON may write otherwise (escaped characters, non-ASCII): then
+// every record is decoded and matched.
+func rawText(text string) []byte {
+	if text == "" {
+		return nil
+	}
+	for _, c := range []byte(text) {
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			return nil
+		}
+	}
+	return bytes.ToLower([]byte(text))
+}
+
+// containsFold says whether b contains lower (in lower case), ignoring
+// ASCII case.
+func containsFold(b, lower []byte) bool {
+	n := len(lower)
+	first, upper := lower[0], lower[0]
+	if 'a' <= first && first <= 'z' {
+		upper = first - ('a' - 'A')
+	}
+	for i := 0; i+n <= len(b); i++ {
+		// Skip to the next byte that can start a match.
+		k := bytes.IndexByte(b[i:len(b)-n+1], first)
+		if upper != first {
+			if u := bytes.IndexByte(b[i:len(b)-n+1], upper); u >= 0 && (k < 0 || u < k) {
+				k = u
+			}
+		}
+		if k < 0 {
+			return false
+		}
+		i += k
+		j := 1
+		for ; j < n; j++ {
+			c := b[i+j]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != lower[j] {
+				break
+			}
+		}
+		if j == n {
+			return true
+		}
+	}
+	return false
 }
 
 // stateIndex is the index bucket id of a state.
@@ -827,8 +886,9 @@ func (s *Ledger) IDs(_ context.Context, state spool.State, scope string) ([]uint
 
 // Lease implements spool.Store: it walks the due index in order (earliest
 // first), at most maxLeaseScan entries, going on where the last walk
-// stopped at that bound.
-func (s *Ledger) Lease(_ context.Context, now time.Time, offer func(spool.Due) spool.Verdict) (next time.Time, err error) {
+// stopped at that bound. The openings are not needed: offer says which
+// events the worker takes, and the others stay where they are.
+func (s *Ledger) Lease(_ context.Context, now time.Time, _ []spool.Opening, offer func(spool.Due) spool.Verdict) (next time.Time, err error) {
 	st := &s.spool
 	st.mu.Lock()
 	if !st.anyLeasable() { // every due event is of a paused scope: Resume wakes the worker

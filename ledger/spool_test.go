@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/hookguard/caddy-webhook-guard/dedupe"
 	"github.com/hookguard/caddy-webhook-guard/dedupe/dedupetest"
 	"github.com/hookguard/caddy-webhook-guard/spool"
+	"github.com/hookguard/caddy-webhook-guard/spool/spooltest"
 )
 
 // listAll lists the events of state and scope, every page.
@@ -36,7 +38,7 @@ func listAll(t testing.TB, s *Ledger, state spool.State, scope string) ([]spool.
 func dueOrder(t testing.TB, s *Ledger, now time.Time) []uint64 {
 	t.Helper()
 	var due []uint64
-	if _, err := s.Lease(context.Background(), now, func(d spool.Due) spool.Verdict { due = append(due, d.ID); return spool.Skip }); err != nil {
+	if _, err := s.Lease(context.Background(), now, nil, func(d spool.Due) spool.Verdict { due = append(due, d.ID); return spool.Skip }); err != nil {
 		t.Fatal(err)
 	}
 	return due
@@ -321,4 +323,53 @@ func TestSpoolDiskFull(t *testing.T) {
 	defer s2.Close()
 	check(s2)
 	t.Logf("%d events of 4 KiB stored before the file was full", stored)
+}
+
+// TestSpoolListText: the console's search finds events by id, type or last
+// error in any ASCII case, or by their number; the raw pre-filter never
+// hides a match that JSON wrote escaped, and a header's text matches
+// nothing.
+func TestSpoolListText(t *testing.T) {
+	s, err := Open(Config{Path: filepath.Join(t.TempDir(), "ledger.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	at := time.Unix(1_700_000_000, 0)
+	plain, _ := spoolOne(t, s, "shop", "evt_Plain_1", []byte("{}"), at)
+	marked, _ := spoolOne(t, s, "shop", `evt_<b>&"x"`, []byte("{}"), at)
+	accent, _ := spoolOne(t, s, "shop", "evt_café", []byte("{}"), at)
+	search := func(text string) []uint64 {
+		t.Helper()
+		got, err := s.List(context.Background(), spool.Filter{Text: text}, spool.Page{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []uint64
+		for _, r := range got {
+			ids = append(ids, r.ID)
+		}
+		return ids
+	}
+	for text, want := range map[string][]uint64{
+		"PLAIN_1":                         {plain.ID},
+		"SUCCEEDED":                       {accent.ID, marked.ID, plain.ID},
+		`<b>&"x"`:                         {marked.ID},
+		"café":                            {accent.ID},
+		strconv.FormatUint(marked.ID, 10): {marked.ID},
+		"application/json":                nil, // a header, not searched
+		"evt_none":                        nil,
+	} {
+		if got := search(text); !slices.Equal(got, want) {
+			t.Errorf("search %q: %v, want %v", text, got, want)
+		}
+	}
+}
+
+// The ledger keeps the contract of every spool store.
+func TestSpoolContract(t *testing.T) {
+	spooltest.Contract(t, time.Hour, func(t *testing.T) spooltest.ContractStore {
+		s, clock := newTestFile(t, Config{})
+		return spooltest.ContractStore{Store: s, Now: clock.Now, Advance: clock.Advance}
+	})
 }

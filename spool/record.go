@@ -10,6 +10,7 @@ package spool
 
 import (
 	"errors"
+	"strconv"
 	"time"
 )
 
@@ -147,12 +148,59 @@ type Filter struct {
 	Scope string
 	// EventID selects the events with this provider event id.
 	EventID string
+	// Text selects the events whose provider event id, event type or last
+	// error contains it (ASCII letters in either case), or whose id it is
+	// (the console's search).
+	Text string
 }
 
 // Match says whether rec is selected by f.
 func (f Filter) Match(rec *Record) bool {
 	return (f.State == "" || rec.State == f.State) && (f.Scope == "" || rec.Scope == f.Scope) &&
-		(f.EventID == "" || rec.EventID == f.EventID)
+		(f.EventID == "" || rec.EventID == f.EventID) && (f.Text == "" || rec.containsText(f.Text))
+}
+
+// containsText says whether the record's provider event id, event type or
+// last error contains text, ignoring ASCII case, or text is its id.
+func (r *Record) containsText(text string) bool {
+	if strconv.FormatUint(r.ID, 10) == text {
+		return true
+	}
+	for _, field := range []string{r.EventID, r.EventType, r.LastError} {
+		if containsFold(field, text) {
+			return true
+		}
+	}
+	return false
+}
+
+// containsFold says whether s contains sub, ignoring ASCII case.
+func containsFold(s, sub string) bool {
+	n := len(sub)
+	for i := 0; i+n <= len(s); i++ {
+		if asciiEqualFold(s[i:i+n], sub) {
+			return true
+		}
+	}
+	return false
+}
+
+// asciiEqualFold says whether a and b, of one length, are equal ignoring
+// ASCII case.
+func asciiEqualFold(a, b string) bool {
+	for i := 0; i < len(a); i++ {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // DefaultLimit is the size of a page when a listing names none; MaxLimit the

@@ -30,9 +30,15 @@ type Store interface {
 	// says Stop. An event offer Takes is leased to the caller until it
 	// reports the attempt's result (Delivered, Failed, Die) or Abandons
 	// it; a shared store makes the lease expire when its holder stops
-	// renewing it, and another instance may then take it. Lease returns
-	// the time the next event falls due (zero: none known), to wake for.
-	Lease(ctx context.Context, now time.Time, offer func(Due) Verdict) (next time.Time, err error)
+	// renewing it, and another instance may then take it. open lists the
+	// targets the caller could start attempts of now, with how many: a
+	// store whose events are taken from a shared queue as it reads them
+	// (Redis) reads at most that many of each target's, and none of a
+	// target not listed; a store read in place (the ledger) may ignore it.
+	// Lease returns the time the next event falls due (zero: none known),
+	// to wake for; a shared store, whose events other instances add,
+	// returns a time soon enough to look again.
+	Lease(ctx context.Context, now time.Time, open []Opening, offer func(Due) Verdict) (next time.Time, err error)
 	// Extend renews the lease of an event whose attempt runs long.
 	Extend(ctx context.Context, id uint64) error
 	// Abandon gives a leased event back without a result: it stays due.
@@ -79,6 +85,33 @@ type Due struct {
 	// Target is the key of the handler that accepted it ("" in records
 	// of release 0.1.0).
 	Target string
+	// Losses counts the leases of the event that ended without a result:
+	// their holder died or stalled while it held the event (a shared
+	// store's pending list tells). The worker makes an event dead at
+	// MaxLosses, as one that crashes whoever delivers it.
+	Losses int
+}
+
+// Opening is a target the worker could start attempts of now.
+type Opening struct {
+	// Target is the target's key, Scope its scope.
+	Target, Scope string
+	// Free is how many attempts of it may start now.
+	Free int
+}
+
+// MaxLosses is how many leases of an event may end without a result (its
+// holder died or stalled) before the event is made dead rather than
+// attempted again: an event that crashes the instance delivering it would
+// otherwise crash every instance in turn.
+const MaxLosses = 5
+
+// LeaseExpirer is implemented by a store whose leases expire when they are
+// not renewed (a shared store: another instance may then take the event).
+type LeaseExpirer interface {
+	// LeaseExpiry is how long a lease lasts without renewal; the worker
+	// renews the leases it holds more often than that.
+	LeaseExpiry() time.Duration
 }
 
 // Verdict is what the worker makes of an event Lease offers.

@@ -70,20 +70,29 @@ func (s *Spool) dispatch() (next time.Time) {
 			}
 		}
 	}
-	open := len(s.targets)
-	s.mu.Unlock()
-	if open == 0 {
-		return time.Time{}
+	open := make([]Opening, 0, len(s.targets))
+	free := 0
+	for _, tg := range s.targets {
+		if n := cap(tg.sem) - len(tg.sem); n > 0 {
+			open = append(open, Opening{Target: tg.Key, Scope: tg.Scope, Free: n})
+			free += n
+		}
 	}
+	s.mu.Unlock()
+	if free == 0 {
+		return time.Time{} // every target busy (or none): an attempt ending wakes us
+	}
+	slices.SortFunc(open, func(a, b Opening) int { return cmp.Compare(a.Target, b.Target) })
 
 	type start struct {
-		t  *Target
-		id uint64
+		t      *Target
+		id     uint64
+		losses int
 	}
 	var starts []start
 	busy := map[*Target]bool{}
 	var held time.Time // the earliest end of a hold
-	next, err := s.store.Lease(s.ctx, t, func(d Due) Verdict {
+	next, err := s.store.Lease(s.ctx, t, open, func(d Due) Verdict {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		if s.inflight[d.ID] {
@@ -118,12 +127,12 @@ func (s *Spool) dispatch() (next time.Time) {
 		default:
 		}
 		s.inflight[d.ID] = true
-		starts = append(starts, start{target, d.ID})
+		starts = append(starts, start{target, d.ID, d.Losses})
 		return Take
 	})
 	for _, st := range starts {
 		s.wg.Add(1)
-		go s.attempt(st.t, st.id)
+		go s.attempt(st.t, st.id, st.losses)
 	}
 	if err != nil {
 		if s.opts.OnLeaseError != nil && s.ctx.Err() == nil {
@@ -138,8 +147,8 @@ func (s *Spool) dispatch() (next time.Time) {
 }
 
 // attempt makes one delivery attempt of the leased event id and records
-// its result.
-func (s *Spool) attempt(t *Target, id uint64) {
+// its result; losses is how many of its leases ended without a result.
+func (s *Spool) attempt(t *Target, id uint64, losses int) {
 	ctx := context.WithoutCancel(s.ctx) // results are written even while stopping
 	defer func() {
 		<-t.sem
@@ -165,6 +174,12 @@ func (s *Spool) attempt(t *Target, id uint64) {
 		return
 	}
 	start := s.now()
+	if losses >= MaxLosses {
+		rec.LastError = fmt.Sprintf("%d deliveries of it ended without a result: the instance delivering it died or stalled each time "+
+			"(an event that crashes Caddy?); last error: %s", losses, cmp.Or(rec.LastError, "none"))
+		s.die(ctx, t, &rec)
+		return
+	}
 	if t.MaxAttempts > 0 && rec.Attempts >= t.MaxAttempts || !start.Before(rec.AgeFrom().Add(t.MaxAge)) {
 		reason := rec.LastError
 		if t.MaxAttempts == 0 || rec.Attempts < t.MaxAttempts {
@@ -176,7 +191,7 @@ func (s *Spool) attempt(t *Target, id uint64) {
 	}
 	n := rec.Attempts + 1
 	actx, cancel := context.WithTimeout(s.ctx, t.Timeout)
-	renewed := s.renewWhile(actx, id, t.Timeout)
+	renewed := s.renewWhile(actx, id, s.renewEvery(t))
 	a := t.Deliver(actx, &rec, n)
 	cancel()
 	<-renewed
@@ -220,13 +235,23 @@ func (s *Spool) attempt(t *Target, id uint64) {
 	s.attempted(t, &rec, a)
 }
 
-// renewWhile renews the lease of id every third of lease while ctx lasts;
-// the returned channel is closed when it has stopped.
-func (s *Spool) renewWhile(ctx context.Context, id uint64, lease time.Duration) <-chan struct{} {
+// renewEvery is how often the lease of an attempt of t is renewed: a third
+// of its timeout, or of the store's lease if that is shorter.
+func (s *Spool) renewEvery(t *Target) time.Duration {
+	lease := t.Timeout
+	if le, ok := s.store.(LeaseExpirer); ok && le.LeaseExpiry() > 0 {
+		lease = min(lease, le.LeaseExpiry())
+	}
+	return max(lease/3, 100*time.Millisecond)
+}
+
+// renewWhile renews the lease of id every period while ctx lasts; the
+// returned channel is closed when it has stopped.
+func (s *Spool) renewWhile(ctx context.Context, id uint64, every time.Duration) <-chan struct{} {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		tick := time.NewTicker(max(lease/3, 100*time.Millisecond))
+		tick := time.NewTicker(every)
 		defer tick.Stop()
 		for {
 			select {

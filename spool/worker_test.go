@@ -8,7 +8,9 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -58,18 +60,6 @@ func get(t testing.TB, s *spool.Spool, id uint64) (spool.Record, bool) {
 		t.Fatal(err)
 	}
 	return rec, ok
-}
-
-// waitUntil polls cond until it holds, failing t after timeout.
-func waitUntil(t testing.TB, timeout time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v", what, timeout)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 func TestParseRetryAfter(t *testing.T) {
@@ -170,7 +160,7 @@ func waitPass(t *testing.T, w *spool.Spool) {
 	t.Helper()
 	started, _ := w.Passes()
 	w.Wake()
-	waitUntil(t, 10*time.Second, "a dispatch pass", func() bool {
+	dedupetest.WaitUntil(t, 10*time.Second, "a dispatch pass", func() bool {
 		_, done := w.Passes()
 		return done > started && w.InFlightCount() == 0
 	})
@@ -273,7 +263,7 @@ func TestSpoolWorkerSchedule(t *testing.T) {
 
 	// max_age: an event older than it dies without an attempt.
 	old := spoolOne(t, w, "shop", "evt_old", nil, clock.Now().Add(-3*time.Hour))
-	waitUntil(t, 10*time.Second, "old event dead", func() bool {
+	dedupetest.WaitUntil(t, 10*time.Second, "old event dead", func() bool {
 		got, _ := get(t, w, old.ID)
 		return got.State == spool.Dead
 	})
@@ -308,7 +298,7 @@ func TestSpoolWorkerMaxAge(t *testing.T) {
 	}
 	clock.Advance(5 * time.Second)
 	w.Wake()
-	waitUntil(t, 10*time.Second, "dead at max_age", func() bool {
+	dedupetest.WaitUntil(t, 10*time.Second, "dead at max_age", func() bool {
 		got, _ := get(t, w, rec.ID)
 		return got.State == spool.Dead
 	})
@@ -344,7 +334,7 @@ func TestSpoolWorkerConcurrency(t *testing.T) {
 	for i := range 20 {
 		spoolOne(t, w, "shop", "evt_"+strconv.Itoa(i), nil, clock.Now())
 	}
-	waitUntil(t, 10*time.Second, "3 attempts in flight", func() bool {
+	dedupetest.WaitUntil(t, 10*time.Second, "3 attempts in flight", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return inFlight == 3
@@ -362,7 +352,7 @@ func TestSpoolWorkerConcurrency(t *testing.T) {
 	if most != 3 || len(seen) != 20 {
 		t.Fatalf("most in flight %d (want 3), delivered %d distinct (want 20)", most, len(seen))
 	}
-	waitUntil(t, 10*time.Second, "spool empty", func() bool {
+	dedupetest.WaitUntil(t, 10*time.Second, "spool empty", func() bool {
 		l, _ := w.List(context.Background(), spool.Filter{}, spool.Page{})
 		return len(l) == 0
 	})
@@ -460,4 +450,289 @@ func TestScheduleDelay(t *testing.T) {
 	if err := (spool.Schedule{time.Second, 500 * time.Millisecond}).Check(); err == nil {
 		t.Error("a delay under 1s: no error")
 	}
+}
+
+// Retry-After means "not before": a backend answering 503 with
+// Retry-After: 0 (or a date in the past, parsed as 0) does not speed the
+// attempts up; the schedule still applies. A longer Retry-After delays the
+// attempt past the schedule.
+func TestRetryAfterIsNotBefore(t *testing.T) {
+	w, _, clock := newSpool(t, "")
+	backend := newFakeBackend(func(*spool.Record, int) spool.Attempt { return spool.Attempt{Status: 503, RetryAfter: 0} })
+	w.Register(&spool.Target{Key: "shop/target", Scope: "shop", Deliver: backend.deliver, MaxAge: time.Hour, Timeout: time.Second,
+		Concurrency: 1, Window: time.Hour, Schedule: spool.Schedule{10 * time.Second}})
+	rec := spoolOne(t, w, "shop", "evt_ra", nil, clock.Now())
+	if c := backend.nextCall(t); c != "evt_ra#1" {
+		t.Fatalf("first attempt %s", c)
+	}
+	waitIdle(t, w)
+	got, _ := get(t, w, rec.ID)
+	if d := got.NextAt.Sub(clock.Now()); d < 9*time.Second {
+		t.Fatalf("after Retry-After 0 the next attempt is due in %v, want the schedule's 10s", d)
+	}
+	clock.Advance(5 * time.Second)
+	backend.noCall(t, w)
+	backend.setAnswer(func(*spool.Record, int) spool.Attempt { return spool.Attempt{Status: 429, RetryAfter: time.Minute} })
+	clock.Advance(6 * time.Second)
+	w.Wake()
+	if c := backend.nextCall(t); c != "evt_ra#2" {
+		t.Fatalf("second attempt %s", c)
+	}
+	waitIdle(t, w)
+	clock.Advance(30 * time.Second)
+	backend.noCall(t, w) // the schedule (10s) has passed, Retry-After (1m) not
+	clock.Advance(31 * time.Second)
+	w.Wake()
+	if c := backend.nextCall(t); c != "evt_ra#3" {
+		t.Fatalf("third attempt %s", c)
+	}
+}
+
+// While an attempt runs, the event cannot be discarded or retried (it may
+// be delivered): ErrInFlight; once it ended, it can.
+func TestDiscardInFlightRefused(t *testing.T) {
+	w, _, clock := newSpool(t, "")
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	w.Register(&spool.Target{Key: "shop/target", Scope: "shop", MaxAge: time.Hour, Timeout: time.Minute, Concurrency: 1, Window: time.Hour,
+		Schedule: spool.Schedule{time.Hour},
+		Deliver: func(ctx context.Context, rec *spool.Record, _ int) spool.Attempt {
+			started <- struct{}{}
+			<-release
+			return spool.Attempt{Status: 500}
+		}})
+	rec := spoolOne(t, w, "shop", "evt_busy", nil, clock.Now())
+	<-started
+	ctx := context.Background()
+	if _, err := w.Discard(ctx, rec.ID, "ops"); !errors.Is(err, spool.ErrInFlight) {
+		t.Fatalf("Discard during the attempt = %v, want ErrInFlight", err)
+	}
+	if err := w.Retry(ctx, rec.ID); !errors.Is(err, spool.ErrInFlight) {
+		t.Fatalf("Retry during the attempt = %v, want ErrInFlight", err)
+	}
+	close(release)
+	waitIdle(t, w)
+	if got, _ := get(t, w, rec.ID); got.State != spool.Pending || got.Attempts != 1 {
+		t.Fatalf("after the attempt: %+v", got)
+	}
+	gone, err := w.Discard(ctx, rec.ID, "ops")
+	if err != nil || gone.State != spool.Discarded || gone.DiscardedBy != "ops" {
+		t.Fatalf("Discard after the attempt = %+v, %v", gone, err)
+	}
+}
+
+// Two handlers share a scope: each event goes to the target it was
+// accepted with, never to the other (nor to the last one registered).
+func TestEventsGoToTheirOwnTarget(t *testing.T) {
+	w, _, clock := newSpool(t, "")
+	orders := newFakeBackend(func(*spool.Record, int) spool.Attempt { return spool.Attempt{Status: 200} })
+	billing := newFakeBackend(func(*spool.Record, int) spool.Attempt { return spool.Attempt{Status: 200} })
+	w.Register(&spool.Target{Key: "ivpay/shop/orders", Scope: "shop", Deliver: orders.deliver, MaxAge: time.Hour, Timeout: time.Second, Concurrency: 1, Window: time.Hour})
+	w.Register(&spool.Target{Key: "ivpay/shop/billing", Scope: "shop", Deliver: billing.deliver, MaxAge: time.Hour, Timeout: time.Second, Concurrency: 1, Window: time.Hour})
+	for i, target := range []string{"ivpay/shop/orders", "ivpay/shop/billing", "ivpay/shop/orders"} {
+		rec := &spool.Record{Target: target, Scope: "shop", Provider: "ivpay", EventID: "evt_" + strconv.Itoa(i), ReceivedAt: clock.Now(), Method: "POST"}
+		if _, err := w.Ingest(context.Background(), dedupe.Key("shop", "ivpay", rec.EventID), rec, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := map[string]bool{}
+	for range 2 {
+		got[orders.nextCall(t)] = true
+	}
+	if c := billing.nextCall(t); c != "evt_1#1" || !got["evt_0#1"] || !got["evt_2#1"] {
+		t.Fatalf("orders got %v, billing %s", got, c)
+	}
+	// An event whose target is gone waits; its handler's return delivers it.
+	rec := &spool.Record{Target: "ivpay/shop/gone", Scope: "shop", Provider: "ivpay", EventID: "evt_gone", ReceivedAt: clock.Now(), Method: "POST"}
+	if _, err := w.Ingest(context.Background(), dedupe.Key("shop", "ivpay", "evt_gone"), rec, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	orders.noCall(t, w)
+	billing.noCall(t, w)
+	if !w.Orphan(rec.Target, rec.Scope) {
+		t.Fatal("an event of a removed handler is not an orphan")
+	}
+	back := newFakeBackend(func(*spool.Record, int) spool.Attempt { return spool.Attempt{Status: 200} })
+	w.Register(&spool.Target{Key: "ivpay/shop/gone", Scope: "shop", Deliver: back.deliver, MaxAge: time.Hour, Timeout: time.Second, Concurrency: 1, Window: time.Hour})
+	if c := back.nextCall(t); c != "evt_gone#1" {
+		t.Fatalf("the returning handler got %s", c)
+	}
+}
+
+// Orphaned events are reported once they have been so for CountsEvery
+// (a config registers its targets one by one), and again when that changes.
+func TestOrphansReported(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	clock := &dedupetest.FakeClock{}
+	l, err := ledger.Open(ledger.Config{Path: path, SweepEvery: time.Hour, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reports := make(chan []spool.Orphans, 10)
+	w := spool.New(l, spool.Options{Now: clock.Now, OnCounts: func(map[string]spool.Counts, map[string]bool) {},
+		OnOrphans: func(o []spool.Orphans) { reports <- o }})
+	w.Start()
+	t.Cleanup(func() { w.Stop(); _ = l.Close() })
+	rec := &spool.Record{Target: "ivy/shop/old", Scope: "shop", Provider: "ivy", EventID: "evt_o", ReceivedAt: clock.Now(), Method: "POST"}
+	if _, err := w.Ingest(context.Background(), dedupe.Key("shop", "ivy", "evt_o"), rec, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	waitPass(t, w)
+	select {
+	case r := <-reports:
+		t.Fatalf("reported at once: %v", r)
+	default:
+	}
+	clock.Advance(spool.CountsEvery + time.Second)
+	w.Wake()
+	var r []spool.Orphans
+	dedupetest.WaitUntil(t, 10*time.Second, "an orphan report", func() bool {
+		select {
+		case r = <-reports:
+			return true
+		default:
+			clock.Advance(time.Second)
+			w.Wake()
+			return false
+		}
+	})
+	if len(r) != 1 || r[0] != (spool.Orphans{Scope: "shop", Target: "ivy/shop/old", Pending: 1}) {
+		t.Fatalf("report %v", r)
+	}
+}
+
+// dead_on: a backend status it names makes the event dead at once, with no
+// further attempt; another failure is retried as usual. Without
+// max_attempts, only max_age ends the attempts.
+func TestDeadOn(t *testing.T) {
+	w, _, clock := newSpool(t, "")
+	var deadMu sync.Mutex
+	var dead []spool.Record
+	backend := newFakeBackend(func(rec *spool.Record, _ int) spool.Attempt {
+		if rec.EventID == "evt_gone" {
+			return spool.Attempt{Status: 410, Answer: "no such order"}
+		}
+		return spool.Attempt{Status: 503}
+	})
+	w.Register(&spool.Target{Key: "shop/target", Scope: "shop", Deliver: backend.deliver, MaxAge: time.Hour, Timeout: time.Second,
+		Concurrency: 1, Window: time.Hour, Schedule: spool.Schedule{time.Second},
+		DeadOn: func(status int) bool { return status/100 == 4 },
+		OnDead: func(rec spool.Record) { deadMu.Lock(); dead = append(dead, rec); deadMu.Unlock() }})
+	gone := spoolOne(t, w, "shop", "evt_gone", nil, clock.Now())
+	if c := backend.nextCall(t); c != "evt_gone#1" {
+		t.Fatalf("attempt %s", c)
+	}
+	waitIdle(t, w)
+	got, _ := get(t, w, gone.ID)
+	if got.State != spool.Dead || got.Attempts != 1 || got.LastError != "dead_on status 410: no such order" || len(got.History) != 1 {
+		t.Fatalf("after a 410: %+v", got)
+	}
+	deadMu.Lock()
+	if len(dead) != 1 || dead[0].EventID != "evt_gone" {
+		t.Fatalf("OnDead got %+v", dead)
+	}
+	deadMu.Unlock()
+	clock.Advance(time.Hour)
+	backend.noCall(t, w)
+
+	// A 503 is retried, many times: no max_attempts.
+	busy := spoolOne(t, w, "shop", "evt_busy", nil, clock.Now())
+	for i := 1; i <= 30; i++ {
+		if c := backend.nextCall(t); c != "evt_busy#"+strconv.Itoa(i) {
+			t.Fatalf("attempt %d: %s", i, c)
+		}
+		waitIdle(t, w)
+		clock.Advance(2 * time.Second)
+		w.Wake()
+	}
+	if got, _ := get(t, w, busy.ID); got.State != spool.Pending || got.Attempts < 30 || len(got.History) != spool.MaxHistory {
+		t.Fatalf("after 30 refusals: state %s, %d attempts, %d in history", got.State, got.Attempts, len(got.History))
+	}
+}
+
+// lossyStore is a ledger whose leases expire after expiry and whose events
+// come with losses: a stand-in for a shared store, to test what the worker
+// makes of them.
+type lossyStore struct {
+	*ledger.Ledger
+	losses  int
+	expiry  time.Duration
+	extends atomic.Int64
+}
+
+func (s *lossyStore) Lease(ctx context.Context, now time.Time, open []spool.Opening, offer func(spool.Due) spool.Verdict) (time.Time, error) {
+	return s.Ledger.Lease(ctx, now, open, func(d spool.Due) spool.Verdict {
+		d.Losses = s.losses
+		return offer(d)
+	})
+}
+
+func (s *lossyStore) Extend(ctx context.Context, id uint64) error {
+	s.extends.Add(1)
+	return s.Ledger.Extend(ctx, id)
+}
+
+func (s *lossyStore) LeaseExpiry() time.Duration { return s.expiry }
+
+// newLossySpool is newSpool over a lossyStore.
+func newLossySpool(t *testing.T, losses int, expiry time.Duration) (*spool.Spool, *lossyStore) {
+	t.Helper()
+	l, err := ledger.Open(ledger.Config{Path: filepath.Join(t.TempDir(), "ledger.db"), SweepEvery: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := &lossyStore{Ledger: l, losses: losses, expiry: expiry}
+	sp := spool.New(st, spool.Options{Jitter: func() float64 { return 0 }})
+	sp.Start()
+	t.Cleanup(func() { sp.Stop(); _ = l.Close() })
+	return sp, st
+}
+
+// An event whose leases ended MaxLosses times without a result (it crashed
+// or stalled whoever delivered it) is made dead without another attempt,
+// and the reason says so; with fewer losses it is attempted.
+func TestSpoolWorkerLosses(t *testing.T) {
+	for _, losses := range []int{spool.MaxLosses - 1, spool.MaxLosses} {
+		w, _ := newLossySpool(t, losses, 0)
+		backend := newFakeBackend(func(*spool.Record, int) spool.Attempt { return spool.Attempt{Status: 204} })
+		dead := make(chan spool.Record, 1)
+		w.Register(&spool.Target{Key: "shop/target", Scope: "shop", Deliver: backend.deliver, MaxAge: time.Hour,
+			Timeout: time.Second, Concurrency: 1, Window: time.Hour, OnDead: func(rec spool.Record) { dead <- rec }})
+		rec := spoolOne(t, w, "shop", "evt_crashy", []byte("b"), time.Now())
+		if losses < spool.MaxLosses {
+			if c := backend.nextCall(t); c != "evt_crashy#1" {
+				t.Fatalf("attempt %s", c)
+			}
+			continue
+		}
+		select {
+		case d := <-dead:
+			if d.ID != rec.ID || d.State != spool.Dead || !strings.Contains(d.LastError, "5 deliveries of it ended without a result") {
+				t.Fatalf("dead %+v", d)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("not dead within 10s")
+		}
+		backend.noCall(t, w)
+	}
+}
+
+// A store whose leases expire has them renewed more often than they last,
+// even when the attempt's timeout is longer.
+func TestSpoolWorkerRenewsBeforeExpiry(t *testing.T) {
+	w, st := newLossySpool(t, 0, 300*time.Millisecond)
+	release := make(chan struct{})
+	started := make(chan struct{}, 1)
+	w.Register(&spool.Target{Key: "shop/target", Scope: "shop", MaxAge: time.Hour, Timeout: time.Minute, Concurrency: 1, Window: time.Hour,
+		Deliver: func(ctx context.Context, _ *spool.Record, _ int) spool.Attempt {
+			started <- struct{}{}
+			<-release
+			return spool.Attempt{Status: 204}
+		}})
+	spoolOne(t, w, "shop", "evt_slow", nil, time.Now())
+	<-started
+	// Renewed every 100ms (a third of the 300ms lease), not every 20s (a
+	// third of the minute's timeout).
+	dedupetest.WaitUntil(t, 10*time.Second, "three renewals", func() bool { return st.extends.Load() >= 3 })
+	close(release)
 }

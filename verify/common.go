@@ -9,6 +9,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -155,9 +156,14 @@ func decodeMAC(value, prefix string, enc macEncoding, size int) (mac []byte, ok 
 }
 
 // checkTimestamp parses a unix-seconds timestamp and checks it is within
-// tolerance of now, either way, comparing whole seconds (so no time is far
-// enough to overflow a duration). A timestamp at or before 1970 is refused
-// whatever the tolerance: no provider signs one.
+// tolerance of now, either way, as the providers' own libraries do (Stripe's,
+// Standard Webhooks' and Svix's): the signed timestamp, in whole seconds, is
+// compared with now at full precision, and refused when it is more than the
+// tolerance away. An event exactly the tolerance old passes, one a
+// nanosecond older does not. The comparison is made on seconds and
+// nanoseconds apart, so no timestamp or clock is far enough to overflow it.
+// A timestamp at or before 1970 is refused whatever the tolerance: no
+// provider signs one.
 func checkTimestamp(raw string, now time.Time, tolerance time.Duration) (time.Time, error) {
 	if raw == "" {
 		return time.Time{}, Invalid("timestamp header missing")
@@ -170,14 +176,46 @@ func checkTimestamp(raw string, now time.Time, tolerance time.Duration) (time.Ti
 		return time.Time{}, &Error{Reason: ReasonTimestamp, Detail: fmt.Sprintf("timestamp %d is not after 1970", secs)}
 	}
 	ts := time.Unix(secs, 0)
-	tol := int64(tolerance / time.Second)
-	switch age := now.Unix() - secs; {
-	case age > tol:
-		return ts, &Error{Reason: ReasonTimestamp, Detail: fmt.Sprintf("timestamp %s in the past, tolerance %s", secondsText(age), shortDuration(tolerance))}
-	case -age > tol:
-		return ts, &Error{Reason: ReasonTimestamp, Detail: fmt.Sprintf("timestamp %s in the future, tolerance %s", secondsText(-age), shortDuration(tolerance))}
+	tolS, tolN := int64(tolerance/time.Second), int64(tolerance%time.Second)
+	nowS, nowN := now.Unix(), int64(now.Nanosecond())
+	if tolerance < 0 {
+		tolS, tolN = -1, 0 // nothing is within a negative tolerance
+	}
+	// The age is past = nowS - secs seconds plus nowN nanoseconds. secs is
+	// positive, so past only overflows downwards: a timestamp that far ahead
+	// of the clock (or so far that -past would overflow) is out of any
+	// tolerance.
+	past := nowS - secs
+	if past > nowS || past == math.MinInt64 {
+		return ts, &Error{Reason: ReasonTimestamp, Detail: fmt.Sprintf("timestamp %d years in the future, tolerance %s", uint64(secs-(nowS+1))/(365*24*3600), shortDuration(tolerance))}
+	}
+	switch {
+	case past > tolS || past == tolS && nowN > tolN:
+		return ts, &Error{Reason: ReasonTimestamp, Detail: fmt.Sprintf("timestamp %s in the past, tolerance %s", offsetText(past, nowN, tolS), shortDuration(tolerance))}
+	case past < 0:
+		// Ahead by ahead = -past seconds minus nowN nanoseconds.
+		ahead := -past
+		if ahead > tolS+1 || ahead == tolS+1 && nowN < int64(time.Second)-tolN {
+			s, n := ahead, int64(0)
+			if nowN > 0 {
+				s, n = ahead-1, int64(time.Second)-nowN
+			}
+			return ts, &Error{Reason: ReasonTimestamp, Detail: fmt.Sprintf("timestamp %s in the future, tolerance %s", offsetText(s, n, tolS), shortDuration(tolerance))}
+		}
 	}
 	return ts, nil
+}
+
+// offsetText writes how far a timestamp is from now, secs seconds and nsec
+// nanoseconds: in whole seconds (5m1s), or at full precision (5m0.001s) when
+// the whole seconds are those of the tolerance (tolSecs), which the offset
+// then exceeds by less than a second.
+func offsetText(secs, nsec, tolSecs int64) string {
+	const maxSecs = int64(1<<63-1) / int64(time.Second)
+	if secs == tolSecs && secs < maxSecs {
+		return (time.Duration(secs)*time.Second + time.Duration(nsec)).String()
+	}
+	return secondsText(secs)
 }
 
 // secondsText writes a positive number of seconds as a duration (5m1s), or

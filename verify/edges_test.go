@@ -181,12 +181,60 @@ func TestTimestampEdges(t *testing.T) {
 			}
 		})
 	}
-	for name, v := range timestampedSchemes(t, 5*time.Minute) {
-		t.Run(name+" whole seconds", func(t *testing.T) {
-			h := signWith(t, v, body, "evt_ts", testNow)
-			wantValid(t, v, h, body, testNow.Add(5*time.Minute+900*time.Millisecond))
-			wantValid(t, v, h, body, testNow.Add(-5*time.Minute))
-			msg := wantInvalid(t, v, h, body, testNow.Add(5*time.Minute+time.Second), ReasonTimestamp)
+}
+
+// TestTimestampAsTheLibraries runs, on every timestamped scheme, the
+// tolerance cases of the providers' own test suites: the Standard Webhooks
+// and Svix Go libraries (webhook_test.go, and the v1a one,
+// webhook_asymmetric_test.go: "old timestamp fails" signs at now minus the
+// tolerance, "new timestamp fails" at now plus the tolerance and a second)
+// and stripe-go's (TestConstructEventWithOptions_UsesDefaultToleranceWhenNoneProvided:
+// DefaultTolerance less a second passes, DefaultTolerance and a millisecond
+// fails). Each signs the whole seconds of its time and verifies at the clock
+// with its nanoseconds, as the libraries do.
+func TestTimestampAsTheLibraries(t *testing.T) {
+	body := []byte(`{"id":"evt_ts","type":"t"}`)
+	const tolerance = 5 * time.Minute // theirs, and DefaultTolerance
+	// A clock between two seconds, as time.Now() almost always is.
+	now := time.Unix(1700000000, 250_000_000)
+	for name, v := range timestampedSchemes(t, tolerance) {
+		t.Run(name, func(t *testing.T) {
+			for _, tc := range []struct {
+				name   string
+				signed time.Time
+				ok     bool
+			}{
+				{"standard webhooks, svix: valid signature is valid", now, true},
+				{"standard webhooks, svix: old timestamp fails", now.Add(-tolerance), false},
+				{"standard webhooks, svix: new timestamp fails", now.Add(tolerance + time.Second), false},
+				{"stripe: default tolerance less a second passes", now.Add(-tolerance).Add(time.Second), true},
+				{"stripe: default tolerance and a millisecond fails", now.Add(-tolerance).Add(-time.Millisecond), false},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					h := signWith(t, v, body, "evt_ts", tc.signed)
+					if tc.ok {
+						wantValid(t, v, h, body, now)
+					} else {
+						wantInvalid(t, v, h, body, now, ReasonTimestamp)
+					}
+				})
+			}
+		})
+		t.Run(name+" boundary", func(t *testing.T) {
+			signed := time.Unix(1700000000, 0)
+			h := signWith(t, v, body, "evt_ts", signed)
+			// Exactly the tolerance old or ahead: not more than it.
+			wantValid(t, v, h, body, signed.Add(tolerance))
+			wantValid(t, v, h, body, signed.Add(-tolerance))
+			msg := wantInvalid(t, v, h, body, signed.Add(tolerance+time.Nanosecond), ReasonTimestamp)
+			if msg != "timestamp 5m0.000000001s in the past, tolerance 5m" {
+				t.Errorf("message %q", msg)
+			}
+			msg = wantInvalid(t, v, h, body, signed.Add(-tolerance-time.Nanosecond), ReasonTimestamp)
+			if msg != "timestamp 5m0.000000001s in the future, tolerance 5m" {
+				t.Errorf("message %q", msg)
+			}
+			msg = wantInvalid(t, v, h, body, signed.Add(tolerance+1900*time.Millisecond), ReasonTimestamp)
 			if msg != "timestamp 5m1s in the past, tolerance 5m" {
 				t.Errorf("message %q", msg)
 			}
@@ -195,28 +243,40 @@ func TestTimestampEdges(t *testing.T) {
 }
 
 func TestCheckTimestamp(t *testing.T) {
+	const maxDuration = time.Duration(1<<63 - 1)
 	now := time.Unix(1700000000, 999_999_999)
 	for _, tc := range []struct {
 		raw    string
+		now    time.Time
 		tol    time.Duration
 		reason string // "" when accepted
 	}{
-		{"1700000000", 0, ""},
-		{"1699999999", 0, ReasonTimestamp},
-		{"1699999999", 1500 * time.Millisecond, ""},
-		{"0", 1<<63 - 1, ReasonTimestamp},
-		{"-1", 1<<63 - 1, ReasonTimestamp},
-		{"1", 1<<63 - 1, ""},
-		{"999999999999", 1<<63 - 1, ReasonTimestamp},
-		{"9223372036854775807", 1<<63 - 1, ReasonSignature},
-		{"4611686018427387904", 1<<63 - 1, ReasonSignature},
-		{"+1700000000", 0, ""},
-		{"1e9", time.Hour, ReasonSignature},
-		{"", time.Hour, ReasonSignature},
+		{"1700000000", now, time.Second, ""},
+		{"1700000000", now, 999_999_999, ""},
+		{"1700000000", now, 999_999_998, ReasonTimestamp},
+		{"1699999999", now, time.Second, ReasonTimestamp},
+		{"1699999999", now, 1999_999_999, ""},
+		{"1700000001", now, time.Nanosecond, ""},
+		{"1700000002", now, time.Second + time.Nanosecond, ""},
+		{"1700000002", now, time.Second, ReasonTimestamp},
+		{"1700000003", now, time.Second, ReasonTimestamp},
+		{"0", now, maxDuration, ReasonTimestamp},
+		{"-1", now, maxDuration, ReasonTimestamp},
+		{"1", now, maxDuration, ""},
+		{"999999999999", now, maxDuration, ReasonTimestamp},
+		{"9223372036854775807", now, maxDuration, ReasonSignature},
+		{"4611686018427387904", now, maxDuration, ReasonSignature},
+		{"+1700000000", now, time.Second, ""},
+		{"1e9", now, time.Hour, ReasonSignature},
+		{"", now, time.Hour, ReasonSignature},
+		// Clocks at the ends of int64: nothing overflows.
+		{"999999999999", time.Unix(-1<<63, 0), maxDuration, ReasonTimestamp},
+		{"1", time.Unix(1<<63-1, 999_999_999), maxDuration, ReasonTimestamp},
+		{"1", time.Unix(-1<<63+1, 0), maxDuration, ReasonTimestamp},
 	} {
-		_, err := checkTimestamp(tc.raw, now, tc.tol)
+		_, err := checkTimestamp(tc.raw, tc.now, tc.tol)
 		if got := reasonOrEmpty(err); got != tc.reason {
-			t.Errorf("checkTimestamp(%q, tolerance %v) = %v, want reason %q", tc.raw, tc.tol, err, tc.reason)
+			t.Errorf("checkTimestamp(%q, now %d.%09d, tolerance %v) = %v, want reason %q", tc.raw, tc.now.Unix(), tc.now.Nanosecond(), tc.tol, err, tc.reason)
 		}
 	}
 }
@@ -373,8 +433,9 @@ func TestSlackProbe(t *testing.T) {
 	wantValid(t, v, signed, probe, testNow)
 }
 
-// TestEd25519WorkBounded: distinct v1a signatures beyond the number of keys
-// plus one are not tried; repeats of one are tried once.
+// TestEd25519WorkBounded: distinct v1a signatures beyond the budget of
+// maxEd25519Checks verifications (at least keys + 1 signatures) are not
+// tried; repeats of one are tried once.
 func TestEd25519WorkBounded(t *testing.T) {
 	v := newScheme(t, "standard", Config{Secrets: []string{testSigningKey}}) // one public key
 	body := []byte(`{"type":"t"}`)
@@ -383,6 +444,13 @@ func TestEd25519WorkBounded(t *testing.T) {
 	forged := func(b byte) string {
 		return "v1a," + base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{b}, ed25519.SignatureSize))
 	}
+	forgeries := func(n int) string {
+		var list []string
+		for i := range n {
+			list = append(list, forged(byte(i+1)))
+		}
+		return strings.Join(list, " ")
+	}
 	// 16 copies of one forged signature: one distinct, so the real one is
 	// still tried (it was cut at 16 entries before).
 	repeats := strings.TrimSpace(strings.Repeat(forged(1)+" ", 16)) + " " + good
@@ -390,10 +458,43 @@ func TestEd25519WorkBounded(t *testing.T) {
 	if got := parseSignatures(repeats, "v1a", 2, true); len(got) != 2 {
 		t.Errorf("%d distinct signatures, want 2", len(got))
 	}
-	// Two distinct forged ones fill the cap of keys + 1 = 2.
-	capped := forged(1) + " " + forged(2) + " " + good
-	wantInvalid(t, v, withHeader(h, "Webhook-Signature", capped), body, testNow, ReasonSignature)
-	wantValid(t, v, withHeader(h, "Webhook-Signature", forged(1)+" "+good), body, testNow)
+	// With one key, 8 signatures are tried: 7 forged ones and the real one
+	// pass, 8 forged ones fill the budget.
+	wantValid(t, v, withHeader(h, "Webhook-Signature", forgeries(7)+" "+good), body, testNow)
+	wantInvalid(t, v, withHeader(h, "Webhook-Signature", forgeries(8)+" "+good), body, testNow, ReasonSignature)
+	for _, c := range []struct{ keys, signatures int }{{1, 8}, {2, 4}, {3, 4}, {4, 5}, {10, 11}} {
+		sv := &standard{publicKeys: make([]ed25519.PublicKey, c.keys)}
+		if got := sv.ed25519Signatures(); got != c.signatures {
+			t.Errorf("%d keys: %d signatures tried, want %d", c.keys, got, c.signatures)
+		}
+	}
+}
+
+// TestEd25519SenderWithMoreKeys: a sender signing with three Ed25519 keys,
+// in any order, passes a receiver that knows one of them (was 401 when the
+// receiver's key signed third: only keys + 1 = 2 entries were tried).
+func TestEd25519SenderWithMoreKeys(t *testing.T) {
+	body := []byte(`{"type":"invoice.paid"}`)
+	const id = "msg_three_keys"
+	ts := strconv.FormatInt(testNow.Unix(), 10)
+	var keys []ed25519.PrivateKey
+	var entries []string
+	for i := range 3 {
+		key := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{byte(0x41 + i)}, ed25519.SeedSize))
+		keys = append(keys, key)
+		entries = append(entries, "v1a,"+base64.StdEncoding.EncodeToString(ed25519.Sign(key, standardMessage(id, ts, body))))
+	}
+	h := http.Header{}
+	h.Set("webhook-id", id)
+	h.Set("webhook-timestamp", ts)
+	h.Set("webhook-signature", strings.Join(entries, " "))
+	for i, key := range keys {
+		pub := "whpk_" + base64.StdEncoding.EncodeToString(key.Public().(ed25519.PublicKey))
+		v := newScheme(t, "standard", Config{PublicKeys: []string{pub}})
+		if ev := wantValid(t, v, h, body, testNow); ev.ID != id {
+			t.Errorf("key #%d: event %+v", i+1, ev)
+		}
+	}
 }
 
 // TestSchemeFacts: each scheme's facts are in its Scheme and agree with its

@@ -279,35 +279,45 @@ func FuzzRepeatedHeaders(f *testing.F) {
 	})
 }
 
-// FuzzTimestamp checks checkTimestamp on any header text, time and
-// tolerance: it never panics, and accepts only a positive unix time within
-// the tolerance of now in whole seconds.
+// FuzzTimestamp checks checkTimestamp on any header text, clock (seconds and
+// nanoseconds) and tolerance: it never panics, and accepts exactly the
+// positive unix times no more than the tolerance from now at full precision.
 func FuzzTimestamp(f *testing.F) {
-	for _, raw := range []string{"1700000000", "0", "-1", "999999999999", "4611686018427387904", "9223372036854775807", "+1", "", " 1", "1e3", "0x10"} {
-		f.Add(raw, int64(1700000000), int64(300))
+	for _, raw := range []string{"1700000000", "0", "-1", "999999999999", "4611686018427387904", "9223372036854775807", "+1", "", " 1", "1e3", "0x10", "1699999700"} {
+		f.Add(raw, int64(1700000000), uint32(250_000_000), int64(300*time.Second))
 	}
-	f.Add("1", int64(1700000000), int64(1<<62))
-	f.Add("1", int64(-1<<62), int64(1<<33))
-	f.Fuzz(func(t *testing.T, raw string, nowSecs, tolSecs int64) {
-		if tolSecs < 0 || tolSecs > int64(1<<63-1)/int64(time.Second) {
+	f.Add("1", int64(1700000000), uint32(0), int64(1<<62))
+	f.Add("1", int64(-1<<62), uint32(999_999_999), int64(1<<33))
+	f.Add("1", int64(-1<<63+1), uint32(0), int64(1<<63-1))
+	f.Add("999999999999", int64(-1<<63), uint32(1), int64(1<<63-1))
+	f.Fuzz(func(t *testing.T, raw string, nowSecs int64, nowNanos uint32, tolNanos int64) {
+		if tolNanos < 0 {
 			return // a tolerance is a positive duration
 		}
-		now := time.Unix(nowSecs, 0)
-		tol := time.Duration(tolSecs) * time.Second
+		nowNanos %= uint32(time.Second)
+		now := time.Unix(nowSecs, int64(nowNanos))
+		tol := time.Duration(tolNanos)
 		ts, err := checkTimestamp(raw, now, tol)
+		secs, perr := strconv.ParseInt(raw, 10, 64)
+		within := false
+		if perr == nil && secs > 0 && len(raw) <= 12 {
+			// |now - secs| <= tol, exactly, in nanoseconds.
+			age := new(big.Int).Mul(new(big.Int).Sub(big.NewInt(nowSecs), big.NewInt(secs)), big.NewInt(int64(time.Second)))
+			age.Add(age, big.NewInt(int64(nowNanos)))
+			within = age.CmpAbs(big.NewInt(tolNanos)) <= 0
+		}
 		if err != nil {
 			var e *Error
 			if !errors.As(err, &e) || e.Reason != ReasonTimestamp && e.Reason != ReasonSignature {
 				t.Fatalf("%q: error %v", raw, err)
 			}
+			if within {
+				t.Fatalf("%q refused at %d.%09d with tolerance %v: %v", raw, nowSecs, nowNanos, tol, err)
+			}
 			return
 		}
-		secs, perr := strconv.ParseInt(raw, 10, 64)
-		if perr != nil || secs <= 0 || !ts.Equal(time.Unix(secs, 0)) {
-			t.Fatalf("%q accepted as %v", raw, ts)
-		}
-		if age := new(big.Int).Sub(big.NewInt(nowSecs), big.NewInt(secs)); age.CmpAbs(big.NewInt(tolSecs)) > 0 {
-			t.Fatalf("%q accepted at %d with tolerance %ds", raw, nowSecs, tolSecs)
+		if !within || !ts.Equal(time.Unix(secs, 0)) {
+			t.Fatalf("%q accepted as %v at %d.%09d with tolerance %v", raw, ts, nowSecs, nowNanos, tol)
 		}
 	})
 }
@@ -358,6 +368,26 @@ func FuzzSlackProbe(f *testing.F) {
 			ferr == nil && len(form) == 2 && slices.Equal(form["ssl_check"], []string{"1"}) && len(form["token"]) == 1
 		if got := ReasonOf(err) == ReasonProbe; got != want {
 			t.Fatalf("%q (%q): probe %v, want %v (%v)", body, contentType, got, want, err)
+		}
+	})
+}
+
+// FuzzSlackHandshake checks slackHandshake on any body: it never panics, and
+// answers only a url_verification with a non-empty challenge of at most
+// maxSlackChallenge bytes, as text/plain.
+func FuzzSlackHandshake(f *testing.F) {
+	for _, b := range []string{`{"type":"url_verification","challenge":"c"}`, `{"type":"url_verification","challenge":"\ud83d\ude00"}`,
+		`{"type":"url_verification","challenge":1}`, `{"type":"url_verification"`, `[]`, ``} {
+		f.Add([]byte(b))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		_, typ := slackFields(body)
+		ctype, answer, ok := slackHandshake(Event{Type: typ}, body)
+		if !ok {
+			return
+		}
+		if typ != "url_verification" || len(answer) == 0 || len(answer) > maxSlackChallenge || ctype != "text/plain; charset=utf-8" {
+			t.Fatalf("%q: answered %q %q (type %q)", body, ctype, answer, typ)
 		}
 	})
 }

@@ -98,10 +98,10 @@ func init() {
 		preset macPreset
 	}{
 		{Scheme{Name: "ivy", DefaultAllowIPs: IvySourceIPs}, ivyPreset},
-		{Scheme{Name: "github", DeliveryIDHeader: "X-GitHub-Delivery", NewDeliveryID: randomUUID}, githubPreset},
-		{Scheme{Name: "shopify", DeliveryIDHeader: "X-Shopify-Webhook-Id", NewDeliveryID: randomUUID}, shopifyPreset},
-		{Scheme{Name: "slack", Timestamped: true}, slackPreset},
-		{Scheme{Name: "stripe", Timestamped: true}, stripePreset},
+		{Scheme{Name: "github", DeliveryIDHeader: "X-GitHub-Delivery", NewDeliveryID: randomUUID, EventTypes: githubEventTypes}, githubPreset},
+		{Scheme{Name: "shopify", DeliveryIDHeader: "X-Shopify-Webhook-Id", NewDeliveryID: randomUUID, EventTypes: shopifyEventTypes}, shopifyPreset},
+		{Scheme{Name: "slack", Timestamped: true, Handshake: slackHandshake}, slackPreset},
+		{Scheme{Name: "stripe", Timestamped: true, EventTypes: stripeEventTypes}, stripePreset},
 	} {
 		preset := s.preset
 		s.New = func(c Config) (Verifier, error) { return preset.build(c) }
@@ -174,4 +174,30 @@ func slackProbe(h http.Header, body []byte) error {
 		return nil
 	}
 	return &Error{Reason: ReasonProbe, Detail: "Slack ssl_check probe (unsigned): answered 200, not forwarded"}
+}
+
+// maxSlackChallenge bounds the challenge echoed: Slack's are about 50 bytes.
+const maxSlackChallenge = 1024
+
+// slackChallengeQuery reads a url_verification body's type and challenge as
+// written at its top level.
+var slackChallengeQuery = newJSONQuery(true, "type", "challenge")
+
+// slackHandshake answers Slack's url_verification, sent (signed) when an
+// Events API request URL is set: {"type":"url_verification","challenge":
+// "..."} is answered 200 with the challenge as text/plain, as Slack asks.
+func slackHandshake(ev Event, body []byte) (contentType string, answer []byte, ok bool) {
+	if ev.Type != "url_verification" {
+		return "", nil, false
+	}
+	var out [2][]byte
+	slackChallengeQuery.scan(body, out[:])
+	if jsonString(out[0]) != "url_verification" || len(out[1]) < 3 || out[1][0] != '"' {
+		return "", nil, false
+	}
+	challenge := jsonString(out[1])
+	if challenge == "" || len(challenge) > maxSlackChallenge {
+		return "", nil, false
+	}
+	return "text/plain; charset=utf-8", []byte(challenge), true
 }

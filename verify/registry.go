@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"time"
@@ -44,6 +45,28 @@ type Scheme struct {
 	// removes it before forwarding, never stores it and keeps it out of
 	// Caddy's error log.
 	CredentialHeaders []string
+	// EventTypes lists the event types the provider publishes (stripe,
+	// github, shopify), sorted; empty when it publishes none or the types
+	// are the sender's own. An `events` entry outside it is warned about at
+	// load, never refused: a list goes stale as the provider adds types.
+	EventTypes []string
+	// Handshake, when set, recognises a verified request that is not an
+	// event but a handshake whose answer the provider reads in the body
+	// (Slack's url_verification, whose challenge must be echoed), and
+	// returns that answer and its content type. The guard answers it itself
+	// where no backend would (on a spool route, or when `events` drops its
+	// type); ok is false for anything else.
+	Handshake func(ev Event, body []byte) (contentType string, answer []byte, ok bool)
+}
+
+// PublishesEventType reports whether t is one of the scheme's published
+// event types; true when the scheme publishes no list.
+func (s Scheme) PublishesEventType(t string) bool {
+	if len(s.EventTypes) == 0 {
+		return true
+	}
+	_, found := slices.BinarySearch(s.EventTypes, t)
+	return found
 }
 
 // KeyOptionSecret and KeyOptionAPIKey are the values of Scheme.KeyOption.

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 )
@@ -109,4 +110,44 @@ func TestSlack(t *testing.T) {
 		_, err := slackPreset.build(Config{})
 		wantConfigError(t, err, "secret")
 	})
+}
+
+// TestSlackHandshake: the slack scheme recognises a verified url_verification
+// and answers its challenge as text/plain; anything else, or a challenge that
+// is not a short JSON string, is not a handshake. No other scheme has one.
+func TestSlackHandshake(t *testing.T) {
+	v := newScheme(t, "slack", Config{Secrets: []string{slackSecret}})
+	s, _ := Lookup("slack")
+	for _, c := range []struct {
+		body, answer string // answer "" when not a handshake
+	}{
+		{`{"token":"Jhj5dZrVaK7ZwHHjRyZWjbDl","challenge":"3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P","type":"url_verification"}`, "3eZbrw1aBm2rZgRNFdxV2595E9CY3gmdALWMmHkvFXO7tYXAYM8P"},
+		{`{"type":"url_verification","challenge":"a\u00e9b"}`, "aéb"},
+		{`{"type":"url_verification"}`, ""},
+		{`{"type":"url_verification","challenge":""}`, ""},
+		{`{"type":"url_verification","challenge":42}`, ""},
+		{`{"type":"url_verification","challenge":null}`, ""},
+		{`{"type":"url_verification","challenge":"` + strings.Repeat("c", 1025) + `"}`, ""},
+		{`{"Type":"url_verification","challenge":"c"}`, ""}, // not as Slack writes it
+		{`{"type":"event_callback","challenge":"c","event":{"type":"url_verification"}}`, ""},
+		{`{"type":"app_rate_limited","challenge":"c"}`, ""},
+	} {
+		body := []byte(c.body)
+		ev, err := v.Verify(slackHeader(slackSecret, testNow.Unix(), body), body, testNow)
+		if err != nil {
+			t.Fatalf("%s: %v", c.body, err)
+		}
+		ctype, answer, ok := s.Handshake(ev, body)
+		switch {
+		case c.answer == "" && ok:
+			t.Errorf("%.60s: answered %q", c.body, answer)
+		case c.answer != "" && (!ok || string(answer) != c.answer || ctype != "text/plain; charset=utf-8"):
+			t.Errorf("%.60s: %q %q %v, want %q", c.body, ctype, answer, ok, c.answer)
+		}
+	}
+	for _, name := range Names() {
+		if other, _ := Lookup(name); name != "slack" && other.Handshake != nil {
+			t.Errorf("%s has a handshake", name)
+		}
+	}
 }

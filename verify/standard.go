@@ -247,10 +247,10 @@ func (v *standard) Verify(h http.Header, body []byte, now time.Time) (Event, err
 		macs = ParseStandardSignatures(sigs, "v1")
 	}
 	if len(v.publicKeys) > 0 {
-		// Each costs a verification over the whole body before anything is
-		// authenticated: a sender signs once per key, so only the first
-		// distinct signatures, one more than there are keys, are tried.
-		eds = parseSignatures(sigs, "v1a", len(v.publicKeys)+1, true)
+		// Each costs a verification over the whole body under every key
+		// before anything is authenticated: only the first few distinct
+		// signatures are tried (see ed25519Signatures).
+		eds = parseSignatures(sigs, "v1a", v.ed25519Signatures(), true)
 	}
 	if len(macs) == 0 && len(eds) == 0 {
 		return Event{}, Invalid("webhook-signature has no well-formed %s signature", v.versions)
@@ -265,6 +265,23 @@ func (v *standard) Verify(h http.Header, body []byte, now time.Time) (Event, err
 	_, typ := jsonIDAndType(body)
 	// The id is signed: it is the replay id as well.
 	return Event{ID: id, ReplayID: id, Type: typ, Timestamp: when}, nil
+}
+
+// maxEd25519Checks is the budget of Ed25519 verifications a delivery may
+// cost, each over the whole body, before anything is authenticated. v1a
+// entries carry no key id, so a receiver cannot pick the entry of the key it
+// knows: it tries each entry with each of its keys.
+const maxEd25519Checks = 8
+
+// ed25519Signatures is how many distinct v1a signatures a delivery may make
+// the guard try, each with every public key: as many as maxEd25519Checks
+// verifications allow, and never fewer than the keys plus one (both sides
+// rotating). With one public key, a sender signing with up to 8 keys (its
+// own rotation, or one endpoint's keys for several receivers) passes
+// whatever the order of its entries; with k keys above 2, (k+1)·k
+// verifications at most.
+func (v *standard) ed25519Signatures() int {
+	return max(maxEd25519Checks/len(v.publicKeys), len(v.publicKeys)+1)
 }
 
 // verifyEd25519 reports whether any signature verifies under any public key:

@@ -89,6 +89,9 @@ type HMACOptions struct {
 type ConfigError struct {
 	Option string
 	Msg    string
+	// Entry is the 1-based entry of a repeatable option at fault, 0 when
+	// the error is not about one entry.
+	Entry int
 }
 
 func (e *ConfigError) Error() string { return e.Option + ": " + e.Msg }

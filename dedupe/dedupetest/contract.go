@@ -5,6 +5,7 @@ package dedupetest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"runtime"
 	"strconv"
 	"sync"
@@ -312,6 +313,43 @@ func Contract(t *testing.T, unit time.Duration, open OpenContractStore) {
 			t.Fatalf("Claim beyond capacity after expiry = %v, want ErrFull", err)
 		}
 	})
+
+	// At capacity, once every window ended, concurrent claims of new ids
+	// all go through: whoever's sweep freed the room, each claim takes a
+	// place while the store holds fewer ids than max_events.
+	t.Run("CapacityAfterExpiryConcurrently", func(t *testing.T) {
+		const max = 60
+		s := open(t, max)
+		for i := range max {
+			c := MustClaim(t, s, dedupe.Key("shop", "ivy", "evt_old_"+strconv.Itoa(i)), lease, dedupe.Fresh)
+			if err := s.Commit(ctx, c, window); err != nil {
+				t.Fatalf("Commit %d: %v", i, err)
+			}
+		}
+		s.Advance(window + unit)
+		var wg sync.WaitGroup
+		errs := make(chan error, max)
+		for i := range max {
+			wg.Go(func() {
+				c, err := s.Claim(ctx, dedupe.Key("shop", "ivy", "evt_next_"+strconv.Itoa(i)), window)
+				if err == nil && c.State != dedupe.Fresh {
+					err = fmt.Errorf("claim %d is %v", i, c.State)
+				}
+				if err != nil {
+					errs <- err
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		var refused []error
+		for err := range errs {
+			refused = append(refused, err)
+		}
+		if len(refused) > 0 {
+			t.Fatalf("%d of %d claims refused once every window had ended, e.g. %v", len(refused), max, refused[0])
+		}
+	})
 }
 
 // MustClaim claims key and checks the claim has state want.
@@ -366,4 +404,16 @@ func BenchClaimCommit(b *testing.B, s dedupe.Store, goroutines int) {
 		})
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "commits/s")
+}
+
+// WaitUntil polls cond until it holds, failing t after timeout.
+func WaitUntil(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within %v", what, timeout)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

@@ -3,6 +3,7 @@ package cli
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -16,7 +17,6 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -31,7 +31,7 @@ import (
 func init() {
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "webhook-guard",
-		Usage: "sign|send --provider <name> (--secret <s> | --secret-env <NAME>) [flags] | spool list|show|retry|discard|pause|resume [flags]",
+		Usage: "sign|send --provider <name> (--secret <s> | --secret-env <NAME>) [--type <type>] [flags] | spool list|show|retry|discard|forget|pause|resume [flags] | ledger inspect <path>",
 		Short: "Signs test webhooks as a provider would, and sends them; steers the spool",
 		Long: `
 Signs webhook deliveries the way a provider does, with the same code the
@@ -41,7 +41,9 @@ tested without the provider.
   caddy webhook-guard sign   prints the headers the provider would send
   caddy webhook-guard send   signs and POSTs deliveries to a URL
   caddy webhook-guard spool  lists, shows, retries, discards spooled events,
-                             pauses and resumes delivery (admin API)
+                             forgets ids, pauses and resumes delivery (admin API)
+  caddy webhook-guard ledger inspect <path>
+                             reads a ledger file offline, read only
 
 Providers: ` + strings.Join(verify.Names(), ", ") + `.
 
@@ -49,13 +51,13 @@ Run 'caddy webhook-guard sign --help', 'caddy webhook-guard send --help' or
 'caddy webhook-guard spool --help' for their flags.
 `,
 		CobraFunc: func(cmd *cobra.Command) {
-			cmd.AddCommand(newSignCommand(), newSendCommand(), newSpoolCommand())
+			cmd.AddCommand(newSignCommand(), newSendCommand(), newSpoolCommand(), newLedgerCommand())
 			cmd.RunE = func(cmd *cobra.Command, args []string) error {
 				if len(args) == 0 {
 					return cmd.Help()
 				}
 				// Not quoted back: a misplaced argument may be a secret.
-				return errors.New("unknown subcommand: use sign, send or spool")
+				return errors.New("unknown subcommand: use sign, send, spool or ledger")
 			}
 		},
 	})
@@ -72,15 +74,22 @@ const (
 )
 
 // cliSignLong is the help of `caddy webhook-guard sign`.
-const cliSignLong = `
+var cliSignLong = `
 Prints the headers that --provider would send with a body, signed with the
 secret: one "Name: value" a line, sorted by name, so the output is stable.
 
 The body is the file given with --body, or stdin with --body -. Without
---body it is a generated test event, {"id":"evt_<random>","type":"test.event"}
+--body it is a generated test event, {"id":"evt_<random>","type":"<type>"}
 (for ivpay {"payment_id":"<random hex>","status":"PAID"}), printed on stderr.
 Stdin is read only with --body -: when stdin is redirected without it, the
 command stops rather than guess which body was meant.
+
+--type is the event type: the generated body's "type" (ivpay: "status"), or
+for github and shopify, whose type is a header, X-GitHub-Event or
+X-Shopify-Topic (with --body too). The default is one the documentation's
+own events examples take:
+` + cliTypeDefaults() + `
+With --body, the type of the body-typed providers is the one in the file.
 
 The secret is given with --secret <value> or, to keep it out of shell
 history and the process list, with --secret-env <NAME>, the name of an
@@ -116,8 +125,12 @@ the status line of its answer and the answer's body (trimmed, indented):
   [1/2] event evt_3f9c0a2b71d4e5f60718293a: HTTP/1.1 200 OK
   [2/2] event evt_3f9c0a2b71d4e5f60718293a: HTTP/1.1 200 OK (duplicate, not forwarded)
 
---body, --secret, --secret-env, --id, --timestamp and the --hmac-* flags are
-as for 'caddy webhook-guard sign --help'. Each request is signed as it is
+The part in parentheses is the guard's Webhook-Guard-Outcome header: why it
+acknowledged the event without forwarding it (duplicate, ignored_type,
+probe), or "spooled": stored, and the guard delivers it itself.
+
+--body, --type, --secret, --secret-env, --id, --timestamp and the --hmac-*
+flags are as for 'caddy webhook-guard sign --help'. Each request is signed as it is
 sent, with a fresh timestamp unless --timestamp is given, as a provider signs
 a retry again.
 
@@ -134,13 +147,14 @@ signature); 'Host: name' sets the Host. Redirects are not followed; each
 request times out after 30s.
 
 Exit status: 0 when every request was answered 2xx; 1 otherwise (a usage
-error, a failed request, or another answer).
+error, a failed request, or another answer), with a line on stderr that says
+which.
 `
 
 // newSignCommand is `caddy webhook-guard sign`.
 func newSignCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:                   "sign --provider <name> (--secret <s> | --secret-env <NAME>) [--body <file>|-] [--id <id>] [--timestamp <unix>] [--hmac-* ...]",
+		Use:                   "sign --provider <name> (--secret <s> | --secret-env <NAME>) [--body <file>|-] [--type <type>] [--id <id>] [--timestamp <unix>] [--hmac-* ...]",
 		Short:                 "Prints the headers a provider would send with a body",
 		Long:                  cliSignLong,
 		Args:                  cliNoArguments,
@@ -156,7 +170,7 @@ func newSignCommand() *cobra.Command {
 // newSendCommand is `caddy webhook-guard send`.
 func newSendCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:                   "send --provider <name> (--secret <s> | --secret-env <NAME>) --to <url> [--body <file>|-] [--count <n>] [--unique] [--id <id>] [--timestamp <unix>] [--header 'Name: value']... [--hmac-* ...]",
+		Use:                   "send --provider <name> (--secret <s> | --secret-env <NAME>) --to <url> [--body <file>|-] [--type <type>] [--count <n>] [--unique] [--id <id>] [--timestamp <unix>] [--header 'Name: value']... [--hmac-* ...]",
 		Short:                 "Signs and POSTs webhooks as a provider would",
 		Long:                  cliSendLong,
 		Args:                  cliNoArguments,
@@ -182,6 +196,7 @@ func addEventFlags(fs *pflag.FlagSet) {
 	fs.Var(new(cliString), "secret-env", "`NAME` of an environment variable holding the secret, which keeps it out of shell history")
 	fs.Var(new(cliString), "body", "Body `file`, sent byte for byte, or - for stdin (default: a generated test event)")
 	fs.Var(new(cliString), "id", "Delivery `id`: webhook-id, X-GitHub-Delivery, X-Shopify-Webhook-Id, the --hmac-event-id header (default: random)")
+	fs.Var(new(cliString), "type", "Event `type`: the generated body's type (ivpay: status), or X-GitHub-Event / X-Shopify-Topic (default: see --help)")
 	fs.Int64("timestamp", 0, "Time to sign, in `unix` seconds (default: now)")
 }
 
@@ -249,6 +264,10 @@ type cliEnv struct {
 	getenv          func(string) string
 }
 
+// processEnv is the environment cobra's commands run with, osCLIEnv; tests
+// swap it.
+var processEnv = osCLIEnv
+
 // osCLIEnv is the process's own stdin, stdout, stderr and environment.
 func osCLIEnv() cliEnv {
 	redirected := false
@@ -259,19 +278,32 @@ func osCLIEnv() cliEnv {
 	return cliEnv{stdin: os.Stdin, stdinRedirected: redirected, stdout: os.Stdout, stderr: os.Stderr, getenv: os.Getenv}
 }
 
-// cliRunE adapts run to cobra as Caddy's own commands do, printing the
-// usage of cmd after a usage error.
+// cliRunE adapts run to cobra: it runs with the command's output streams
+// and reports a failure with cliFail.
 func cliRunE(cmd *cobra.Command, run func(caddycmd.Flags, cliEnv) error) func(*cobra.Command, []string) error {
-	return caddycmd.WrapCommandFuncForCobra(func(fs caddycmd.Flags) (int, error) {
-		err := run(fs, osCLIEnv())
-		if err == nil {
-			return caddy.ExitCodeSuccess, nil
-		}
-		if ue := (*cliUsageError)(nil); errors.As(err, &ue) {
-			fmt.Fprint(cmd.ErrOrStderr(), cmd.UsageString())
-		}
-		return caddy.ExitCodeFailedStartup, err
-	})
+	return func(c *cobra.Command, _ []string) error {
+		env := processEnv()
+		env.stdout, env.stderr = c.OutOrStdout(), c.ErrOrStderr()
+		return cliFail(c, run(caddycmd.Flags{FlagSet: c.Flags()}, env))
+	}
+}
+
+// cliFail reports err, if any, as one plain line on stderr ("send: 2 of 2
+// requests were not answered 2xx ..."), after the usage for a usage error,
+// and returns it so that Caddy exits with status 1. It does not go through
+// caddycmd.WrapCommandFuncForCobra, which would print the error as a log
+// line (JSON when stderr is not a terminal).
+func cliFail(c *cobra.Command, err error) error {
+	if err == nil {
+		return nil
+	}
+	if ue := (*cliUsageError)(nil); errors.As(err, &ue) {
+		fmt.Fprint(c.ErrOrStderr(), c.UsageString())
+	}
+	fmt.Fprintf(c.ErrOrStderr(), "%s: %v\n", c.Name(), err)
+	c.SilenceErrors = true // printed above; cobra would print it again
+	c.SilenceUsage = true
+	return err
 }
 
 // cliUsageError is a bad or missing flag. Its message names the flag and
@@ -296,6 +328,8 @@ type cliOptions struct {
 
 	body          []byte
 	generatedBody bool   // body is the generated test event (regenerated by --unique)
+	eventType     string // the generated body's type, or the type header's value
+	typeHeader    string // github, shopify: the header that carries eventType
 	id            string // delivery id, "" for providers that send none
 	newID         func() string
 	timestamp     time.Time // zero: the time of signing
@@ -382,6 +416,9 @@ func parseCLIOptions(fs caddycmd.Flags, sending bool, env cliEnv) (cliOptions, e
 		return o, err
 	}
 
+	if err := o.parseType(fs); err != nil {
+		return o, err
+	}
 	if err := o.readBody(fs, env); err != nil {
 		return o, err
 	}
@@ -486,7 +523,7 @@ func (o *cliOptions) readBody(fs caddycmd.Flags, env cliEnv) error {
 	var err error
 	switch path {
 	case "":
-		o.body, o.generatedBody = cliTestEvent(o.provider), true
+		o.body, o.generatedBody = o.testEvent(), true
 		return nil
 	case "-":
 		o.body, err = io.ReadAll(env.stdin)
@@ -502,11 +539,97 @@ func (o *cliOptions) readBody(fs caddycmd.Flags, env cliEnv) error {
 	return nil
 }
 
-// cliTestEvent is the generated body, the scheme's test event: a new event
-// each time.
-func cliTestEvent(provider string) []byte {
-	scheme, _ := verify.Lookup(provider)
-	return scheme.TestEvent()
+// cliEventType is where a provider's event type is and what send gives it
+// by default.
+type cliEventType struct {
+	// header carries the type (github, shopify); "" when it is a body field.
+	header string
+	// field is the generated body's field that holds the type.
+	field string
+	// def is the default type: one the documentation's events examples (a
+	// README, docs/ or Caddyfile.example block of that provider) take, so
+	// that a send to a guard configured as documented is forwarded.
+	def string
+}
+
+// cliEventTypes are the providers' event types, as their verifiers read
+// them (docs/providers.md, "event type"). A provider not listed has its
+// type in the body's "type", and the scheme's test event as it is.
+var cliEventTypes = map[string]cliEventType{
+	"github":   {header: "X-GitHub-Event", def: "push"},
+	"shopify":  {header: "X-Shopify-Topic", def: "orders/create"},
+	"hmac":     {field: "type", def: "test.event"},
+	"ivpay":    {field: "status", def: "PAID"},
+	"ivy":      {field: "type", def: "order_updated"},
+	"slack":    {field: "type", def: "test.event"},
+	"standard": {field: "type", def: "test.event"},
+	"stripe":   {field: "type", def: "payment_intent.succeeded"},
+}
+
+// cliTypeOf returns the event type facts of provider.
+func cliTypeOf(provider string) cliEventType {
+	if t, ok := cliEventTypes[provider]; ok {
+		return t
+	}
+	return cliEventType{field: "type"}
+}
+
+// cliTypeDefaults lists the default types for the help text.
+func cliTypeDefaults() string {
+	var b strings.Builder
+	for _, name := range slices.Sorted(maps.Keys(cliEventTypes)) {
+		t := cliEventTypes[name]
+		where := "body " + t.field
+		if t.header != "" {
+			where = t.header
+		}
+		fmt.Fprintf(&b, "  %-9s %-25s (%s)\n", name, t.def, where)
+	}
+	return b.String()
+}
+
+// parseType reads --type, or takes the provider's default. It needs the
+// --body flag: a body file fixes the type of body-typed providers.
+func (o *cliOptions) parseType(fs caddycmd.Flags) error {
+	t := cliTypeOf(o.provider)
+	o.typeHeader, o.eventType = t.header, t.def
+	if !fs.Changed("type") {
+		return nil
+	}
+	typ := fs.String("type")
+	switch {
+	case typ == "":
+		return cliUsagef("--type", "is empty")
+	case strings.ContainsFunc(typ, func(r rune) bool { return r < ' ' || r == 0x7f }):
+		return cliUsagef("--type", "has a control character")
+	case t.header == "" && fs.String("body") != "":
+		return cliUsagef("--type", "sets the generated body's %q; with --body the type is the one in your body", t.field)
+	}
+	o.eventType = typ
+	return nil
+}
+
+// testEvent is the generated body, the scheme's test event (a new event each
+// time) with the type of --type or the provider's default.
+func (o *cliOptions) testEvent() []byte {
+	scheme, _ := verify.Lookup(o.provider)
+	body := scheme.TestEvent()
+	t := cliTypeOf(o.provider)
+	if t.header != "" || o.eventType == "" {
+		return body
+	}
+	var fields map[string]any
+	if err := json.Unmarshal(body, &fields); err != nil {
+		return body // not an object: the scheme's own, untyped
+	}
+	fields[t.field] = o.eventType
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(fields); err != nil {
+		return body
+	}
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
 }
 
 // parseID sets the delivery id from --id or a new one, for the providers
@@ -609,10 +732,17 @@ func (o cliOptions) sign(s verify.Signer) (http.Header, error) {
 	return o.signAt(s, at)
 }
 
-// signAt signs opts.body with s at time at.
+// signAt signs opts.body with s at time at, and sets the type header of
+// the providers that send one.
 func (o cliOptions) signAt(s verify.Signer, at time.Time) (http.Header, error) {
 	h, err := s.Sign(o.body, o.id, at)
-	return h, o.flagError(err)
+	if err != nil {
+		return nil, o.flagError(err)
+	}
+	if o.typeHeader != "" && o.eventType != "" {
+		h.Set(o.typeHeader, o.eventType)
+	}
+	return h, nil
 }
 
 // cliWriteHeaders writes h as "Name: value" lines sorted by name, the
@@ -672,7 +802,7 @@ func sendEvents(ctx context.Context, opts cliOptions, out io.Writer) error {
 	for i := 1; i <= opts.count; i++ {
 		if i > 1 && opts.unique {
 			if opts.generatedBody {
-				opts.body = cliTestEvent(opts.provider)
+				opts.body = opts.testEvent()
 			}
 			if opts.newID != nil {
 				opts.id = opts.newID()
@@ -688,7 +818,7 @@ func sendEvents(ctx context.Context, opts cliOptions, out io.Writer) error {
 		}
 		ans, err := cliPost(ctx, client, opts, signed)
 		if err != nil {
-			return fmt.Errorf("request %d/%d: %w", i, opts.count, err)
+			return fmt.Errorf("request %d of %d failed: %w", i, opts.count, err)
 		}
 		event := ""
 		if id := cliEventID(s, signed, opts.body, at); id != "" {
@@ -702,10 +832,15 @@ func sendEvents(ctx context.Context, opts cliOptions, out io.Writer) error {
 			refused++
 		}
 	}
-	if refused > 0 {
-		return fmt.Errorf("%d of %d requests were not answered 2xx", refused, opts.count)
+	switch {
+	case refused == 0:
+		return nil
+	case opts.count == 1:
+		return errors.New("the request was not answered 2xx (the answer is above)")
+	case refused == 1:
+		return fmt.Errorf("1 of %d requests was not answered 2xx (the answers are above)", opts.count)
 	}
-	return nil
+	return fmt.Errorf("%d of %d requests were not answered 2xx (the answers are above)", refused, opts.count)
 }
 
 // cliAnswer is what the guard answered one request.
@@ -741,11 +876,25 @@ func cliPost(ctx context.Context, client *http.Client, opts cliOptions, signed h
 	if err != nil {
 		return cliAnswer{}, fmt.Errorf("reading the answer: %w", err)
 	}
-	status := resp.Proto + " " + resp.Status
-	if outcome := resp.Header.Get(outcomeHeader); outcome != "" {
-		status += " (" + outcome + ", not forwarded)"
-	}
+	status := resp.Proto + " " + resp.Status + cliOutcomeText(resp.Header.Get(outcomeHeader))
 	return cliAnswer{code: resp.StatusCode, status: status, body: cliTrimAnswer(body)}, nil
+}
+
+// outcomeSpooled is the outcome of an event the guard stored to deliver it
+// itself (the root package's outcomeSpooled).
+const outcomeSpooled = "spooled"
+
+// cliOutcomeText tells what a guard's Webhook-Guard-Outcome means, after an
+// answer's status line: " (duplicate, not forwarded)", " (spooled: ...)",
+// or "" without the header.
+func cliOutcomeText(outcome string) string {
+	switch outcome {
+	case "":
+		return ""
+	case outcomeSpooled:
+		return " (spooled: stored; the guard delivers it to the backend)"
+	}
+	return " (" + cliPrintable(outcome, "") + ", not forwarded)"
 }
 
 // cliTrimAnswer makes an answer's body printable: trimmed of surrounding space

@@ -420,7 +420,7 @@ func TestSendHeadersAndRefusals(t *testing.T) {
 	closed := "http://" + l.Addr().String()
 	l.Close()
 	out, _, err = runCLI(t, "send", cliEnv{}, c.flags("--to", closed, "--count", "3")...)
-	if err == nil || !strings.Contains(err.Error(), "request 1/3") || out != "" {
+	if err == nil || !strings.HasPrefix(err.Error(), "request 1 of 3 failed: ") || out != "" {
 		t.Errorf("to a closed port: %v, %q", err, out)
 	}
 }
@@ -604,9 +604,13 @@ func TestCaddyBinary(t *testing.T) {
 	if code != 0 || strings.Count(out, ": HTTP/1.1 200 OK\n") != 2 || !strings.Contains(out, "  accepted evt_") || !strings.Contains(out, "  duplicate evt_") {
 		t.Errorf("send: exit %d\n%s\n%s", code, out, stderr)
 	}
-	out, _, code = run("webhook-guard", "send", "--provider", "stripe", "--secret", "whsec_wrong", "--to", g.URL)
-	if code == 0 || !strings.Contains(out, "HTTP/1.1 401 Unauthorized\n  refused: ") {
+	out, stderr, code = run("webhook-guard", "send", "--provider", "stripe", "--secret", "whsec_wrong", "--to", g.URL)
+	if code != 1 || !strings.Contains(out, "HTTP/1.1 401 Unauthorized\n  refused: ") {
 		t.Errorf("send with the wrong secret: exit %d\n%s", code, out)
+	}
+	// The summary is a plain line, not Caddy's log line of a command error.
+	if stderr != "send: the request was not answered 2xx (the answer is above)\n" {
+		t.Errorf("send with the wrong secret: stderr %q", stderr)
 	}
 }
 

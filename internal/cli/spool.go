@@ -2,7 +2,6 @@ package cli
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"maps"
@@ -18,7 +17,6 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/caddyserver/caddy/v2"
 	caddycmd "github.com/caddyserver/caddy/v2/cmd"
 	"github.com/hookguard/caddy-webhook-guard/internal/spoolapi"
 	"github.com/spf13/cobra"
@@ -150,19 +148,14 @@ func newSpoolSubcommand(use, short string, args func([]string) error, run func(c
 	fs.StringP("config", "c", "", "Configuration `file` to read the admin address from, if --address is not used")
 	fs.StringP("adapter", "a", "", "Config adapter `name` for --config")
 	cmd.SetFlagErrorFunc(flagErrorWithUsage)
-	cmd.RunE = caddycmd.WrapCommandFuncForCobra(func(fl caddycmd.Flags) (int, error) {
+	cmd.RunE = func(c *cobra.Command, _ []string) error {
+		fl := caddycmd.Flags{FlagSet: c.Flags()}
 		err := args(fl.Args())
 		if err == nil {
-			err = run(cliSpoolRun{flags: fl, args: fl.Args(), stdout: cmd.OutOrStdout()})
+			err = run(cliSpoolRun{flags: fl, args: fl.Args(), stdout: c.OutOrStdout()})
 		}
-		if err == nil {
-			return caddy.ExitCodeSuccess, nil
-		}
-		if ue := (*cliUsageError)(nil); errors.As(err, &ue) {
-			fmt.Fprint(cmd.ErrOrStderr(), cmd.UsageString())
-		}
-		return caddy.ExitCodeFailedStartup, err
-	})
+		return cliFail(c, err)
+	}
 	return cmd
 }
 
@@ -504,7 +497,7 @@ func cmdSpoolRetry(c cliSpoolRun) error {
 	if err := json.Unmarshal(body, &answer); err != nil || answer.Retried == nil {
 		return fmt.Errorf("reading the admin API's answer %q: want {\"retried\": n}", cliShorten(string(body), 200))
 	}
-	said := fmt.Sprintf("%d %s due for delivery now", *answer.Retried, plural(*answer.Retried, "event", "events"))
+	said := cliCount(*answer.Retried, "event") + " due for delivery now"
 	if len(answer.Paused) > 0 {
 		scopes := make([]string, len(answer.Paused))
 		for i, p := range answer.Paused {
@@ -514,6 +507,15 @@ func cmdSpoolRetry(c cliSpoolRun) error {
 	}
 	_, err = fmt.Fprintln(c.stdout, said)
 	return err
+}
+
+// cliCount is n and the noun, plural unless n is 1: "1 attempt", "25
+// attempts", "0 events".
+func cliCount(n int, noun string) string {
+	if n == 1 {
+		return "1 " + noun
+	}
+	return strconv.Itoa(n) + " " + noun + "s"
 }
 
 // cmdSpoolDiscard is `caddy webhook-guard spool discard <id>`.
@@ -533,17 +535,9 @@ func cmdSpoolDiscard(c cliSpoolRun) error {
 		return fmt.Errorf("reading the admin API's answer %q: want {\"discarded\": {...}}", cliShorten(string(body), 200))
 	}
 	e := answer.Discarded
-	_, err = fmt.Fprintf(c.stdout, "discarded event %d (scope %s, %s event %s, after %d %s): it will not be delivered; it is kept until its id is forgotten, and `spool retry %d` undoes this\n",
-		e.ID, cliPrintable(e.Scope, ""), cliPrintable(e.Provider, ""), cliPrintable(e.EventID, ""), e.Attempts, plural(e.Attempts, "attempt", "attempts"), e.ID)
+	_, err = fmt.Fprintf(c.stdout, "discarded event %d (scope %s, %s event %s, after %s): it will not be delivered; it is kept until its id is forgotten, and `spool retry %d` undoes this\n",
+		e.ID, cliPrintable(e.Scope, ""), cliPrintable(e.Provider, ""), cliPrintable(e.EventID, ""), cliCount(e.Attempts, "attempt"), e.ID)
 	return err
-}
-
-// plural is one when n is 1, else many.
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return one
-	}
-	return many
 }
 
 // cmdSpoolForget is `caddy webhook-guard spool forget`.

@@ -180,6 +180,8 @@ func TestSpoolRetryDiscardPause(t *testing.T) {
 		"POST /webhook_guard/spool/retry?scope=shop&state=dead": {200, `{"retried":12}`},
 		"DELETE /webhook_guard/spool/17?scope=shop": {200, `{"discarded":{"id":17,"scope":"shop","provider":"stripe","event_id":"evt_1",` +
 			`"event_type":"x","state":"dead","attempts":25,"received_at":"2026-11-30T17:00:00Z","next_attempt_at":null,"last_error":""}}`},
+		"DELETE /webhook_guard/spool/18": {200, `{"discarded":{"id":18,"scope":"ivy","provider":"ivy","event_id":"evt_2",` +
+			`"event_type":"x","state":"pending","attempts":1,"received_at":"2026-11-30T17:00:00Z","next_attempt_at":null,"last_error":""}}`},
 		"POST /webhook_guard/spool/pause?scope=shop":  {200, `{"scope":"shop","paused":true}`},
 		"POST /webhook_guard/spool/resume?scope=shop": {200, `{"scope":"shop","paused":false}`},
 	})
@@ -191,6 +193,7 @@ func TestSpoolRetryDiscardPause(t *testing.T) {
 		{[]string{"retry", "--state", "dead"}, "0 events due for delivery now\n"},
 		{[]string{"retry", "--state", "dead", "--scope", "shop"}, "12 events due for delivery now\n"},
 		{[]string{"discard", "17", "--scope", "shop"}, "discarded event 17 (scope shop, stripe event evt_1, after 25 attempts): it will not be delivered; it is kept until its id is forgotten, and `spool retry 17` undoes this\n"},
+		{[]string{"discard", "18"}, "discarded event 18 (scope ivy, ivy event evt_2, after 1 attempt): it will not be delivered; it is kept until its id is forgotten, and `spool retry 18` undoes this\n"},
 		{[]string{"pause", "--scope", "shop"}, "deliveries of scope shop paused: events are still accepted and spooled, none is delivered until resume\n"},
 		{[]string{"resume", "--scope", "shop"}, "deliveries of scope shop resumed: due events are delivered again\n"},
 	} {
@@ -200,7 +203,7 @@ func TestSpoolRetryDiscardPause(t *testing.T) {
 		}
 	}
 	want := []string{"POST /webhook_guard/spool/17/retry", "POST /webhook_guard/spool/retry?state=dead",
-		"POST /webhook_guard/spool/retry?scope=shop&state=dead", "DELETE /webhook_guard/spool/17?scope=shop",
+		"POST /webhook_guard/spool/retry?scope=shop&state=dead", "DELETE /webhook_guard/spool/17?scope=shop", "DELETE /webhook_guard/spool/18",
 		"POST /webhook_guard/spool/pause?scope=shop", "POST /webhook_guard/spool/resume?scope=shop"}
 	if got := a.requests(); !slices.Equal(got, want) {
 		t.Errorf("requests %q\nwant %q", got, want)
@@ -385,16 +388,16 @@ func TestSpoolCommandInCaddyBinary(t *testing.T) {
 		}
 		return out.String(), errOut.String(), code
 	}
-	if out, stderr, code := run("list"); code != 0 || out != "no spooled events\n" {
+	if out, stderr, code := run("list"); code != 0 || out != "spool of the Caddy at "+c.AdminAddr()+"\nno spooled events\n" {
 		t.Errorf("list: exit %d, stdout %q\n%s", code, out, stderr)
 	}
-	if out, stderr, code := run("list", "--json"); code != 0 || out != "[]\n" {
+	if out, stderr, code := run("list", "--json"); code != 0 || out != `{"events":[],"paused":[]}`+"\n" {
 		t.Errorf("list --json: exit %d, stdout %q\n%s", code, out, stderr)
 	}
 	if out, stderr, code := run("show", "1"); code != 1 || out != "" || !strings.Contains(stderr, "HTTP 404: no spooled event 1") {
 		t.Errorf("show 1: exit %d, stdout %q\n%s", code, out, stderr)
 	}
-	if _, stderr, code := run("pause", "--scope", "ivpay"); code != 1 || !strings.Contains(stderr, "no spool is loaded") {
+	if _, stderr, code := run("pause", "--scope", "ivpay"); code != 1 || !strings.Contains(stderr, `no spool delivers scope "ivpay"`) {
 		t.Errorf("pause: exit %d\n%s", code, stderr)
 	}
 	if _, stderr, code := run("retry"); code != 1 || !strings.Contains(stderr, "Usage:") || !strings.Contains(stderr, "--state: give an event <id>") {

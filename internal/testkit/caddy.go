@@ -723,6 +723,18 @@ func ValidateIn(t testing.TB, dir, caddyfile string, env ...string) string {
 	return ""
 }
 
+// RunFailsIn runs `caddy run` on caddyfile with Caddy's folders in dir, and expects it to
+// fail to load and exit: it returns Caddy's output. A Caddy that starts instead fails the test
+// once CommandTimeout has passed.
+func RunFailsIn(t testing.TB, dir, caddyfile string, env ...string) string {
+	t.Helper()
+	stdout, stderr, err := runCaddyCommandIn(t, "run", dir, caddyfile, env)
+	if err == nil {
+		t.Fatalf("caddy run exited without an error:\n%s", stderr)
+	}
+	return strings.TrimSpace(stderr + "\n" + stdout)
+}
+
 func runCaddyCommand(t testing.TB, sub, caddyfile string, env []string) (string, string, error) {
 	t.Helper()
 	return runCaddyCommandIn(t, sub, t.TempDir(), caddyfile, env)

@@ -8,6 +8,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"runtime"
@@ -435,5 +436,36 @@ func TestStartCaddyRetriesWhenAPortWasTaken(t *testing.T) {
 	}
 	if status, _, body := Post(t, ClientFrom(""), c.URL("/"), nil, nil); status != 200 || string(body) != "x" {
 		t.Fatalf("%d %q", status, body)
+	}
+}
+
+// TestUpstreamAnswerWith: a queued Answer replaces the usual answer of one request (recorded
+// with Status 0), then the usual answers resume; ResetAfter sends its status and part of the
+// body, then the read of the rest fails.
+func TestUpstreamAnswerWith(t *testing.T) {
+	up := StartUpstream(t)
+	up.AnswerWith(ResetAfter(http.StatusOK, "partial"))
+	client := &http.Client{Timeout: ClientTimeout, Transport: &http.Transport{Proxy: nil}}
+	resp, err := client.Post(up.URL("/cut"), "text/plain", strings.NewReader("one"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "partial" || err == nil {
+		t.Fatalf("cut answer: %d %q, read error %v; want 200 \"partial\" and an error", resp.StatusCode, body, err)
+	}
+	resp, err = client.Post(up.URL("/after"), "text/plain", strings.NewReader("two"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "upstream 200" {
+		t.Fatalf("next answer: %d %q, want the usual 200", resp.StatusCode, body)
+	}
+	reqs := up.Requests()
+	if len(reqs) != 2 || reqs[0].Status != 0 || string(reqs[0].Body) != "one" || reqs[1].Status != 200 {
+		t.Fatalf("recorded %+v", reqs)
 	}
 }

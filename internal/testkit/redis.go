@@ -3,12 +3,14 @@ package testkit
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,8 +35,39 @@ type RedisOptions struct {
 	// Password, when set, is required of clients (requirepass) and appears
 	// in URL.
 	Password string
+	// Valkey runs valkey-server (Valkey 8: it has WAITAOF) instead of
+	// redis-server (Debian 12's Redis 7.0: it has not).
+	Valkey bool
+	// AppendFsync, when set ("always", "everysec" or "no"), turns the
+	// append-only file on with that fsync policy; by default persistence is
+	// off (no append-only file, no snapshots).
+	AppendFsync string
 	// Args are extra redis-server arguments, such as "--maxmemory", "1mb".
 	Args []string
+}
+
+// ValkeyBinary is the Valkey server StartRedisWith runs for
+// RedisOptions.Valkey.
+const ValkeyBinary = "valkey-server"
+
+// redisBinary finds the server o asks for, or fails (or skips, with
+// WEBHOOK_GUARD_SKIP_REDIS=1) t saying how to install it.
+func redisBinary(t testing.TB, o RedisOptions) string {
+	t.Helper()
+	SkipIfShort(t, "starts redis-server")
+	if os.Getenv(SkipRedisEnv) == "1" {
+		t.Skipf("%s=1: skipping a test that needs redis-server", SkipRedisEnv)
+	}
+	name, install := "redis-server", "apt-get install -y redis-server"
+	if o.Valkey {
+		name, install = ValkeyBinary, "apt-get install -y -t bookworm-backports valkey-server (Debian 12: add the bookworm-backports suite)"
+	}
+	bin, err := exec.LookPath(name)
+	if err != nil {
+		t.Fatalf("%s is not installed (%v): run `%s` "+
+			"(CI installs it), or set %s=1 to skip the Redis tests", name, err, install, SkipRedisEnv)
+	}
+	return bin
 }
 
 // RedisServer is a redis-server process started for one test: bound to
@@ -50,6 +83,12 @@ type RedisServer struct {
 	bin  string
 	dir  string
 	args []string
+	// sentinel: the process is a sentinel, whose configuration file
+	// (written in dir, which it rewrites) comes first.
+	sentinel string
+	// cli is the command-line client of the same flavour (redis-cli or
+	// valkey-cli).
+	cli string
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd
@@ -71,16 +110,11 @@ func StartRedis(t testing.TB) *RedisServer {
 // redis-server is installed). Under `go test -short` the test is skipped.
 func StartRedisWith(t testing.TB, o RedisOptions) *RedisServer {
 	t.Helper()
-	SkipIfShort(t, "starts redis-server")
-	if os.Getenv(SkipRedisEnv) == "1" {
-		t.Skipf("%s=1: skipping a test that needs redis-server", SkipRedisEnv)
+	bin := redisBinary(t, o)
+	s := &RedisServer{Password: o.Password, t: t, bin: bin, dir: t.TempDir(), cli: cliOf(o)}
+	if o.AppendFsync != "" {
+		s.args = append(s.args, "--appendonly", "yes", "--appendfsync", o.AppendFsync)
 	}
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		t.Fatalf("redis-server is not installed (%v): run `apt-get install -y redis-server` "+
-			"(CI installs it), or set %s=1 to skip the Redis tests", err, SkipRedisEnv)
-	}
-	s := &RedisServer{Password: o.Password, t: t, bin: bin, dir: t.TempDir()}
 	s.args = append(s.args, o.Args...)
 	t.Cleanup(s.cleanup)
 
@@ -123,9 +157,33 @@ func (s *RedisServer) Stop() {
 	}
 }
 
+// Kill ends the server with SIGKILL, as a crash would (no final fsync, no
+// snapshot), and waits for it to exit. Call it from the test goroutine.
+func (s *RedisServer) Kill() {
+	s.t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd == nil {
+		return
+	}
+	cmd, done := s.cmd, s.done
+	s.cmd, s.done = nil, nil
+	_ = cmd.Process.Kill()
+	select {
+	case <-done:
+	case <-time.After(redisStopTimeout):
+		s.t.Fatalf("testkit: redis-server on %s (pid %d) did not exit after SIGKILL", s.Addr, cmd.Process.Pid)
+	}
+}
+
+// Dir is the server's data directory (its append-only file, when
+// AppendFsync is set).
+func (s *RedisServer) Dir() string { return s.dir }
+
 // Start starts a stopped server again on the same port with the same data
-// directory, and waits until it answers PING. Persistence is off, so it
-// starts empty. Call it from the test goroutine.
+// directory, and waits until it answers PING. Without AppendFsync
+// persistence is off, so it starts empty; with it, the server loads its
+// append-only file. Call it from the test goroutine.
 func (s *RedisServer) Start() {
 	s.t.Helper()
 	if err := s.start(); err != nil {
@@ -141,13 +199,24 @@ func (s *RedisServer) start() error {
 		return fmt.Errorf("redis-server on %s is already running", s.Addr)
 	}
 	_, port, _ := net.SplitHostPort(s.Addr)
-	args := []string{
+	var args []string
+	if s.sentinel != "" {
+		conf := filepath.Join(s.dir, "sentinel.conf")
+		if _, err := os.Stat(conf); err != nil { // a restart keeps what the sentinel learnt
+			if err := os.WriteFile(conf, []byte(s.sentinel), 0o600); err != nil {
+				return err
+			}
+		}
+		args = append(args, conf, "--sentinel")
+	}
+	args = append(args,
 		"--port", port,
 		"--bind", "127.0.0.1",
-		"--save", "",
-		"--appendonly", "no",
 		"--dir", s.dir,
 		"--daemonize", "no",
+	)
+	if s.sentinel == "" {
+		args = append(args, "--save", "", "--appendonly", "no")
 	}
 	if s.Password != "" {
 		args = append(args, "--requirepass", s.Password)
@@ -313,4 +382,149 @@ func (l *redisLog) tail(n int) string {
 		b = b[len(b)-n:]
 	}
 	return string(b)
+}
+
+// cliOf is the command-line client of the server o runs.
+func cliOf(o RedisOptions) string {
+	if o.Valkey {
+		return "valkey-cli"
+	}
+	return "redis-cli"
+}
+
+// redisSetupTimeout bounds the setup of a cluster or a sentinel's view of
+// its primary.
+const redisSetupTimeout = 30 * time.Second
+
+// CLI runs the server's command-line client (redis-cli or valkey-cli)
+// against it with args and returns its output; an error fails the test.
+func (s *RedisServer) CLI(args ...string) string {
+	s.t.Helper()
+	_, port, _ := net.SplitHostPort(s.Addr)
+	out, err := runRedisCLI(s.cli, append([]string{"-h", "127.0.0.1", "-p", port}, args...)...)
+	if err != nil {
+		s.t.Fatalf("testkit: %s %s: %v\n%s", s.cli, strings.Join(args, " "), err, out)
+	}
+	return strings.TrimSpace(out)
+}
+
+// runRedisCLI runs a command-line client, bounded.
+func runRedisCLI(cli string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), redisSetupTimeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput()
+	return string(out), err
+}
+
+// StartSentinel starts a sentinel (the server binary with --sentinel, as
+// redis-sentinel is) watching primary under masterName, with a quorum of
+// one and a primary judged down after downAfter. t.Cleanup stops it.
+func StartSentinel(t testing.TB, masterName string, primary *RedisServer, downAfter time.Duration, o RedisOptions) *RedisServer {
+	t.Helper()
+	bin := redisBinary(t, o)
+	host, port, _ := net.SplitHostPort(primary.Addr)
+	conf := fmt.Sprintf("sentinel monitor %s %s %s 1\n"+
+		"sentinel down-after-milliseconds %s %d\n"+
+		"sentinel failover-timeout %s 10000\n"+
+		"sentinel parallel-syncs %s 1\n",
+		masterName, host, port, masterName, downAfter.Milliseconds(), masterName, masterName)
+	if primary.Password != "" {
+		conf += fmt.Sprintf("sentinel auth-pass %s %s\n", masterName, primary.Password)
+	}
+	s := &RedisServer{Password: o.Password, t: t, bin: bin, dir: t.TempDir(), sentinel: conf, cli: cliOf(o)}
+	if o.Password != "" {
+		s.sentinel += "requirepass " + o.Password + "\n"
+	}
+	t.Cleanup(s.cleanup)
+	var lastErr error
+	for range 3 {
+		p, err := redisFreePort()
+		if err != nil {
+			t.Fatalf("testkit: no free port for a sentinel: %v", err)
+		}
+		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+		if lastErr = s.start(); lastErr == nil {
+			return s
+		}
+	}
+	t.Fatalf("testkit: %v", lastErr)
+	return nil
+}
+
+// SentinelPrimary asks the sentinel where the primary of masterName is
+// (SENTINEL GET-MASTER-ADDR-BY-NAME) and returns its host:port.
+func (s *RedisServer) SentinelPrimary(masterName string) string {
+	s.t.Helper()
+	lines := strings.Fields(s.CLI("SENTINEL", "GET-MASTER-ADDR-BY-NAME", masterName))
+	if len(lines) != 2 {
+		s.t.Fatalf("testkit: sentinel %s: no primary for %s: %q", s.Addr, masterName, lines)
+	}
+	return net.JoinHostPort(lines[0], lines[1])
+}
+
+// WaitSentinelPrimary waits (bounded) until the sentinel names addr as the
+// primary of masterName and sees at least replicas replicas of it.
+func (s *RedisServer) WaitSentinelPrimary(masterName, addr string, replicas int) {
+	s.t.Helper()
+	deadline := time.Now().Add(redisSetupTimeout)
+	for {
+		if s.SentinelPrimary(masterName) == addr {
+			n := 0
+			for _, l := range strings.Split(s.CLI("SENTINEL", "REPLICAS", masterName), "\n") {
+				if strings.TrimSpace(l) == "flags" {
+					n++
+				}
+			}
+			if n >= replicas {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("testkit: sentinel %s does not name %s the primary of %s with %d replicas within %v", s.Addr, addr, masterName, replicas, redisSetupTimeout)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// WaitReplicaInSync waits (bounded) until the server, a replica, reports
+// its link to the primary up.
+func (s *RedisServer) WaitReplicaInSync() {
+	s.t.Helper()
+	deadline := time.Now().Add(redisSetupTimeout)
+	for !strings.Contains(s.CLI("INFO", "replication"), "master_link_status:up") {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("testkit: replica %s not in sync within %v", s.Addr, redisSetupTimeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// StartCluster starts n servers with cluster mode on, makes them one
+// Redis Cluster of n primaries (the client's --cluster create) and waits
+// until every node says the cluster is ok. t.Cleanup stops them.
+func StartCluster(t testing.TB, n int, o RedisOptions) []*RedisServer {
+	t.Helper()
+	var nodes []*RedisServer
+	var addrs []string
+	for range n {
+		no := o
+		no.Args = append(append([]string(nil), o.Args...), "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000")
+		srv := StartRedisWith(t, no)
+		nodes = append(nodes, srv)
+		addrs = append(addrs, srv.Addr)
+	}
+	args := append(append([]string{"--cluster", "create"}, addrs...), "--cluster-yes")
+	if out, err := runRedisCLI(cliOf(o), args...); err != nil {
+		t.Fatalf("testkit: %s %s: %v\n%s", cliOf(o), strings.Join(args, " "), err, out)
+	}
+	deadline := time.Now().Add(redisSetupTimeout)
+	for _, node := range nodes {
+		for !strings.Contains(node.CLI("CLUSTER", "INFO"), "cluster_state:ok") {
+			if time.Now().After(deadline) {
+				t.Fatalf("testkit: cluster node %s not ok within %v", node.Addr, redisSetupTimeout)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	return nodes
 }

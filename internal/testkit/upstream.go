@@ -37,8 +37,35 @@ type Recorded struct {
 	ContentLength int64
 	// RemoteAddr is the peer's address, ip:port.
 	RemoteAddr string
-	// Status is the status the upstream answered (or will answer, while the request is held).
+	// Status is the status the upstream answered (or will answer, while the request is held);
+	// 0 for a request answered by an Answer (AnswerWith).
 	Status int
+}
+
+// Answer answers one request in place of the upstream's usual answer (see AnswerWith), as an
+// http.Handler would: it may write anything, hijack the connection, or reset it. The request's
+// body has been read and recorded already.
+type Answer func(w http.ResponseWriter, r *http.Request)
+
+// ResetAfter is an Answer that sends status and the first part of a longer body, then resets
+// the connection (RST): the upstream's answer breaks after its status line. The Content-Length
+// announced is twice the part sent.
+func ResetAfter(status int, part string) Answer {
+	return func(w http.ResponseWriter, r *http.Request) {
+		conn, buf, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			panic("testkit.ResetAfter: " + err.Error())
+		}
+		defer conn.Close()
+		head := "HTTP/1.1 " + strconv.Itoa(status) + " " + http.StatusText(status) + "\r\n" +
+			"Content-Type: text/plain; charset=utf-8\r\n" +
+			"Content-Length: " + strconv.Itoa(2*len(part)) + "\r\n\r\n"
+		_, _ = buf.WriteString(head + part)
+		_ = buf.Flush()
+		if tc, ok := conn.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0) // close with RST
+		}
+	}
 }
 
 // Upstream is a recording HTTP server on 127.0.0.1, started by StartUpstream. Each request's
@@ -54,6 +81,7 @@ type Upstream struct {
 	mu        sync.Mutex
 	requests  []Recorded
 	statuses  []int
+	answers   []Answer
 	gate      chan struct{} // non-nil while Block holds new arrivals
 	gates     []func()      // every release func handed out, for cleanup
 	closeOnce sync.Once
@@ -100,7 +128,13 @@ func (u *Upstream) serve(w http.ResponseWriter, r *http.Request) {
 	}
 
 	u.mu.Lock()
-	if len(u.statuses) > 0 {
+	var answer Answer
+	switch {
+	case len(u.answers) > 0:
+		answer = u.answers[0]
+		u.answers = u.answers[1:]
+		rec.Status = 0
+	case len(u.statuses) > 0:
 		rec.Status = u.statuses[0]
 		u.statuses = u.statuses[1:]
 	}
@@ -116,6 +150,10 @@ func (u *Upstream) serve(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 		case <-u.closed:
 		}
+	}
+	if answer != nil {
+		answer(w, r)
+		return
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	w.Header().Set("X-Upstream-Seq", strconv.Itoa(rec.Seq))
@@ -151,6 +189,15 @@ func (u *Upstream) RespondWith(statuses ...int) {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.statuses = append(u.statuses, statuses...)
+}
+
+// AnswerWith queues custom answers: the next requests are answered by them, in order of
+// arrival (before any status queued by RespondWith), and the requests after those as usual.
+// Calls append to the queue.
+func (u *Upstream) AnswerWith(answers ...Answer) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	u.answers = append(u.answers, answers...)
 }
 
 // Block makes the requests that arrive from now on wait, recorded but unanswered, until the
@@ -219,13 +266,14 @@ func (u *Upstream) Requests() []Recorded {
 	return out
 }
 
-// Reset forgets the recorded requests and the queued statuses and empties Arrived. It does not
-// release held requests.
+// Reset forgets the recorded requests, the queued statuses and answers, and empties Arrived.
+// It does not release held requests.
 func (u *Upstream) Reset() {
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	u.requests = nil
 	u.statuses = nil
+	u.answers = nil
 	for {
 		select {
 		case <-u.arrivals:
