@@ -460,7 +460,7 @@ func TestLedgerSaysWhatItHolds(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), testkit.CommandTimeout)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, testkit.CaddyBinary(t), "webhook-guard", "ledger", "inspect", path).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "held by a running Caddy: read from a copy") ||
+	if err != nil || !strings.Contains(string(out), "read from a copy taken at") ||
 		!strings.Contains(string(out), "ids remembered: 0 delivered, 3 accepted by the spool") ||
 		!strings.Contains(string(out), "PAUSED: shop\n") || !strings.Contains(string(out), "\nshop   3        0     0 ") {
 		t.Errorf("ledger inspect beside the running Caddy: %v\n%s", err, out)

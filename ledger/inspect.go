@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -35,8 +37,8 @@ type Report struct {
 	Events []spool.Record
 	// At is when the snapshot was taken.
 	At time.Time
-	// Snapshot says the file was copied first, because another process (a
-	// running Caddy) held it: the figures are of that moment.
+	// Snapshot says Inspect read a copy, taken at At: another process (a
+	// running Caddy) held the file, or its journal had records to apply.
 	Snapshot bool
 }
 
@@ -44,10 +46,14 @@ type Report struct {
 // process is writing, until one is consistent.
 const inspectAttempts = 3
 
-// Inspect reads the ledger at path without writing to it or waiting for its
-// lock: when another process holds it, it reads a copy, taken again while
-// the copy is inconsistent (a write landed during it). It returns up to
-// limit events (0: none).
+// Inspect reads the ledger at path without writing to it, to its journal,
+// or waiting for its lock. A file no one holds and without journal segments
+// is read as it is. Otherwise Inspect copies the journal's segments, then
+// the file (which is then as new as the segments or newer), into a
+// temporary folder, opens the copy — which applies the journal, truncating
+// a tail torn by a write in progress — and reads that: a snapshot of the
+// moment, taken again while a copy is inconsistent (a segment recycled
+// during the copy). It returns up to limit events (0: none).
 func Inspect(path string, limit int) (*Report, error) {
 	if err := Check(path); err != nil {
 		return nil, err
@@ -55,13 +61,15 @@ func Inspect(path string, limit int) (*Report, error) {
 	if _, err := os.Stat(path); err != nil {
 		return nil, fmt.Errorf("ledger %s: %w", path, err)
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 100 * time.Millisecond})
-	if err == nil {
-		defer db.Close()
-		return inspectDB(db, path, limit, false)
-	}
-	if !errors.Is(err, berrors.ErrTimeout) {
-		return nil, fmt.Errorf("ledger %s: %w", path, openError(err))
+	if segs, _ := filepath.Glob(path + journalSuffix + "*"); len(segs) == 0 {
+		db, err := bolt.Open(path, 0o600, &bolt.Options{ReadOnly: true, Timeout: 100 * time.Millisecond})
+		if err == nil {
+			defer db.Close()
+			return inspectDB(db, path, limit, false)
+		}
+		if !errors.Is(err, berrors.ErrTimeout) {
+			return nil, fmt.Errorf("ledger %s: %w", path, openError(err))
+		}
 	}
 	var last error
 	for range inspectAttempts {
@@ -74,30 +82,31 @@ func Inspect(path string, limit int) (*Report, error) {
 	return nil, fmt.Errorf("ledger %s: held by another process, and %d copies of it were not consistent (it is being written fast): %v", path, inspectAttempts, last)
 }
 
-// inspectCopy reads a copy of the ledger at path.
+// inspectCopy reads a copy of the ledger at path and its journal.
 func inspectCopy(path string, limit int) (*Report, error) {
-	tmp, err := os.CreateTemp("", "webhook-guard-inspect-*.db")
+	dir, err := os.MkdirTemp("", "webhook-guard-inspect-*")
 	if err != nil {
 		return nil, err
 	}
-	defer os.Remove(tmp.Name())
-	src, err := os.Open(path)
+	defer os.RemoveAll(dir)
+	dst := filepath.Join(dir, "ledger.db")
+	segs, _ := filepath.Glob(path + journalSuffix + "*")
+	for _, seg := range segs { // the segments first: the file is then as new or newer
+		if err := copyFile(seg, dst+strings.TrimPrefix(seg, path)); err != nil {
+			return nil, err
+		}
+	}
+	if err := copyFile(path, dst); err != nil {
+		return nil, err
+	}
+	l, err := Open(Config{Path: dst, SweepEvery: time.Hour})
 	if err != nil {
-		tmp.Close()
 		return nil, err
 	}
-	_, err = io.Copy(tmp, src)
-	src.Close()
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
+	if err := l.Close(); err != nil { // applies the journal to the copy
 		return nil, err
 	}
-	if _, err := readLedger(tmp.Name()); err != nil {
-		return nil, err
-	}
-	db, err := bolt.Open(tmp.Name(), 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
+	db, err := bolt.Open(dst, 0o600, &bolt.Options{ReadOnly: true, Timeout: time.Second})
 	if err != nil {
 		return nil, openError(err)
 	}
@@ -112,6 +121,24 @@ func inspectCopy(path string, limit int) (*Report, error) {
 		return nil, err
 	}
 	return inspectDB(db, path, limit, true)
+}
+
+// copyFile copies the file src to dst.
+func copyFile(src, dst string) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }
 
 // inspectDB reads the report from an open ledger.

@@ -22,10 +22,12 @@ load, or to look at a copy of a ledger.
 
   caddy webhook-guard ledger inspect <path> [--events <n>] [--json]
 
-It never writes to the file and never waits for its lock. Beside a running
-Caddy, which holds the file, it reads a copy taken at that moment (a
-consistent one: it copies again while a write lands during the copy), which
-needs the file's size in free space under $TMPDIR.
+It never writes to the file or its journal and never waits for its lock.
+Beside a running Caddy, which holds the file, or when the journal beside it
+has records not yet applied (after a crash), it reads a copy of both taken at
+that moment, with the journal applied to the copy (a consistent copy: it
+copies again when a segment changes during the copy); that needs the size of
+the file and its journal in free space under $TMPDIR.
 
 It prints the ids remembered (delivered, accepted by the spool, expired and
 not yet swept), the spool's events by scope and state, the paused scopes, and
@@ -92,7 +94,7 @@ func writeLedgerReport(w io.Writer, r *ledger.Report) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "ledger %s (%d bytes, schema %d)\n", cliPrintable(r.Path, ""), r.Size, r.Schema)
 	if r.Snapshot {
-		fmt.Fprintf(&b, "held by a running Caddy: read from a copy taken at %s\n", r.At.UTC().Format(time.RFC3339))
+		fmt.Fprintf(&b, "read from a copy taken at %s (the file is held by a running Caddy, or its journal had records to apply)\n", r.At.UTC().Format(time.RFC3339))
 	}
 	fmt.Fprintf(&b, "ids remembered: %d delivered, %d accepted by the spool; %d expired, not yet swept\n", r.Delivered, r.Accepted, r.Expired)
 	if len(r.Paused) > 0 {
