@@ -370,7 +370,7 @@ func (s *FileStore) applySettings(ctx caddy.Context, path string) error {
 		case u.owner == &s.storeHandle:
 			u.config, u.maxEvents = reg, want
 		case u.config == reg && u.maxEvents != 0 && u.maxEvents != want:
-			return fmt.Errorf("store file %s: max_events %d, but another handler of this configuration uses the same ledger with max_events %d: one ledger has one limit; give both the same max_events (or leave it out)", path, want, u.maxEvents)
+			return limitConflict(path, want, u.maxEvents)
 		}
 	}
 	p.apply()
@@ -443,10 +443,50 @@ func (s *FileStore) provisionForValidation(ctx caddy.Context, path string) error
 	if lease < minDuration {
 		return fmt.Errorf("lease: must be at least %v", minDuration)
 	}
+	want := s.MaxEvents
+	if want == 0 {
+		want = ledger.DefaultMaxEvents
+	}
+	if err := validationLimits.check(ctx.GetMetricsRegistry(), path, want); err != nil {
+		return err
+	}
 	p := &pooledStore{Store: validationStore{}, validationOnly: true}
 	p.attach(s, ctx.Logger())
 	s.pooled, s.lease = p, lease
 	return nil
+}
+
+// validationLimits is what the running pool's applySettings checks, for a
+// config being validated (no ledger is opened then): one ledger, one
+// max_events per configuration.
+var validationLimits = &ledgerLimits{seen: map[any]map[string]int64{}}
+
+// ledgerLimits remembers, per configuration, the max_events each ledger
+// path was given.
+type ledgerLimits struct {
+	mu   sync.Mutex
+	seen map[any]map[string]int64
+}
+
+func (v *ledgerLimits) check(config any, path string, want int64) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	paths := v.seen[config]
+	if paths == nil {
+		paths = map[string]int64{}
+		v.seen[config] = paths
+	}
+	if had, ok := paths[path]; ok && had != want {
+		return limitConflict(path, want, had)
+	}
+	paths[path] = want
+	return nil
+}
+
+// limitConflict is the load error of two handlers giving one ledger two
+// limits.
+func limitConflict(path string, want, had int64) error {
+	return fmt.Errorf("store file %s: max_events %d, but another handler of this configuration uses the same ledger with max_events %d: one ledger has one limit; give both the same max_events (or leave it out)", path, want, had)
 }
 
 // validationStore is the store of a config being validated: it never
