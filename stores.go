@@ -273,7 +273,14 @@ func (FileStore) CaddyModule() caddy.ModuleInfo {
 
 // DefaultLedgerPath is the ledger's path in Caddy's data directory.
 func DefaultLedgerPath() string {
-	return filepath.Join(caddy.AppDataDir(), "webhook_guard", "ledger.db")
+	path := filepath.Join(caddy.AppDataDir(), "webhook_guard", "ledger.db")
+	// Caddy's data directory is relative when XDG_DATA_HOME is: the ledger
+	// is resolved against the directory Caddy starts in, once, so that it
+	// does not move if the working directory changes.
+	if abs, err := filepath.Abs(path); err == nil {
+		return abs
+	}
+	return path
 }
 
 // Provision opens the ledger, or reuses the one already open.

@@ -50,3 +50,18 @@ func TestLedgerModesWarned(t *testing.T) {
 		t.Error("the mode was changed")
 	}
 }
+
+// TestDefaultLedgerPathAbsolute: with a relative XDG_DATA_HOME (Caddy's data
+// directory is then relative), the default ledger is resolved against the
+// directory Caddy starts in rather than refused as a relative path.
+func TestDefaultLedgerPathAbsolute(t *testing.T) {
+	t.Setenv("XDG_DATA_HOME", "relative/data")
+	got := DefaultLedgerPath()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(wd, "relative/data/caddy/webhook_guard/ledger.db"); got != want {
+		t.Fatalf("DefaultLedgerPath() = %q, want %q", got, want)
+	}
+}
