@@ -779,18 +779,26 @@ var errClosed = fmt.Errorf("%w: ledger closed", dedupe.ErrClosed)
 // queue hands op to the writer and waits for its result or for ctx.
 func (s *Ledger) queue(ctx context.Context, op *writeOp) error {
 	op.done = make(chan error, 1)
-	s.closeMu.RLock()
-	if s.closed {
-		s.closeMu.RUnlock()
+	return s.handOff(ctx, &s.closeMu, &s.closed, func() { s.writes <- op }, op.done, "commit")
+}
+
+// handOff runs send (which hands an operation to a writer goroutine) unless
+// the writer is closed (guarded by mu), then waits for the operation's
+// result on done or for ctx; what names the write in the error of a ctx that
+// ended first.
+func (s *Ledger) handOff(ctx context.Context, mu *sync.RWMutex, closed *bool, send func(), done <-chan error, what string) error {
+	mu.RLock()
+	if *closed {
+		mu.RUnlock()
 		return errClosed
 	}
-	s.writes <- op
-	s.closeMu.RUnlock()
+	send()
+	mu.RUnlock()
 	select {
-	case err := <-op.done:
+	case err := <-done:
 		return err
 	case <-ctx.Done():
-		return fmt.Errorf("%w: ledger %s: commit not confirmed: %v", dedupe.ErrUnavailable, s.path, ctx.Err())
+		return fmt.Errorf("%w: ledger %s: %s not confirmed: %v", dedupe.ErrUnavailable, s.path, what, ctx.Err())
 	}
 }
 

@@ -72,19 +72,7 @@ func crashAt(point string) {
 // submit hands op to the journal writer and waits for its result or for ctx.
 func (s *Ledger) submit(ctx context.Context, op *jop) error {
 	op.done = make(chan error, 1)
-	s.jmu.RLock()
-	if s.jclosed {
-		s.jmu.RUnlock()
-		return errClosed
-	}
-	s.jops <- op
-	s.jmu.RUnlock()
-	select {
-	case err := <-op.done:
-		return err
-	case <-ctx.Done():
-		return fmt.Errorf("%w: ledger %s: write not confirmed: %v", dedupe.ErrUnavailable, s.path, ctx.Err())
-	}
+	return s.handOff(ctx, &s.jmu, &s.jclosed, func() { s.jops <- op }, op.done, "write")
 }
 
 // The journal's write path is two goroutines. The writer evaluates each
