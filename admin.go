@@ -580,8 +580,13 @@ func (a *adminSpool) serveForget(w http.ResponseWriter, r *http.Request) error {
 	if provider == "" || eventID == "" {
 		return adminError(http.StatusBadRequest, "provider and event_id are required (scope defaults to the provider)")
 	}
-	if _, ok := verify.Lookup(provider); !ok {
+	scheme, ok := verify.Lookup(provider)
+	if !ok {
 		return adminError(http.StatusBadRequest, "unknown provider %q", provider)
+	}
+	replayID, ok := scheme.ReplayIDOf(eventID)
+	if !ok {
+		return adminError(http.StatusBadRequest, "%s events are remembered by a digest of what is signed, not by their delivery id (the id header is not signed): an id cannot be forgotten by its delivery id; a resend with a new signature or body is new anyway", provider)
 	}
 	scope = cmp.Or(scope, provider)
 	if err := checkName(scope); err != nil {
@@ -592,7 +597,7 @@ func (a *adminSpool) serveForget(w http.ResponseWriter, r *http.Request) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), adminTimeout)
 	defer cancel()
-	key := dedupe.Key(scope, provider, eventID)
+	key := dedupe.Key(scope, provider, replayID)
 	forgot := false
 	spools := a.registered()
 	if len(spools) == 0 {

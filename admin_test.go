@@ -786,6 +786,12 @@ func TestAdminSpoolForget(t *testing.T) {
 	if e := lastAdminLog(t, a.logs); e.Level != zapcore.WarnLevel || e.ContextMap()["event_id"] != "pay_zzz" || e.ContextMap()["scope"] != "ivpay" {
 		t.Errorf("forget log: %s %v", e.Message, e.ContextMap())
 	}
+	// An IVPAY event id "<payment_id>/<status>" is keyed on both parts, as the guard keyed it.
+	a.want("POST", "/webhook_guard/spool/forget?provider=ivpay&event_id=pay_1/PAID", 200, &got)
+	if c := s.callLog(); !slices.Equal(c, []string{fmt.Sprintf("Forget(%q)", dedupe.Key("ivpay", "ivpay", "5:pay_14:PAID"))}) {
+		t.Errorf("calls %q", c)
+	}
+	a.wantError("POST", "/webhook_guard/spool/forget?provider=github&event_id=0f3b2a1c-1111-4222-8333-944455556666", 400, "not by their delivery id")
 	a.wantError("POST", "/webhook_guard/spool/forget?event_id=x", 400, "provider and event_id are required")
 	a.wantError("POST", "/webhook_guard/spool/forget?provider=nope&event_id=x", 400, "unknown provider")
 	a.wantError("GET", "/webhook_guard/spool/forget?provider=ivpay&event_id=x", 405, "not allowed")

@@ -259,6 +259,50 @@ func storeType(raw json.RawMessage) string {
 	return v.Type
 }
 
+// spoolTargets holds, per configuration, how each spool target delivers:
+// the events of a target are delivered with one set of options, so two
+// handlers that share a target (one provider, scope and `to`, no `name`)
+// must give the same.
+var spoolTargets = newPerConfig[string]()
+
+// checkOneTarget fails the load when another handler of this configuration
+// delivers to the target key with other options (its spool block,
+// sign_upstream or replay window): the last one registered would otherwise
+// deliver the events of both.
+func (h *Handler) checkOneTarget(ctx caddy.Context, key string) error {
+	options, err := json.Marshal(struct {
+		Spool        *SpoolConfig
+		SignUpstream []string
+		Window       time.Duration
+	}{h.Spool, h.SignUpstream, h.window})
+	if err != nil {
+		return fmt.Errorf("spool: %v", err)
+	}
+	if _, clash := spoolTargets.claim(ctx, key, string(options)); clash {
+		return fmt.Errorf("spool: another handler of this configuration (provider %s, scope %q) also spools to %s, with other options (max_attempts, max_age, timeout, concurrency, backoff, dead_on, transport, sign_upstream or replay_window): its events would be delivered with one handler's options; give each spool block its own `name`, or the same options", h.Provider, h.scope, h.Spool.To)
+	}
+	return nil
+}
+
+// cacheForgetter is the cache of delivered answers in front of a replay
+// store (dedupe.Cached).
+type cacheForgetter interface{ Forget(key string) }
+
+// cacheForgetting is a spool store whose Forget also drops the id from the
+// cache in front of the replay store: a forgotten id must not be answered
+// "duplicate" from the cache of this instance.
+type cacheForgetting struct {
+	spool.Store
+	cache cacheForgetter
+}
+
+// Forget implements spool.Store.
+func (s cacheForgetting) Forget(ctx context.Context, key string) (bool, error) {
+	ok, err := s.Store.Forget(ctx, key)
+	s.cache.Forget(key)
+	return ok, err
+}
+
 // spoolStore is implemented by the store modules that can hold a spool.
 type spoolStore interface {
 	// spoolOf returns the store's spool, started, shared by every handler
@@ -317,8 +361,12 @@ func (h *Handler) provisionSpool(ctx caddy.Context, storeMod any) error {
 	}
 	t.maxAge = time.Duration(cmpPositive(sc.MaxAge, caddy.Duration(DefaultSpoolMaxAge)))
 	scope, logger := h.scope, h.logger
+	key := h.Provider + "/" + scope + "/" + cmp.Or(sc.Name, sc.To)
+	if err := h.checkOneTarget(ctx, key); err != nil {
+		return err
+	}
 	t.target = &spool.Target{
-		Key:         h.Provider + "/" + scope + "/" + cmp.Or(sc.Name, sc.To),
+		Key:         key,
 		Scope:       scope,
 		Deliver:     t.deliver,
 		MaxAttempts: sc.MaxAttempts,
@@ -581,7 +629,11 @@ func (s *storeHandle) spoolOf() (*spool.Spool, error) {
 		p.spool = spool.New(nil, spool.Options{})
 		return p.spool, nil
 	}
-	sp := spool.New(p.spoolStore, spool.Options{
+	var store spool.Store = p.spoolStore
+	if c, ok := p.Store.(cacheForgetter); ok {
+		store = cacheForgetting{Store: store, cache: c}
+	}
+	sp := spool.New(store, spool.Options{
 		Now:      func() time.Time { return now() },
 		OnCounts: spoolGauges(),
 		OnLeaseError: func(err error) {

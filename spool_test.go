@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -16,6 +17,9 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/hookguard/caddy-webhook-guard/internal/spoolapi"
 	"github.com/hookguard/caddy-webhook-guard/internal/testkit"
@@ -384,5 +388,132 @@ func TestSpoolRedisStoreChecks(t *testing.T) {
 				t.Fatalf("Provision: %v, want %q", err, c.want)
 			}
 		})
+	}
+}
+
+// Two handlers of one configuration that share a spool target (one
+// provider, scope and `to`, no `name`) but not its options fail the load
+// naming the conflict: otherwise the last one provisioned would deliver the
+// events of both with its own max_attempts, timeout, sign_upstream, ...
+// The same options, or a name each, load; so does a new configuration (a
+// reload) with other options.
+func TestSpoolTargetOneSetOfOptions(t *testing.T) {
+	dir := t.TempDir()
+	store, _ := json.Marshal(map[string]any{"type": "file", "path": filepath.Join(dir, "ledger.db")})
+	handler := func(sc SpoolConfig) *Handler {
+		return &Handler{Provider: "ivy", Secrets: []string{testIvySecret}, AllowIPs: []string{"any"}, StoreRaw: store, Spool: &sc}
+	}
+	to := "http://127.0.0.1:9/orders"
+	provisionBoth := func(a, b SpoolConfig) error {
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		defer cancel()
+		first, second := handler(a), handler(b)
+		if err := first.Provision(ctx); err != nil {
+			t.Fatalf("the first handler: %v", err)
+		}
+		defer first.Cleanup()
+		err := second.Provision(ctx)
+		if err == nil {
+			second.Cleanup()
+		}
+		return err
+	}
+	err := provisionBoth(SpoolConfig{To: to, MaxAttempts: 3}, SpoolConfig{To: to, MaxAttempts: 10})
+	if err == nil || !strings.Contains(err.Error(), "also spools to "+to) || !strings.Contains(err.Error(), "`name`") {
+		t.Fatalf("two option sets for one target: %v, want the load refused naming the target and `name`", err)
+	}
+	for what, pair := range map[string][2]SpoolConfig{
+		"the same options": {{To: to, MaxAttempts: 3}, {To: to, MaxAttempts: 3}},
+		"a name each":      {{To: to, Name: "a", MaxAttempts: 3}, {To: to, Name: "b", MaxAttempts: 10}},
+		"another to":       {{To: to, MaxAttempts: 3}, {To: to + "/2", MaxAttempts: 10}},
+	} {
+		if err := provisionBoth(pair[0], pair[1]); err != nil {
+			t.Errorf("%s: %v", what, err)
+		}
+	}
+	// A reload is a new configuration: other options than the running one's load.
+	old := spoolGuardIn(t, dir, &SpoolConfig{To: to, MaxAttempts: 3})
+	h := spoolGuardIn(t, dir, &SpoolConfig{To: to, MaxAttempts: 10})
+	old.Cleanup()
+	if h.spool == nil {
+		t.Fatal("the reloaded handler has no spool")
+	}
+}
+
+// A second copy of an event still pending in the spool is a duplicate
+// "already accepted" (not "already delivered": the backend may not have it
+// yet). And a spool block without max_attempts is bounded by max_age alone
+// (72h), not by a count of attempts.
+func TestSpoolDuplicateAlreadyAccepted(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusServiceUnavailable) // the event stays pending
+	}))
+	t.Cleanup(backend.Close)
+	store, _ := json.Marshal(map[string]any{"type": "file", "path": filepath.Join(t.TempDir(), "ledger.db")})
+	h, logs := guard(t, &Handler{Provider: "ivy", Secrets: []string{testIvySecret}, AllowIPs: []string{"any"}, StoreRaw: store,
+		Spool: &SpoolConfig{To: backend.URL}})
+	if got := h.spool.target; got.MaxAttempts != 0 || got.MaxAge != DefaultSpoolMaxAge {
+		t.Fatalf("default bounds: max_attempts %d, max_age %v; want unbounded attempts and %v", got.MaxAttempts, got.MaxAge, DefaultSpoolMaxAge)
+	}
+	body := `{"id":"evt_accepted_twice","type":"payment.succeeded"}`
+	for i, want := range []string{outcomeSpooled, outcomeDuplicate} {
+		w, err := send(t, h, nil, http.MethodPost, "192.0.2.1:1234", ivyHeaders(body), body)
+		if err != nil || w.Code != http.StatusOK || w.Header().Get(outcomeHeader) != want {
+			t.Fatalf("copy %d: %d %q %v, want 200 %s", i+1, w.Code, w.Header().Get(outcomeHeader), err, want)
+		}
+	}
+	assertLog(t, logs, zapcore.InfoLevel, outcomeDuplicate, "already accepted")
+}
+
+// An IVPAY event delivered from the spool, then forgotten through the admin
+// API by its id as the logs show it ("<payment_id>/<status>"), is new again:
+// the provider's manual resend is spooled and delivered a second time. Before
+// the forget the resend is a duplicate.
+func TestSpoolForgetThenResend(t *testing.T) {
+	got := make(chan spoolDelivery, 10)
+	backend := httptest.NewServer(recordingBackend(got))
+	t.Cleanup(backend.Close)
+	store, _ := json.Marshal(map[string]any{"type": "file", "path": filepath.Join(t.TempDir(), "ledger.db")})
+	h, _ := guard(t, &Handler{Provider: "ivpay", APIKeys: []string{testIVPAYKey}, AllowIPs: []string{"any"}, StoreRaw: store,
+		Spool: &SpoolConfig{To: backend.URL}})
+	body := `{"payment_id":"pay_forget_1","status":"PAID"}`
+	resend := func(want string) {
+		t.Helper()
+		w, err := send(t, h, nil, http.MethodPost, "192.0.2.1:1234", http.Header{"X-Api-Key": {testIVPAYKey}}, body)
+		if err != nil || w.Code != http.StatusOK || w.Header().Get(outcomeHeader) != want {
+			t.Fatalf("%d %q %v, want 200 %s", w.Code, w.Header().Get(outcomeHeader), err, want)
+		}
+	}
+	resend(outcomeSpooled)
+	if d := waitDelivery(t, got); d.body != body || d.header.Get(spoolapi.EventIDHeader) != "pay_forget_1/PAID" {
+		t.Fatalf("first delivery %+v", d)
+	}
+	waitFor(t, "the delivery recorded", func() bool {
+		c, err := h.spool.sp.Counts(context.Background())
+		return err == nil && c["ivpay"].Pending == 0
+	})
+	resend(outcomeDuplicate)
+
+	core, _ := observer.New(zapcore.DebugLevel)
+	admin := &adminSpool{logger: zap.New(core), spools: func() []*spool.Spool { return []*spool.Spool{h.spool.sp} }}
+	srv := httptest.NewServer(serveAdminRoutes(admin.Routes()))
+	t.Cleanup(srv.Close)
+	resp, err := http.Post(srv.URL+"/webhook_guard/spool/forget?provider=ivpay&event_id="+url.QueryEscape("pay_forget_1/PAID"), "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || !strings.Contains(string(answer), `"forgotten":true`) {
+		t.Fatalf("forget: %d %s", resp.StatusCode, answer)
+	}
+	resend(outcomeSpooled)
+	if d := waitDelivery(t, got); d.body != body {
+		t.Fatalf("second delivery %+v", d)
+	}
+	select {
+	case d := <-got:
+		t.Fatalf("a third delivery: %+v", d)
+	default:
 	}
 }

@@ -454,8 +454,8 @@ func (s *FileStore) provisionForValidation(ctx caddy.Context, path string) error
 	if want == 0 {
 		want = ledger.DefaultMaxEvents
 	}
-	if err := validationLimits.check(ctx.GetMetricsRegistry(), path, want); err != nil {
-		return err
+	if had, clash := validationLimits.claim(ctx, path, want); clash {
+		return limitConflict(path, want, had)
 	}
 	p := &pooledStore{Store: validationStore{}, validationOnly: true}
 	p.attach(s, ctx.Logger())
@@ -466,29 +466,7 @@ func (s *FileStore) provisionForValidation(ctx caddy.Context, path string) error
 // validationLimits is what the running pool's applySettings checks, for a
 // config being validated (no ledger is opened then): one ledger, one
 // max_events per configuration.
-var validationLimits = &ledgerLimits{seen: map[any]map[string]int64{}}
-
-// ledgerLimits remembers, per configuration, the max_events each ledger
-// path was given.
-type ledgerLimits struct {
-	mu   sync.Mutex
-	seen map[any]map[string]int64
-}
-
-func (v *ledgerLimits) check(config any, path string, want int64) error {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	paths := v.seen[config]
-	if paths == nil {
-		paths = map[string]int64{}
-		v.seen[config] = paths
-	}
-	if had, ok := paths[path]; ok && had != want {
-		return limitConflict(path, want, had)
-	}
-	paths[path] = want
-	return nil
-}
+var validationLimits = newPerConfig[int64]()
 
 // limitConflict is the load error of two handlers giving one ledger two
 // limits.
@@ -715,6 +693,9 @@ func (s *RedisStore) Provision(ctx caddy.Context) error {
 		}
 		p.spoolStore = r
 		c, closeFn, err := cached(r)
+		if err == nil {
+			r.WatchForgotten(c.(cacheForgetter).Forget)
+		}
 		return c, closeFn, err
 	})
 	if err != nil {

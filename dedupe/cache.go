@@ -113,6 +113,14 @@ func (c *Cached) Renew(ctx context.Context, cl Claim, lease time.Duration) error
 	return c.inner.Renew(ctx, cl, lease)
 }
 
+// Forget drops key from the cache, for an id the store was made to forget
+// (the spool's Forget): the next Claim of it asks the store. Sets still
+// buffered by ristretto are applied first, so none brings it back.
+func (c *Cached) Forget(key string) {
+	c.cache.Wait()
+	c.cache.Del(key)
+}
+
 // Close frees the cache and closes the store if it has a Close method.
 func (c *Cached) Close() error {
 	c.cache.Close()

@@ -247,6 +247,28 @@ type Redis struct {
 	onUnconfirmed func(error)
 
 	spool redisSpool
+
+	forgotten *redis.PubSub // see WatchForgotten; nil before
+}
+
+// forgottenChannel is the pub/sub channel, under the store's hash tag, on
+// which Forget announces the keys it made every instance forget.
+func (s *Redis) forgottenChannel() string { return s.tag + "forgotten" }
+
+// WatchForgotten calls fn with each replay key that any instance sharing
+// this Redis and prefix made the store forget (Forget announces it), until
+// the store is closed, so that every instance drops it from its cache of
+// delivered answers. It does not wait for Redis (which may be down at
+// start): the subscription is made in the background, and made again by the
+// client when it drops (an announcement made meanwhile is missed).
+func (s *Redis) WatchForgotten(fn func(key string)) {
+	ps := s.client.Subscribe(context.Background(), s.forgottenChannel())
+	s.forgotten = ps
+	go func() {
+		for m := range ps.Channel() {
+			fn(m.Payload)
+		}
+	}()
 }
 
 // NewRedis returns a Redis store for cfg. It does not connect: the first
@@ -603,6 +625,9 @@ func (s *Redis) Ping(ctx context.Context) error {
 // Close closes the connections to Redis. The store is unusable afterwards.
 func (s *Redis) Close() error {
 	s.spool.close()
+	if s.forgotten != nil {
+		_ = s.forgotten.Close()
+	}
 	return s.client.Close()
 }
 

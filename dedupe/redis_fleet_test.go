@@ -577,3 +577,56 @@ func TestRedisPersistenceIgnoresSentinels(t *testing.T) {
 	}
 	mustSpool(t, s, "shop", "e1")
 }
+
+// An id one instance makes the store forget is dropped from every
+// instance's cache of delivered answers (WatchForgotten): another instance
+// that had answered it "delivered" from its cache asks Redis again, and the
+// provider's resend is new there too.
+func TestRedisForgetReachesEveryCache(t *testing.T) {
+	t.Parallel()
+	srv := startRedisWith(t, testkit.RedisOptions{AppendFsync: "always"})
+	ctx := context.Background()
+	a := newSpoolRedis(t, srv, "forget:", time.Minute)
+	b := newSpoolRedis(t, srv, "forget:", time.Minute)
+	ca, cb := NewCached(a, 0, nil), NewCached(b, 0, nil)
+	t.Cleanup(func() { ca.(interface{ Close() error }).Close(); cb.(interface{ Close() error }).Close() })
+	a.WatchForgotten(ca.(interface{ Forget(string) }).Forget)
+	b.WatchForgotten(cb.(interface{ Forget(string) }).Forget)
+	key := Key("shop", "ivy", "evt_forget")
+	c := mustClaim(t, ca, key, time.Minute, Fresh)
+	if err := ca.Commit(ctx, c, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	mustClaim(t, cb, key, time.Minute, Delivered) // now in b's cache
+	// Both subscriptions are in place before the forget is announced.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		n, err := a.client.PubSubNumSub(ctx, a.forgottenChannel()).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n[a.forgottenChannel()] == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("subscribers: %v, want 2", n)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if ok, err := a.Forget(ctx, key); err != nil || !ok {
+		t.Fatalf("Forget: %v %v", ok, err)
+	}
+	for {
+		cl, err := cb.Claim(ctx, key, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cl.State == Fresh {
+			break
+		}
+		if cl.State != Delivered || time.Now().After(deadline) {
+			t.Fatalf("b's claim after the forget: %v, want it fresh", cl.State)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

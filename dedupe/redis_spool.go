@@ -989,6 +989,10 @@ func (s *Redis) Forget(ctx context.Context, key string) (bool, error) {
 	if len(reply) == 3 {
 		return false, fmt.Errorf("%w: the event is spooled as %v (%v): retry or discard it first", ErrSpooled, reply[1], reply[2])
 	}
+	// Every instance drops the key from its cache (WatchForgotten).
+	if err := s.client.Publish(ctx, s.forgottenChannel(), key).Err(); err != nil {
+		return false, s.unavailable("spool forget: the id is forgotten, but the other instances could not be told (their caches may still answer a resend as a duplicate): forget it again", err)
+	}
 	return len(reply) == 1 && reply[0] == int64(1), nil
 }
 

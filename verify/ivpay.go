@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -15,7 +16,17 @@ const ivpayKeyHeader = "X-Api-Key"
 
 func init() {
 	Register(Scheme{Name: "ivpay", New: newIVPAY, KeyOption: KeyOptionAPIKey, TestEvent: ivpayTestEvent,
-		CredentialHeaders: []string{ivpayKeyHeader}})
+		CredentialHeaders: []string{ivpayKeyHeader}, ReplayID: ivpayReplayID})
+}
+
+// ivpayReplayID is the replay id of an IVPAY event id as ivpayEvent makes
+// it: "<payment_id>/<status>" is keyed on both, length-prefixed; a body
+// digest id (no payment_id) is its own replay id.
+func ivpayReplayID(eventID string) (string, bool) {
+	if i := strings.LastIndexByte(eventID, '/'); i >= 0 {
+		return lengthPrefixed(eventID[:i], eventID[i+1:]), true
+	}
+	return eventID, true
 }
 
 // ivpayTestEvent is {"payment_id":"<random hex>","status":"PAID"}.

@@ -98,8 +98,8 @@ func init() {
 		preset macPreset
 	}{
 		{Scheme{Name: "ivy", DefaultAllowIPs: IvySourceIPs}, ivyPreset},
-		{Scheme{Name: "github", DeliveryIDHeader: "X-GitHub-Delivery", NewDeliveryID: randomUUID, EventTypes: githubEventTypes}, githubPreset},
-		{Scheme{Name: "shopify", DeliveryIDHeader: "X-Shopify-Webhook-Id", NewDeliveryID: randomUUID, EventTypes: shopifyEventTypes}, shopifyPreset},
+		{Scheme{Name: "github", DeliveryIDHeader: "X-GitHub-Delivery", NewDeliveryID: randomUUID, EventTypes: githubEventTypes, ReplayID: unsignedDeliveryID}, githubPreset},
+		{Scheme{Name: "shopify", DeliveryIDHeader: "X-Shopify-Webhook-Id", NewDeliveryID: randomUUID, EventTypes: shopifyEventTypes, ReplayID: unsignedDeliveryID}, shopifyPreset},
 		{Scheme{Name: "slack", Timestamped: true, Handshake: slackHandshake}, slackPreset},
 		{Scheme{Name: "stripe", Timestamped: true, EventTypes: stripeEventTypes}, stripePreset},
 	} {

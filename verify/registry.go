@@ -57,7 +57,27 @@ type Scheme struct {
 	// where no backend would (on a spool route, or when `events` drops its
 	// type); ok is false for anything else.
 	Handshake func(ev Event, body []byte) (contentType string, answer []byte, ok bool)
+	// ReplayID, when set, maps an event id as the guard logs and lists it
+	// (Event.ID) to the id the replay store keys on (Event.ReplayID), for an
+	// operator who makes the guard forget an event; ok is false when the
+	// replay id cannot be had from the event id alone (it is a digest of
+	// what is signed). Nil: the two are the same.
+	ReplayID func(eventID string) (replayID string, ok bool)
 }
+
+// ReplayIDOf is the replay id of the event whose id is eventID (see
+// Scheme.ReplayID).
+func (s Scheme) ReplayIDOf(eventID string) (string, bool) {
+	if s.ReplayID == nil {
+		return eventID, true
+	}
+	return s.ReplayID(eventID)
+}
+
+// unsignedDeliveryID is the ReplayID of schemes whose delivery id header
+// is not signed (github, shopify): their replay id is a digest of the
+// signed parts (SignedReplayID), which the delivery id does not give.
+func unsignedDeliveryID(string) (string, bool) { return "", false }
 
 // PublishesEventType reports whether t is one of the scheme's published
 // event types; true when the scheme publishes no list.
