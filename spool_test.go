@@ -517,3 +517,28 @@ func TestSpoolForgetThenResend(t *testing.T) {
 	default:
 	}
 }
+
+// A refused attempt keeps the first 512 bytes of the backend's real answer
+// (read from the connection, not more) in the event's last_error.
+func TestSpoolKeepsTheStartOfTheAnswer(t *testing.T) {
+	answer := strings.Repeat("A", spool.MaxAnswer) + "NOT KEPT"
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusUnprocessableEntity)
+		io.WriteString(w, answer)
+	}))
+	t.Cleanup(backend.Close)
+	h := spoolGuardIn(t, t.TempDir(), &SpoolConfig{To: backend.URL, MaxAttempts: 1})
+	body := `{"id":"evt_answer","type":"payment.succeeded"}`
+	if w, err := send(t, h, nil, http.MethodPost, "192.0.2.1:1234", ivyHeaders(body), body); err != nil || w.Header().Get(outcomeHeader) != outcomeSpooled {
+		t.Fatalf("ingest: %d %v", w.Code, err)
+	}
+	var rec spool.Record
+	waitFor(t, "the event dead after its one attempt", func() bool {
+		got, ok, err := h.spool.sp.Get(context.Background(), 1)
+		rec = got
+		return err == nil && ok && got.State == spool.Dead
+	})
+	if want := "status 422: " + answer[:spool.MaxAnswer]; rec.LastError != want {
+		t.Fatalf("last_error %q (%d bytes), want the status and the first %d bytes of the answer", rec.LastError, len(rec.LastError), spool.MaxAnswer)
+	}
+}
