@@ -288,21 +288,6 @@ func (h *Handler) checkOneTarget(ctx caddy.Context, key string) error {
 // store (dedupe.Cached).
 type cacheForgetter interface{ Forget(key string) }
 
-// cacheForgetting is a spool store whose Forget also drops the id from the
-// cache in front of the replay store: a forgotten id must not be answered
-// "duplicate" from the cache of this instance.
-type cacheForgetting struct {
-	spool.Store
-	cache cacheForgetter
-}
-
-// Forget implements spool.Store.
-func (s cacheForgetting) Forget(ctx context.Context, key string) (bool, error) {
-	ok, err := s.Store.Forget(ctx, key)
-	s.cache.Forget(key)
-	return ok, err
-}
-
 // spoolStore is implemented by the store modules that can hold a spool.
 type spoolStore interface {
 	// spoolOf returns the store's spool, started, shared by every handler
@@ -629,13 +614,14 @@ func (s *storeHandle) spoolOf() (*spool.Spool, error) {
 		p.spool = spool.New(nil, spool.Options{})
 		return p.spool, nil
 	}
-	var store spool.Store = p.spoolStore
+	var forgotten func(key string)
 	if c, ok := p.Store.(cacheForgetter); ok {
-		store = cacheForgetting{Store: store, cache: c}
+		forgotten = c.Forget // a forgotten id must not be answered "duplicate" from the cache
 	}
-	sp := spool.New(store, spool.Options{
-		Now:      func() time.Time { return now() },
-		OnCounts: spoolGauges(),
+	sp := spool.New(p.spoolStore, spool.Options{
+		OnForgotten: forgotten,
+		Now:         func() time.Time { return now() },
+		OnCounts:    spoolGauges(),
 		OnLeaseError: func(err error) {
 			if errors.Is(err, dedupe.ErrDataLost) {
 				spoolDataLost.Inc()

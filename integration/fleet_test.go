@@ -125,6 +125,10 @@ func TestFleetLeases(t *testing.T) {
 			if d.status/100 == 2 && d.at.Before(killed.Add(lease-lease/3-100*time.Millisecond)) {
 				t.Errorf("event %s was taken over at %v, before its lease could expire (killed at %v, lease %v)", ev.id, d.at, killed, lease)
 			}
+			if d.status/100 == 2 {
+				// A figure for docs/several-instances.md, not an assertion.
+				t.Logf("event %s delivered by the survivor %v after the holder was killed (lease %v)", ev.id, d.at.Sub(killed).Round(time.Millisecond), lease)
+			}
 		}
 	}
 	b.expectLogs(0, logWant{Msg: "spooled webhook delivered"}, 3) // B took them over

@@ -70,6 +70,9 @@ type Options struct {
 	// or changed): by scope and target key, when they have been so for
 	// CountsEvery, and again whenever that changes.
 	OnOrphans func(orphans []Orphans)
+	// OnForgotten, when set, is told of each replay key Forget made the
+	// store forget, so that a cache in front of the replay store drops it.
+	OnForgotten func(key string)
 }
 
 // Orphans counts the pending events of one target that no registered
@@ -349,7 +352,11 @@ func (s *Spool) Discard(ctx context.Context, id uint64, by string) (Record, erro
 // Forget makes the store forget the replay key (and drop its event, if
 // spooled and not in flight), so that a provider's resend is new.
 func (s *Spool) Forget(ctx context.Context, key string) (bool, error) {
-	return s.store.Forget(ctx, key)
+	ok, err := s.store.Forget(ctx, key)
+	if err == nil && s.opts.OnForgotten != nil {
+		s.opts.OnForgotten(key)
+	}
+	return ok, err
 }
 
 // Pause holds (or, paused false, releases) the deliveries of scope, in the
