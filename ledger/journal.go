@@ -398,8 +398,10 @@ func (j *journal) createFitting(size, need int64) (*segment, error) {
 }
 
 // recycle makes the applied segment sg a spare: renamed to a new id (its
-// frames, of the old id, then read as the end of the journal); the caller
-// syncs the folder.
+// frames, of the old id, then read as the end of the journal), the folder
+// synced before the spare is returned: records acknowledged in it must not
+// come back after a power loss under the old name, whose header they do not
+// match (they would be read as an unused spare, and lost).
 func (j *journal) recycle(sg *segment) (*segment, error) {
 	j.mu.Lock()
 	id := j.nextID
@@ -407,6 +409,10 @@ func (j *journal) recycle(sg *segment) (*segment, error) {
 	j.mu.Unlock()
 	path := j.segmentPath(id)
 	if err := j.fs.Rename(sg.path, path); err != nil {
+		return nil, err
+	}
+	if err := j.fs.SyncDir(j.dir); err != nil {
+		// Not used: at the next start it is an unused spare (of either name).
 		return nil, err
 	}
 	return &segment{id: id, path: path, size: sg.size}, nil

@@ -779,26 +779,34 @@ var errClosed = fmt.Errorf("%w: ledger closed", dedupe.ErrClosed)
 // queue hands op to the writer and waits for its result or for ctx.
 func (s *Ledger) queue(ctx context.Context, op *writeOp) error {
 	op.done = make(chan error, 1)
-	return s.handOff(ctx, &s.closeMu, &s.closed, func() { s.writes <- op }, op.done, "commit")
+	return handOff(ctx, s, &s.closeMu, &s.closed, s.writes, op, op.done, "commit")
 }
 
-// handOff runs send (which hands an operation to a writer goroutine) unless
-// the writer is closed (guarded by mu), then waits for the operation's
-// result on done or for ctx; what names the write in the error of a ctx that
-// ended first.
-func (s *Ledger) handOff(ctx context.Context, mu *sync.RWMutex, closed *bool, send func(), done <-chan error, what string) error {
+// handOff hands op to a writer goroutine through ch unless the writer is
+// closed (guarded by mu), then waits for the operation's result on done; a
+// ctx that ends first (while the writer is busy and ch full, or before the
+// result) ends the wait with an error that names what was not confirmed.
+func handOff[T any](ctx context.Context, s *Ledger, mu *sync.RWMutex, closed *bool, ch chan<- T, op T, done <-chan error, what string) error {
+	notConfirmed := func() error {
+		return fmt.Errorf("%w: ledger %s: %s not confirmed: %v", dedupe.ErrUnavailable, s.path, what, ctx.Err())
+	}
 	mu.RLock()
 	if *closed {
 		mu.RUnlock()
 		return errClosed
 	}
-	send()
+	select {
+	case ch <- op:
+	case <-ctx.Done():
+		mu.RUnlock()
+		return notConfirmed()
+	}
 	mu.RUnlock()
 	select {
 	case err := <-done:
 		return err
 	case <-ctx.Done():
-		return fmt.Errorf("%w: ledger %s: %s not confirmed: %v", dedupe.ErrUnavailable, s.path, what, ctx.Err())
+		return notConfirmed()
 	}
 }
 

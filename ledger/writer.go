@@ -72,7 +72,7 @@ func crashAt(point string) {
 // submit hands op to the journal writer and waits for its result or for ctx.
 func (s *Ledger) submit(ctx context.Context, op *jop) error {
 	op.done = make(chan error, 1)
-	return s.handOff(ctx, &s.jmu, &s.jclosed, func() { s.jops <- op }, op.done, "write")
+	return handOff(ctx, s, &s.jmu, &s.jclosed, s.jops, op, op.done, "write")
 }
 
 // The journal's write path is two goroutines. The writer evaluates each
@@ -671,7 +671,16 @@ func readJournal(fsys fileSystem, j *journal, ledgerPath string, applied uint64,
 		}
 		segs = append(segs, found{id, path, sc, int64(len(data))})
 	}
-	sort.Slice(segs, func(a, b int) bool { return segs[a].id < segs[b].id })
+	// In the order of their records, not of their ids: an id is given when
+	// a segment is made, and a spare made earlier may be activated after a
+	// segment made later (a group too large for it, a writer that made its
+	// own while the allocator was making one).
+	sort.Slice(segs, func(a, b int) bool {
+		if segs[a].scan.base != segs[b].scan.base {
+			return segs[a].scan.base < segs[b].scan.base
+		}
+		return segs[a].id < segs[b].id
+	})
 	for _, sg := range segs {
 		out.segs = append(out.segs, &segment{id: sg.id, path: sg.path, size: sg.size, base: sg.scan.base, last: sg.scan.last()})
 	}
