@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -105,7 +106,7 @@ func (tj *tailJournal) recoverTail(t testing.TB, data []byte) []string {
 	fs := newMemFS()
 	fs.put(tj.segPath, data)
 	j := &journal{fs: fs, dir: filepath.Dir(tj.path), name: filepath.Base(tj.path), maxSize: DefaultSegmentSize}
-	rd, err := readJournal(fs, j, tj.path, 0, false)
+	rd, err := readJournal(fs, j, tj.path, 0, math.MaxUint64, false)
 	if err != nil {
 		t.Fatalf("recovery of a damaged tail failed: %v", err)
 	}

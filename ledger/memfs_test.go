@@ -6,7 +6,9 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
+	"syscall"
 )
 
 // errCrashed is the error of every operation of a memFS after its crash.
@@ -29,6 +31,11 @@ type memFS struct {
 	// failSync, when set, is asked at each Datasync whether it fails.
 	failSync func(name string, n int) error
 	syncs    int
+	// noDrop: DropCache keeps the cached (unsynced) data, as on systems
+	// without posix_fadvise (vfs_other.go) or pages the kernel keeps dirty.
+	noDrop bool
+	// full: writes to a file being made (.tmp) fail with ENOSPC.
+	full bool
 }
 
 // memNode is a file: its data as read, and as of its last Datasync.
@@ -208,6 +215,9 @@ func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
 	if err := f.fs.op(); err != nil {
 		return 0, err
 	}
+	if f.fs.full && strings.HasSuffix(f.name, ".tmp") {
+		return 0, syscall.ENOSPC
+	}
 	if end := off + int64(len(p)); end > int64(len(f.n.data)) {
 		f.n.data = append(f.n.data, make([]byte, end-int64(len(f.n.data)))...)
 	}
@@ -245,7 +255,9 @@ func (f *memFile) DropCache() error {
 	if f.fs.crashed {
 		return errCrashed
 	}
-	f.n.data = append(f.n.data[:0:0], f.n.synced...)
+	if !f.fs.noDrop {
+		f.n.data = append(f.n.data[:0:0], f.n.synced...)
+	}
 	return nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"sort"
@@ -226,6 +227,11 @@ func (s *Ledger) handGroup(g *group) {
 		return
 	}
 	active := s.j.active()
+	if active != nil && active.f == nil {
+		// A segment read back at an open or reopen that could not activate
+		// a new one (a full disk): never written to again.
+		active = nil
+	}
 	buf := s.encodeGroup(active, g.recs, active != nil && active.off == 0)
 	if active == nil || active.off+int64(len(buf)) > active.size {
 		var err error
@@ -628,7 +634,14 @@ type journalRead struct {
 // the last segment ends it (a torn write, never acknowledged); in another
 // segment, or a gap, it fails naming the file. drop drops the files' cached
 // pages first (after a failed sync).
-func readJournal(fsys fileSystem, j *journal, ledgerPath string, applied uint64, drop bool) (*journalRead, error) {
+//
+// Records after limit are left out: at a reopen after a failed sync, the
+// records after the last one made durable were never acknowledged (the
+// page cache may still hold them, or part of them may have reached the
+// disk); the new segment then starts at limit+1, and a later open finds
+// them overlapped by it: a segment's records from the next one's first
+// are superseded by it.
+func readJournal(fsys fileSystem, j *journal, ledgerPath string, applied, limit uint64, drop bool) (*journalRead, error) {
 	names, err := fsys.ReadDir(j.dir)
 	if err != nil {
 		return nil, err
@@ -657,6 +670,16 @@ func readJournal(fsys fileSystem, j *journal, ledgerPath string, applied uint64,
 			return nil, fmt.Errorf("journal segment %s: %v", path, err)
 		}
 		sc := scanSegment(data, id, func(seq uint64) bool { return seq > applied })
+		for len(sc.records) > 0 && sc.records[len(sc.records)-1].seq > limit {
+			sc.records = sc.records[:len(sc.records)-1]
+		}
+		if sc.activated && len(sc.records) == 0 {
+			// Its first group was torn (a crash before that group's sync):
+			// it holds nothing acknowledged, and its base, the seq its first
+			// record would have had, may equal a later segment's.
+			_ = fsys.Remove(path)
+			continue
+		}
 		if !sc.activated {
 			if ownFrameAfterHeader(data, id) {
 				return nil, fmt.Errorf("journal segment %s: its first frame is damaged; %s", path, journalAdvice(ledgerPath))
@@ -681,6 +704,15 @@ func readJournal(fsys fileSystem, j *journal, ledgerPath string, applied uint64,
 		}
 		return segs[a].id < segs[b].id
 	})
+	for i := range segs {
+		if i+1 < len(segs) {
+			// Superseded by the next segment (see above).
+			next := segs[i+1].scan.base
+			for len(segs[i].scan.records) > 0 && segs[i].scan.last() >= next {
+				segs[i].scan.records = segs[i].scan.records[:len(segs[i].scan.records)-1]
+			}
+		}
+	}
 	for _, sg := range segs {
 		out.segs = append(out.segs, &segment{id: sg.id, path: sg.path, size: sg.size, base: sg.scan.base, last: sg.scan.last()})
 	}
@@ -724,7 +756,11 @@ func (s *Ledger) loadJournal(reopen bool) error {
 	if err != nil {
 		return err
 	}
-	rd, err := readJournal(s.fs, s.j, s.path, applied, reopen)
+	limit := uint64(math.MaxUint64)
+	if reopen {
+		limit = s.durable.Load()
+	}
+	rd, err := readJournal(s.fs, s.j, s.path, applied, limit, reopen)
 	if err != nil {
 		return err
 	}
