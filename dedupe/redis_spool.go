@@ -185,6 +185,13 @@ end
 // own event answers {0, id} again, after a write, so that the WAITAOF
 // following it covers the first run's writes.
 var redisIngestScript = redis.NewScript(redisSpoolLua + `
+-- duplicate: a write too, so that the WAITAOF after the script also covers
+-- the earlier copy's writes (its own WAITAOF may not have confirmed them:
+-- the provider's retry is then refused 503 until they are on disk).
+local function duplicate()
+	redis.call('HINCRBY', T .. 'spool:duplicates', 'n', 1)
+	return {1}
+end
 local v = redis.call('GET', KEYS[1])
 if v == '` + redisAccepted + `' then
 	local id = redis.call('HGET', BYKEY, ARGV[11])
@@ -192,13 +199,13 @@ if v == '` + redisAccepted + `' then
 		redis.call('HINCRBY', ek(id), 'ingests', 1)
 		return {0, tonumber(id)}
 	end
-	return {1}
+	return duplicate()
 end
 if v == '` + redisDelivered + `' then
-	return {1}
+	return duplicate()
 end
 if not v and KEYS[3] ~= KEYS[1] and redis.call('GET', KEYS[3]) == '` + redisDelivered + `' then
-	return {1}
+	return duplicate()
 end
 local id = redis.call('INCR', KEYS[4])
 remember(ARGV[11], '` + redisAccepted + `', tonumber(ARGV[3]), ARGV[4])
@@ -307,11 +314,22 @@ return 1
 
 // redisDeliveredScript deletes a delivered event and marks its replay key
 // delivered. KEYS: the event. ARGV: tag, id, window ms, max_events, token
-// of the event leased ("" if unknown). Reply: 1 done, 0 no such event.
+// of the event leased ("" if unknown), consumer. Reply: 1 done, 0 no such
+// event. Without the token (this instance forgot its lease: Redis lost its
+// data, or the id was offered again while in flight) the event must be
+// pending and leased by this consumer: after a FLUSHALL the id may be
+// another event's, which a late result must never delete.
 var redisDeliveredScript = redis.NewScript(redisSpoolLua + `
 local id = ARGV[2]
 local e = get(id)
-if not e or (ARGV[5] ~= '' and e.tok ~= ARGV[5]) then
+if not e then
+	return 0
+end
+if ARGV[5] ~= '' then
+	if e.tok ~= ARGV[5] then
+		return 0
+	end
+elseif e.st ~= 'pending' or owner(e) ~= ARGV[6] then
 	return 0
 end
 leave(id, e)
@@ -645,6 +663,9 @@ func (s *Redis) Ingest(ctx context.Context, key string, rec *spool.Record, accep
 		return false, s.unavailable("spool ingest", fmt.Errorf("unexpected script reply %v", reply))
 	}
 	if r[0] == int64(1) {
+		if nc != nil {
+			return false, s.unavailable("spool ingest", fmt.Errorf("an earlier copy of the event is stored but not confirmed on disk: %w", nc))
+		}
 		return true, nil
 	}
 	if len(r) == 2 {
@@ -899,7 +920,7 @@ func (s *Redis) Delivered(ctx context.Context, id uint64, window time.Duration) 
 		return err
 	}
 	l, _ := s.spool.lease(id, true)
-	_, err = s.result(ctx, "spool delivered", redisDeliveredScript, id, ms, s.maxEvents, l.token)
+	_, err = s.result(ctx, "spool delivered", redisDeliveredScript, id, ms, s.maxEvents, l.token, s.spool.consumer)
 	return err
 }
 
