@@ -180,14 +180,17 @@ end
 // the legacy key (see redisClaimScript), the id counter. ARGV: tag, token
 // (this ingest's), accept ms, max_events, meta, body, scope, target,
 // received ms (16 digits), next attempt (unix ns), replay key (without
-// tag). Reply: {0, id} stored; {1} duplicate. A key holding a claim token
+// tag). Reply: {0, id} stored; {1} duplicate of an accepted event; {2}
+// duplicate of a delivered one. A key holding a claim token
 // (the caller's claim) is new. A retried call (a reply lost) that finds its
 // own event answers {0, id} again, after a write, so that the WAITAOF
 // following it covers the first run's writes.
 var redisIngestScript = redis.NewScript(redisSpoolLua + `
--- duplicate: a write too, so that the WAITAOF after the script also covers
--- the earlier copy's writes (its own WAITAOF may not have confirmed them:
--- the provider's retry is then refused 503 until they are on disk).
+-- duplicate of an accepted event: a write too, so that the WAITAOF after
+-- the script also covers the earlier copy's writes (its own WAITAOF may not
+-- have confirmed them: the provider's retry is then refused 503 until they
+-- are on disk). A delivered one ({2}) needs no confirmation: the backend
+-- has it.
 local function duplicate()
 	redis.call('HINCRBY', T .. 'spool:duplicates', 'n', 1)
 	return {1}
@@ -202,10 +205,10 @@ if v == '` + redisAccepted + `' then
 	return duplicate()
 end
 if v == '` + redisDelivered + `' then
-	return duplicate()
+	return {2}
 end
 if not v and KEYS[3] ~= KEYS[1] and redis.call('GET', KEYS[3]) == '` + redisDelivered + `' then
-	return duplicate()
+	return {2}
 end
 local id = redis.call('INCR', KEYS[4])
 remember(ARGV[11], '` + redisAccepted + `', tonumber(ARGV[3]), ARGV[4])
@@ -661,6 +664,9 @@ func (s *Redis) Ingest(ctx context.Context, key string, rec *spool.Record, accep
 	r, ok := reply.([]any)
 	if !ok || len(r) == 0 {
 		return false, s.unavailable("spool ingest", fmt.Errorf("unexpected script reply %v", reply))
+	}
+	if r[0] == int64(2) { // delivered already
+		return true, nil
 	}
 	if r[0] == int64(1) {
 		if nc != nil {
