@@ -610,9 +610,13 @@ func (a *adminSpool) serveForget(w http.ResponseWriter, r *http.Request) error {
 		}
 		forgot = forgot || ok
 	}
-	a.log().Warn("event id forgotten through the admin API: a resend of it will be delivered",
-		zap.String("scope", scope), zap.String("provider", provider), zap.String("event_id", eventID),
-		zap.Bool("was_remembered", forgot), zap.String("by", operator(r)))
+	fields := []zap.Field{zap.String("scope", scope), zap.String("provider", provider), zap.String("event_id", eventID),
+		zap.Bool("was_remembered", forgot), zap.String("by", operator(r))}
+	if forgot {
+		a.log().Warn("event id forgotten through the admin API: a resend of it will be delivered", fields...)
+	} else {
+		a.log().Warn("forget through the admin API: nothing was remembered under this event id (check the scope; an hmac handler whose event id header is not signed remembers a digest of what is signed instead)", fields...)
+	}
 	return writeAdminJSON(w, map[string]any{"forgotten": forgot})
 }
 

@@ -327,6 +327,12 @@ func (h *Handler) provisionSpool(ctx caddy.Context, storeMod any) error {
 	if err != nil {
 		return fmt.Errorf("spool: dead_on: %v", err)
 	}
+	// Before the transport is loaded: LoadModule clears TransportRaw, which
+	// the target's options include.
+	key := h.Provider + "/" + h.scope + "/" + cmp.Or(sc.Name, sc.To)
+	if err := h.checkOneTarget(ctx, key); err != nil {
+		return err
+	}
 	t := &spoolTarget{to: u, socket: socket, signer: h.upstreamSigner}
 	var mod any
 	if sc.TransportRaw != nil {
@@ -346,10 +352,6 @@ func (h *Handler) provisionSpool(ctx caddy.Context, storeMod any) error {
 	}
 	t.maxAge = time.Duration(cmpPositive(sc.MaxAge, caddy.Duration(DefaultSpoolMaxAge)))
 	scope, logger := h.scope, h.logger
-	key := h.Provider + "/" + scope + "/" + cmp.Or(sc.Name, sc.To)
-	if err := h.checkOneTarget(ctx, key); err != nil {
-		return err
-	}
 	t.target = &spool.Target{
 		Key:         key,
 		Scope:       scope,

@@ -2,6 +2,7 @@ package dedupe
 
 import (
 	"context"
+	"sync"
 	"time"
 
 	"github.com/dgraph-io/ristretto/v2"
@@ -19,6 +20,11 @@ type Cached struct {
 	inner Store
 	cache *ristretto.Cache[string, int64] // key → end of its window (unix ns)
 	now   func() time.Time
+
+	// closeMu orders Forget (from an admin's forget, or another instance's
+	// through Redis) before Close: ristretto must not be used once closed.
+	closeMu sync.RWMutex
+	closed  bool
 }
 
 // cachedUsage is a Cached whose store has a capacity.
@@ -117,17 +123,26 @@ func (c *Cached) Renew(ctx context.Context, cl Claim, lease time.Duration) error
 // (the spool's Forget): the next Claim of it asks the store. Sets still
 // buffered by ristretto are applied first, so none brings it back.
 func (c *Cached) Forget(key string) {
+	c.closeMu.RLock()
+	defer c.closeMu.RUnlock()
+	if c.closed {
+		return
+	}
 	c.cache.Wait()
 	c.cache.Del(key)
 }
 
 // Close frees the cache and closes the store if it has a Close method.
 func (c *Cached) Close() error {
-	c.cache.Close()
+	var err error
 	if cl, ok := c.inner.(interface{ Close() error }); ok {
-		return cl.Close()
+		err = cl.Close() // first: a Redis store's watcher of forgotten ids ends
 	}
-	return nil
+	c.closeMu.Lock()
+	c.closed = true
+	c.cache.Close()
+	c.closeMu.Unlock()
+	return err
 }
 
 var (

@@ -248,7 +248,8 @@ type Redis struct {
 
 	spool redisSpool
 
-	forgotten *redis.PubSub // see WatchForgotten; nil before
+	forgotten     *redis.PubSub // see WatchForgotten; nil before
+	forgottenDone chan struct{} // closed when WatchForgotten's goroutine ends
 }
 
 // forgottenChannel is the pub/sub channel, under the store's hash tag, on
@@ -258,13 +259,19 @@ func (s *Redis) forgottenChannel() string { return s.tag + "forgotten" }
 // WatchForgotten calls fn with each replay key that any instance sharing
 // this Redis and prefix made the store forget (Forget announces it), until
 // the store is closed, so that every instance drops it from its cache of
-// delivered answers. It does not wait for Redis (which may be down at
-// start): the subscription is made in the background, and made again by the
-// client when it drops (an announcement made meanwhile is missed).
+// delivered answers. It does not wait for Redis (which may be down or
+// slow at start): the subscription is made in the background, and made
+// again by the client when it drops (an announcement made meanwhile is
+// missed). Close ends it and waits until fn is no longer called.
 func (s *Redis) WatchForgotten(fn func(key string)) {
-	ps := s.client.Subscribe(context.Background(), s.forgottenChannel())
-	s.forgotten = ps
+	ps := s.client.Subscribe(context.Background()) // no channel yet: no connection
+	done := make(chan struct{})
+	s.forgotten, s.forgottenDone = ps, done
 	go func() {
+		defer close(done)
+		if err := ps.Subscribe(context.Background(), s.forgottenChannel()); err != nil {
+			return // closed before it could subscribe
+		}
 		for m := range ps.Channel() {
 			fn(m.Payload)
 		}
@@ -627,6 +634,7 @@ func (s *Redis) Close() error {
 	s.spool.close()
 	if s.forgotten != nil {
 		_ = s.forgotten.Close()
+		<-s.forgottenDone
 	}
 	return s.client.Close()
 }
