@@ -377,45 +377,12 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 		o.DialerRetries = 1
 		o.OnConnect = onConnect
 		s.client = redis.NewClient(&o)
-	case 1:
-		s.where = "sentinel master " + cfg.MasterName + " (" + strings.Join(cfg.SentinelAddrs, ", ") + ")"
-		s.client = redis.NewFailoverClient(&redis.FailoverOptions{
-			MasterName:       cfg.MasterName,
-			SentinelAddrs:    cfg.SentinelAddrs,
-			SentinelPassword: cfg.SentinelPassword,
-			Username:         opt.Username,
-			Password:         opt.Password,
-			DB:               opt.DB,
-			TLSConfig:        opt.TLSConfig,
-			Protocol:         opt.Protocol,
-			ClientName:       opt.ClientName,
-
-			DialTimeout:           dial,
-			ReadTimeout:           socketRead,
-			WriteTimeout:          write,
-			ContextTimeoutEnabled: true,
-			DialerRetries:         1,
-			MaxRetries:            opt.MaxRetries,
-			MinRetryBackoff:       opt.MinRetryBackoff,
-			MaxRetryBackoff:       opt.MaxRetryBackoff,
-
-			PoolSize:        pool,
-			PoolFIFO:        opt.PoolFIFO,
-			PoolTimeout:     opt.PoolTimeout,
-			MinIdleConns:    opt.MinIdleConns,
-			MaxIdleConns:    opt.MaxIdleConns,
-			MaxActiveConns:  opt.MaxActiveConns,
-			ConnMaxIdleTime: opt.ConnMaxIdleTime,
-			ConnMaxLifetime: opt.ConnMaxLifetime,
-
-			OnConnect: onConnect,
-		})
-	case 2:
-		s.where = "cluster (" + strings.Join(cfg.ClusterAddrs, ", ") + ")"
-		s.cluster = redis.NewClusterClient(&redis.ClusterOptions{
-			Addrs:      cfg.ClusterAddrs,
+	case 1, 2:
+		// The URL's settings and this store's timeouts, for either form.
+		u := &redis.UniversalOptions{
 			Username:   opt.Username,
 			Password:   opt.Password,
+			DB:         opt.DB,
 			TLSConfig:  opt.TLSConfig,
 			Protocol:   opt.Protocol,
 			ClientName: opt.ClientName,
@@ -439,7 +406,16 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 			ConnMaxLifetime: opt.ConnMaxLifetime,
 
 			OnConnect: onConnect,
-		})
+		}
+		if mode == 1 {
+			s.where = "sentinel master " + cfg.MasterName + " (" + strings.Join(cfg.SentinelAddrs, ", ") + ")"
+			u.MasterName, u.Addrs, u.SentinelPassword = cfg.MasterName, cfg.SentinelAddrs, cfg.SentinelPassword
+			s.client = redis.NewFailoverClient(u.Failover())
+			break
+		}
+		s.where = "cluster (" + strings.Join(cfg.ClusterAddrs, ", ") + ")"
+		u.Addrs = cfg.ClusterAddrs
+		s.cluster = redis.NewClusterClient(u.Cluster())
 		s.client = s.cluster
 	}
 	s.spool.init(s)
