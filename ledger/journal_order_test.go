@@ -2,7 +2,6 @@ package ledger
 
 import (
 	"context"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -17,19 +16,8 @@ import (
 // crash (an adversarial review found the ledger refusing to open).
 func TestJournalSegmentsInRecordOrder(t *testing.T) {
 	fs := newMemFS()
-	path := filepath.Join(t.TempDir(), "ledger.db")
-	cfg := Config{Path: path, SweepEvery: time.Hour, SegmentSize: minSegmentSize, fs: fs, manualCheckpoint: true}
-	s, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, cfg := openSmallSegments(t, fs)
 	ctx := context.Background()
-	for deadline := time.Now().Add(5 * time.Second); s.JournalStats().Segments < 2; {
-		if time.Now().After(deadline) {
-			t.Fatal("no spare made")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 	body := make([]byte, 3*minSegmentSize/2)
 	rec := &spool.Record{Scope: "s", Provider: "ivy", EventID: "big", ReceivedAt: time.Now(), Method: "POST", Body: body}
 	if _, err := s.Ingest(ctx, "big", rec, time.Hour); err != nil {
@@ -55,7 +43,7 @@ func TestJournalSegmentsInRecordOrder(t *testing.T) {
 	fs.crash()
 	_ = s.Close()
 	fs.restart()
-	s, err = Open(cfg)
+	s, err := Open(cfg)
 	if err != nil {
 		t.Fatalf("reopen after every write was acknowledged: %v", err)
 	}

@@ -3,37 +3,22 @@ package ledger
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/hookguard/caddy-webhook-guard/dedupe"
 )
 
-// recycleFS is a memFS on a full disk once full is set (new segment files
-// fail), whose SyncDir after the rename of a segment (a recycle) says so on
-// syncing and waits for release.
+// recycleFS is a memFS whose SyncDir after the rename of a segment (a
+// recycle) says so on syncing and waits for release.
 type recycleFS struct {
 	*memFS
 	mu      sync.Mutex
-	full    bool
 	renamed bool
 	syncing chan struct{}
 	release chan struct{}
-}
-
-func (g *recycleFS) OpenFile(name string, flag int, perm os.FileMode) (journalFile, error) {
-	g.mu.Lock()
-	full := g.full
-	g.mu.Unlock()
-	if full && flag&os.O_CREATE != 0 && strings.HasSuffix(name, ".tmp") {
-		return nil, &os.PathError{Op: "open", Path: name, Err: syscall.ENOSPC}
-	}
-	return g.memFS.OpenFile(name, flag, perm)
 }
 
 func (g *recycleFS) Rename(o, n string) error {
@@ -66,12 +51,7 @@ func (g *recycleFS) SyncDir(dir string) error {
 // keeps every acknowledged commit.
 func TestJournalRecycledSegmentSyncedBeforeUse(t *testing.T) {
 	fs := &recycleFS{memFS: newMemFS(), syncing: make(chan struct{}), release: make(chan struct{})}
-	path := filepath.Join(t.TempDir(), "ledger.db")
-	cfg := Config{Path: path, SweepEvery: time.Hour, SegmentSize: minSegmentSize, fs: fs, manualCheckpoint: true}
-	s, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, cfg := openSmallSegments(t, fs)
 	ctx := context.Background()
 	spares := func() int {
 		s.j.mu.Lock()
@@ -86,10 +66,9 @@ func TestJournalRecycledSegmentSyncedBeforeUse(t *testing.T) {
 			}
 		}
 	}
-	waitUntil("a spare made", func() bool { return spares() == 1 })
-	fs.mu.Lock()
-	fs.full = true
-	fs.mu.Unlock()
+	fs.memFS.mu.Lock()
+	fs.memFS.full = true // a full disk: spares come from recycling
+	fs.memFS.mu.Unlock()
 	n := 0
 	commit := func() string {
 		key := fmt.Sprintf("k%d", n)
@@ -127,7 +106,7 @@ func TestJournalRecycledSegmentSyncedBeforeUse(t *testing.T) {
 	fs.crash()
 	_ = s.Close()
 	fs.restart()
-	s, err = Open(cfg)
+	s, err := Open(cfg)
 	if err != nil {
 		t.Fatalf("reopen: %v", err)
 	}

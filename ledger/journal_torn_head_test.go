@@ -2,7 +2,6 @@ package ledger
 
 import (
 	"context"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -20,19 +19,8 @@ import (
 // found it refusing, both segments at one base).
 func TestJournalTornSegmentHeadThenSpare(t *testing.T) {
 	fs := newMemFS()
-	path := filepath.Join(t.TempDir(), "ledger.db")
-	cfg := Config{Path: path, SweepEvery: time.Hour, SegmentSize: minSegmentSize, fs: fs, manualCheckpoint: true}
-	s, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, cfg := openSmallSegments(t, fs)
 	ctx := context.Background()
-	for deadline := time.Now().Add(5 * time.Second); s.JournalStats().Segments < 2; {
-		if time.Now().After(deadline) {
-			t.Fatal("no spare made")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 	for i := range 3 { // acknowledged, not yet checkpointed
 		key := "before" + strings.Repeat("x", i)
 		c, err := s.Claim(ctx, key, time.Minute)
@@ -73,7 +61,7 @@ func TestJournalTornSegmentHeadThenSpare(t *testing.T) {
 	}
 	fs.mu.Unlock()
 
-	s, err = Open(cfg)
+	s, err := Open(cfg)
 	if err != nil {
 		t.Fatalf("reopen after the torn group: %v", err)
 	}

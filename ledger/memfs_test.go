@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"testing"
+	"time"
 )
 
 // errCrashed is the error of every operation of a memFS after its crash.
@@ -262,3 +264,21 @@ func (f *memFile) DropCache() error {
 }
 
 func (f *memFile) Close() error { return nil }
+
+// openSmallSegments opens a ledger on fs with the smallest segments and
+// the checkpoint run by the test only, and waits until the allocator has
+// made the spare segment the writer rotates into.
+func openSmallSegments(t *testing.T, fs fileSystem) (*Ledger, Config) {
+	t.Helper()
+	cfg := Config{Path: filepath.Join(t.TempDir(), "ledger.db"), SweepEvery: time.Hour, SegmentSize: minSegmentSize, fs: fs, manualCheckpoint: true}
+	s, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); s.JournalStats().Segments < 2; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no spare segment made within 5s")
+		}
+	}
+	return s, cfg
+}
