@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"unsafe"
 )
 
 // The journal: segment files beside the ledger file, named
@@ -94,6 +95,16 @@ func endFrame(b []byte, start int) []byte {
 		b = append(b, make([]byte, pad)...)
 	}
 	return b
+}
+
+// alignedBlocks returns zeroed memory of whole blocks, at least n bytes,
+// that starts at a multiple of blockSize, as O_DIRECT writes need
+// (OpenSegment).
+func alignedBlocks(n int) []byte {
+	size := int(alignUp(int64(n), blockSize))
+	b := make([]byte, size+blockSize)
+	off := int(alignUp(int64(uintptr(unsafe.Pointer(&b[0]))), blockSize) - int64(uintptr(unsafe.Pointer(&b[0]))))
+	return b[off : off+size : off+size]
 }
 
 // padBlock pads b with zeros to a whole number of blocks.

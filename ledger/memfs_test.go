@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // errCrashed is the error of every operation of a memFS after its crash.
@@ -110,6 +111,17 @@ func (fs *memFS) OpenFile(name string, flag int, _ os.FileMode) (journalFile, er
 	return &memFile{fs: fs, name: name, n: n}, nil
 }
 
+// OpenSegment opens name as O_DIRECT does on Linux: a write that is not
+// whole blocks from aligned memory at an aligned offset fails with EINVAL.
+func (fs *memFS) OpenSegment(name string) (journalFile, error) {
+	f, err := fs.OpenFile(name, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	f.(*memFile).direct = true
+	return f, nil
+}
+
 func (fs *memFS) Remove(name string) error {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
@@ -190,9 +202,10 @@ func (fs *memFS) names() []string {
 
 // memFile is an open memFS file.
 type memFile struct {
-	fs   *memFS
-	name string
-	n    *memNode
+	fs     *memFS
+	name   string
+	n      *memNode
+	direct bool // opened by OpenSegment: aligned whole blocks only
 }
 
 func (f *memFile) ReadAt(p []byte, off int64) (int, error) {
@@ -219,6 +232,9 @@ func (f *memFile) WriteAt(p []byte, off int64) (int, error) {
 	}
 	if f.fs.full && strings.HasSuffix(f.name, ".tmp") {
 		return 0, syscall.ENOSPC
+	}
+	if f.direct && (off%blockSize != 0 || len(p)%blockSize != 0 || (len(p) > 0 && uintptr(unsafe.Pointer(&p[0]))%blockSize != 0)) {
+		return 0, syscall.EINVAL
 	}
 	if end := off + int64(len(p)); end > int64(len(f.n.data)) {
 		f.n.data = append(f.n.data, make([]byte, end-int64(len(f.n.data)))...)

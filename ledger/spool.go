@@ -315,10 +315,17 @@ func (s *Ledger) dropLease(d *digest) {
 	sh := s.shard(d)
 	sh.mu.Lock()
 	if _, ok := sh.m[*d]; ok {
-		delete(sh.m, *d)
-		s.used.Add(-1)
+		s.dropLeaseLocked(sh, d)
 	}
 	sh.mu.Unlock()
+}
+
+// dropLeaseLocked forgets the in-flight claim of d, which sh (d's shard,
+// locked) holds.
+func (s *Ledger) dropLeaseLocked(sh *fileShard, d *digest) {
+	delete(sh.m, *d)
+	s.used.Add(-1)
+	s.leases.Add(-1)
 }
 
 // spoolFn changes the record d in place, in the journal writer, and returns

@@ -13,6 +13,11 @@ import (
 type fileSystem interface {
 	// OpenFile opens name as os.OpenFile does.
 	OpenFile(name string, flag int, perm os.FileMode) (journalFile, error)
+	// OpenSegment opens the segment name for the writer, which writes it
+	// only in whole blocks of blockSize, from memory aligned to blockSize,
+	// at offsets aligned to it (alignedBlocks): on Linux it bypasses the
+	// page cache (O_DIRECT) where the file system can.
+	OpenSegment(name string) (journalFile, error)
 	// Remove and Rename are os.Remove and os.Rename; neither is durable
 	// until SyncDir of the folder.
 	Remove(name string) error
@@ -45,6 +50,14 @@ type osFS struct{}
 
 func (osFS) OpenFile(name string, flag int, perm os.FileMode) (journalFile, error) {
 	f, err := os.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return osFile{f}, nil
+}
+
+func (osFS) OpenSegment(name string) (journalFile, error) {
+	f, err := openSegment(name)
 	if err != nil {
 		return nil, err
 	}

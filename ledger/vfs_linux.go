@@ -1,10 +1,27 @@
 package ledger
 
 import (
+	"errors"
 	"os"
 
 	"golang.org/x/sys/unix"
 )
+
+// openSegment opens a journal segment for writing with O_DIRECT: a
+// group's write goes to the device without the page cache, so its
+// fdatasync only has the device's cache to flush (on this project's
+// benchmark disk a sync took 0.2 ms instead of 0.6). The writer's buffers
+// and offsets are whole, aligned blocks (blockSize), as O_DIRECT wants. A
+// file system without O_DIRECT (EINVAL: tmpfs before Linux 6.6, some FUSE)
+// gets the file opened as usual: the fdatasync after each write keeps it
+// durable either way.
+func openSegment(name string) (*os.File, error) {
+	f, err := os.OpenFile(name, os.O_RDWR|unix.O_DIRECT, 0)
+	if errors.Is(err, unix.EINVAL) {
+		f, err = os.OpenFile(name, os.O_RDWR, 0)
+	}
+	return f, err
+}
 
 // datasync is fdatasync(2): the data and the metadata needed to read it
 // back (the size), not the times.

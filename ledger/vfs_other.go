@@ -9,3 +9,6 @@ func datasync(f *os.File) error { return f.Sync() }
 
 // dropCache does nothing where posix_fadvise is not available.
 func dropCache(*os.File) error { return nil }
+
+// openSegment opens a journal segment for writing.
+func openSegment(name string) (*os.File, error) { return os.OpenFile(name, os.O_RDWR, 0) }

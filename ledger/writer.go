@@ -90,12 +90,16 @@ func (s *Ledger) submit(ctx context.Context, op *jop) error {
 // evaluated after them until it is published; once handed, the encoded
 // frames, the segment and the offset they go to.
 type group struct {
-	ops    []*jop
-	recs   []jrecord
-	size   int
-	replay map[digest]ovReplay
-	spool  map[uint64]*ovSpool
-	view   *view
+	ops []*jop
+	// opened is when the first operation came; gathered says the group
+	// waited for more (gatherFor) as long as it may.
+	opened   time.Time
+	gathered bool
+	recs     []jrecord
+	size     int
+	replay   map[digest]ovReplay
+	spool    map[uint64]*ovSpool
+	view     *view
 
 	buf []byte
 	sg  *segment
@@ -103,7 +107,7 @@ type group struct {
 }
 
 func (s *Ledger) newGroup() *group {
-	g := &group{replay: map[digest]ovReplay{}, spool: map[uint64]*ovSpool{}}
+	g := &group{replay: map[digest]ovReplay{}, spool: map[uint64]*ovSpool{}, opened: time.Now()}
 	g.view = &view{s: s, replay: g.replay, spool: g.spool, nextSpool: s.nextSpool}
 	return g
 }
@@ -116,17 +120,32 @@ func (s *Ledger) journalWriter() {
 	defer close(s.syncq)
 	var g *group
 	idle := true // the syncer waits for a group
+	var gather *time.Timer
+	var gathered <-chan time.Time // gather's, while g waits for more
 	for {
 		if g != nil && idle {
-			s.handGroup(g)
-			g, idle = nil, false
-			continue
+			if wait := s.gatherFor(g); wait > 0 {
+				if gathered == nil {
+					gather = time.NewTimer(wait)
+					gathered = gather.C
+				}
+			} else {
+				if gathered != nil {
+					gather.Stop()
+					gathered = nil
+				}
+				s.handGroup(g)
+				g, idle = nil, false
+				continue
+			}
 		}
 		var ops chan *jop
 		if g == nil || !g.full() {
 			ops = s.jops
 		}
 		select {
+		case <-gathered:
+			gathered, g.gathered = nil, true
 		case op, ok := <-ops:
 			if !ok {
 				if g != nil {
@@ -152,6 +171,20 @@ func (s *Ledger) journalWriter() {
 			}
 		}
 	}
+}
+
+// gatherFor says how much longer the group g, which the syncer could take
+// now, should wait for more records: while more deliveries are in flight
+// than g holds operations, and for at most groupWait from g's first
+// operation. Their commits would otherwise each start a sync of their
+// own, and on a busy ledger the CPU an fdatasync costs, not its latency,
+// limits how many deliveries a second the guard answers. A lone delivery
+// never waits; one waiting is answered at most groupWait later.
+func (s *Ledger) gatherFor(g *group) time.Duration {
+	if g.gathered || g.full() || s.groupWait <= 0 || s.leases.Load() <= int64(len(g.ops)) {
+		return 0
+	}
+	return s.groupWait - time.Since(g.opened)
 }
 
 // startGroup begins a group: after a failed sync the journal is reopened
@@ -438,13 +471,14 @@ func (s *Ledger) spoolOf(seq uint64) (enc []byte, idx indexEntry, ok bool, err e
 }
 
 // encodeGroup encodes recs for segment sg (a fresh one's first frame
-// first), padded to whole blocks.
+// first), padded to whole blocks, in aligned memory (alignedBlocks). It
+// encodes in the writer's scratch buffer, reused from group to group.
 func (s *Ledger) encodeGroup(sg *segment, recs []jrecord, fresh bool) []byte {
 	var id uint64
 	if sg != nil {
 		id = sg.id
 	}
-	buf := make([]byte, 0, 4096)
+	buf := s.encodeBuf[:0]
 	if fresh {
 		buf = segmentHeader(buf, id, recs[0].seq)
 	}
@@ -454,7 +488,10 @@ func (s *Ledger) encodeGroup(sg *segment, recs []jrecord, fresh bool) []byte {
 		buf = appendMutations(buf, r.muts)
 		buf = endFrame(buf, start)
 	}
-	return padBlock(buf)
+	s.encodeBuf = buf
+	out := alignedBlocks(len(buf))
+	copy(out, buf)
+	return out
 }
 
 // publish makes durable records visible to readers and hands them to the
@@ -502,7 +539,7 @@ func (s *Ledger) rotate(need int64) (*segment, error) {
 			return nil, err
 		}
 	}
-	f, err := s.fs.OpenFile(sp.path, os.O_RDWR, 0o600)
+	f, err := s.fs.OpenSegment(sp.path)
 	if err != nil {
 		s.j.mu.Lock()
 		s.j.spares = append(s.j.spares, sp)
