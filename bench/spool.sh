@@ -325,6 +325,7 @@ if [[ " $PARTS " == *" ingest "* ]]; then
 			errors=$((errors + $(field "$e" "$line")))
 		done
 		wrapped=$(field wrapped "$line")
+		admin "http://127.0.0.1:$ADMIN_PORT/metrics" >"$WORK/metrics-ingest-$round.txt" # the journal's histograms, for "where the time goes"
 		spooled=$(metric 'caddy_webhook_guard_events_total{outcome="spooled",provider="ivy"}')
 		others=$(admin "http://127.0.0.1:$ADMIN_PORT/metrics" |
 			awk '/^caddy_webhook_guard_events_total/ && !/outcome="spooled"/ { n += $2 } END { print n + 0 }')
