@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // fileSystem is what the journal needs of a file system: the OS's
@@ -57,11 +58,39 @@ func (osFS) OpenFile(name string, flag int, perm os.FileMode) (journalFile, erro
 }
 
 func (osFS) OpenSegment(name string) (journalFile, error) {
-	f, err := openSegment(name)
+	f, direct, err := openSegment(name)
 	if err != nil {
 		return nil, err
 	}
+	if direct {
+		return &directFile{osFile: osFile{f}, name: name}, nil
+	}
 	return osFile{f}, nil
+}
+
+// directFile is a segment opened with O_DIRECT. A write the file system
+// refuses for its alignment (EINVAL: it wants blocks larger than
+// blockSize) reopens the file without O_DIRECT and is tried again: a
+// refused write wrote nothing, and every later write goes through the page
+// cache, each still followed by its Datasync. Only the syncer writes a
+// segment.
+type directFile struct {
+	osFile
+	name string
+}
+
+func (f *directFile) WriteAt(p []byte, off int64) (int, error) {
+	n, err := f.File.WriteAt(p, off)
+	if n != 0 || !errors.Is(err, syscall.EINVAL) {
+		return n, err
+	}
+	g, oerr := os.OpenFile(f.name, os.O_RDWR, 0)
+	if oerr != nil {
+		return 0, err
+	}
+	_ = f.File.Close()
+	f.File = g
+	return f.File.WriteAt(p, off)
 }
 
 func (osFS) Remove(name string) error             { return os.Remove(name) }

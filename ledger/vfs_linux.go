@@ -14,13 +14,15 @@ import (
 // and offsets are whole, aligned blocks (blockSize), as O_DIRECT wants. A
 // file system without O_DIRECT (EINVAL: tmpfs before Linux 6.6, some FUSE)
 // gets the file opened as usual: the fdatasync after each write keeps it
-// durable either way.
-func openSegment(name string) (*os.File, error) {
-	f, err := os.OpenFile(name, os.O_RDWR|unix.O_DIRECT, 0)
+// durable either way. direct says whether it has O_DIRECT (directFile
+// handles a write it refuses).
+func openSegment(name string) (f *os.File, direct bool, err error) {
+	f, err = os.OpenFile(name, os.O_RDWR|unix.O_DIRECT, 0)
 	if errors.Is(err, unix.EINVAL) {
 		f, err = os.OpenFile(name, os.O_RDWR, 0)
+		return f, false, err
 	}
-	return f, err
+	return f, err == nil, err
 }
 
 // datasync is fdatasync(2): the data and the metadata needed to read it

@@ -21,7 +21,7 @@ func TestOpenSegmentDirect(t *testing.T) {
 	if err := os.WriteFile(path, make([]byte, blockSize), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	f, err := openSegment(path)
+	f, direct0, err := openSegment(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -31,11 +31,56 @@ func TestOpenSegmentDirect(t *testing.T) {
 		t.Fatal(err)
 	}
 	direct := flags&unix.O_DIRECT != 0
+	if direct != direct0 {
+		t.Fatalf("openSegment says direct %v, the flags %#x", direct0, flags)
+	}
 	t.Logf("file system magic %#x, O_DIRECT %v", st.Type, direct)
 	if (st.Type == ext4 || st.Type == xfs) && !direct {
 		t.Fatalf("segment on ext4/xfs opened without O_DIRECT (flags %#x)", flags)
 	}
 	if flags&unix.O_ACCMODE != unix.O_RDWR {
 		t.Fatalf("segment opened with flags %#x, want read-write", flags)
+	}
+}
+
+// A write that O_DIRECT refuses for its alignment (as a file system with
+// blocks larger than 4 KiB would refuse the journal's) goes through the page
+// cache instead: the segment is reopened without O_DIRECT, the write
+// succeeds, and so do the next ones.
+func TestDirectSegmentFallsBackOnRefusedWrite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "seg")
+	if err := os.WriteFile(path, make([]byte, 2*blockSize), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := osFS{}.OpenSegment(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, ok := f.(*directFile); !ok {
+		t.Skipf("no O_DIRECT on this file system (%T)", f)
+	}
+	if _, err := f.WriteAt([]byte("unaligned"), 100); err != nil { // EINVAL with O_DIRECT
+		t.Fatalf("unaligned write: %v", err)
+	}
+	if _, err := f.WriteAt([]byte("again"), 200); err != nil {
+		t.Fatalf("next write: %v", err)
+	}
+	if err := f.Datasync(); err != nil {
+		t.Fatal(err)
+	}
+	flags, err := unix.FcntlInt(f.(*directFile).Fd(), unix.F_GETFL, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if flags&unix.O_DIRECT != 0 {
+		t.Fatalf("still O_DIRECT after a refused write (flags %#x)", flags)
+	}
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(data[100:109]) != "unaligned" || string(data[200:205]) != "again" {
+		t.Fatalf("segment reads %q, %q", data[100:109], data[200:205])
 	}
 }

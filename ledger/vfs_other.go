@@ -11,4 +11,7 @@ func datasync(f *os.File) error { return f.Sync() }
 func dropCache(*os.File) error { return nil }
 
 // openSegment opens a journal segment for writing.
-func openSegment(name string) (*os.File, error) { return os.OpenFile(name, os.O_RDWR, 0) }
+func openSegment(name string) (*os.File, bool, error) {
+	f, err := os.OpenFile(name, os.O_RDWR, 0)
+	return f, false, err
+}

@@ -80,10 +80,12 @@ func (s *Ledger) submit(ctx context.Context, op *jop) error {
 // operation as it arrives, in order, against the state every earlier one
 // left, and gathers the records into a group; the syncer writes a group
 // (one write) and syncs it (one fdatasync), then publishes it and wakes its
-// callers. The writer hands the syncer its group the moment the syncer is
-// idle: a group is everything that arrived during the sync before, and an
-// operation waits at most for the end of the sync running when it arrived
-// and for its own.
+// callers. The writer hands the syncer its group once the syncer is idle
+// and no more deliveries are in flight than the group holds (gatherFor):
+// a group is everything that arrived during the sync before, and while
+// others are in flight whatever comes in the next groupWait. An operation
+// waits at most for the end of the sync running when it arrived, groupWait,
+// and its own sync.
 
 // group is a group of records on its way to the journal: its operations,
 // their records, and what they changed (staged) for the operations
@@ -179,9 +181,12 @@ func (s *Ledger) journalWriter() {
 // operation. Their commits would otherwise each start a sync of their
 // own, and on a busy ledger the CPU an fdatasync costs, not its latency,
 // limits how many deliveries a second the guard answers. A lone delivery
-// never waits; one waiting is answered at most groupWait later.
+// never waits; one waiting is answered at most groupWait later (also when
+// what is in flight is a delivery to a slow backend, or one released
+// meanwhile: a release does not wake the writer). A broken journal's group
+// is failed at once.
 func (s *Ledger) gatherFor(g *group) time.Duration {
-	if g.gathered || g.full() || s.groupWait <= 0 || s.leases.Load() <= int64(len(g.ops)) {
+	if g.gathered || g.full() || s.groupWait <= 0 || s.leases.Load() <= int64(len(g.ops)) || s.brokenErr() != nil {
 		return 0
 	}
 	return s.groupWait - time.Since(g.opened)
