@@ -145,10 +145,7 @@ func TestAlignedBlocks(t *testing.T) {
 // On the OS's file system a segment takes the writer's aligned groups
 // (with O_DIRECT where it can) and reads them back.
 func TestOSSegmentWritesAlignedBlocks(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "seg")
-	if err := os.WriteFile(path, make([]byte, 4*blockSize), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := zeroSegment(t, 4)
 	f, err := osFS{}.OpenSegment(path)
 	if err != nil {
 		t.Fatal(err)
@@ -171,4 +168,15 @@ func TestOSSegmentWritesAlignedBlocks(t *testing.T) {
 	if string(data[blockSize:blockSize+5]) != "group" || len(data) != 4*blockSize {
 		t.Fatalf("segment reads back %q… (%d bytes)", data[blockSize:blockSize+5], len(data))
 	}
+}
+
+// zeroSegment makes a segment file of blocks zeroed blocks in a new
+// folder of the test's and returns its path.
+func zeroSegment(t *testing.T, blocks int) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "seg")
+	if err := os.WriteFile(path, make([]byte, blocks*blockSize), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }

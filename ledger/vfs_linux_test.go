@@ -2,7 +2,6 @@ package ledger
 
 import (
 	"os"
-	"path/filepath"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -11,16 +10,12 @@ import (
 // On a file system that takes O_DIRECT (ext4, xfs: where the tests run
 // in CI) a segment is opened with it; elsewhere it falls back.
 func TestOpenSegmentDirect(t *testing.T) {
-	dir := t.TempDir()
+	path := zeroSegment(t, 1)
 	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
+	if err := unix.Statfs(path, &st); err != nil {
 		t.Fatal(err)
 	}
 	const ext4, xfs = 0xEF53, 0x58465342
-	path := filepath.Join(dir, "seg")
-	if err := os.WriteFile(path, make([]byte, blockSize), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	f, direct0, err := openSegment(path)
 	if err != nil {
 		t.Fatal(err)
@@ -48,10 +43,7 @@ func TestOpenSegmentDirect(t *testing.T) {
 // cache instead: the segment is reopened without O_DIRECT, the write
 // succeeds, and so do the next ones.
 func TestDirectSegmentFallsBackOnRefusedWrite(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "seg")
-	if err := os.WriteFile(path, make([]byte, 2*blockSize), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := zeroSegment(t, 2)
 	f, err := osFS{}.OpenSegment(path)
 	if err != nil {
 		t.Fatal(err)
