@@ -43,6 +43,11 @@ type Memory struct {
 	// later: a claim at capacity sweeps only when something may have
 	// expired.
 	soonest atomic.Int64
+	// sweepMu makes the sweeps take turns: a claim at capacity that
+	// sweeps while another sweep runs waits for it to have counted what
+	// it freed, instead of finding nothing left to sweep and the count not
+	// yet lowered (and refusing an id there is room for).
+	sweepMu sync.Mutex
 	now     func() time.Time
 
 	stop chan struct{}
@@ -230,6 +235,8 @@ func (s *Memory) sweepEvery(period time.Duration) {
 // sweep forgets every expired id and returns how many it forgot. It scans
 // only when some id may have expired since the last scan.
 func (s *Memory) sweep() int {
+	s.sweepMu.Lock()
+	defer s.sweepMu.Unlock()
 	t := s.now()
 	now := t.UnixNano()
 	if now < s.soonest.Load() {

@@ -156,6 +156,9 @@ type Config struct {
 	// manualCheckpoint stops the background checkpoint, and Close's: the
 	// tests call checkpoint themselves, or leave the journal as it is.
 	manualCheckpoint bool
+	// filterBuilt, when set (by tests), is sent each replay filter the
+	// ledger puts in place.
+	filterBuilt chan<- *replayFilter
 	// Now is the ledger's clock; time.Now when nil. Tests move it.
 	Now func() time.Time
 }
@@ -222,6 +225,11 @@ type Ledger struct {
 	allocKick        chan struct{}
 	allocStop        chan struct{}
 	allocDone        chan struct{}
+	// The replay filter's builder (filter.go).
+	filterKick, filterStop, filterDone chan struct{}
+	filterBuilt                        chan<- *replayFilter // Config.filterBuilt
+	// fileReads counts the replay look-ups that read the file.
+	fileReads        atomic.Int64
 	manualCheckpoint bool
 	// bound is how many bytes of records (as held in memory) may wait for
 	// the checkpoint before the writer waits for it (see waitRoom).
@@ -348,7 +356,9 @@ func open(cfg Config, clock func() time.Time) (*Ledger, error) {
 	go s.checkpointer(cfg.CheckpointEvery)
 	go s.allocator()
 	go s.sweepEvery(cfg.SweepEvery)
+	go s.filterer()
 	s.kickAlloc()
+	s.kickFilter()
 	if s.cpq.length() > 0 {
 		s.kickCheckpoint()
 	}
@@ -389,6 +399,8 @@ func (s *Ledger) openJournal(cfg Config) error {
 	s.reopenKick = make(chan struct{}, 1)
 	s.cpKick, s.cpStop, s.cpDone = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
 	s.allocKick, s.allocStop, s.allocDone = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+	s.filterKick, s.filterStop, s.filterDone = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
+	s.filterBuilt = cfg.filterBuilt
 	s.manualCheckpoint = cfg.manualCheckpoint
 	s.onSync, s.onJournalError = cfg.OnSync, cfg.OnJournalError
 	s.j = &journal{fs: s.fs, dir: filepath.Dir(s.path), name: filepath.Base(s.path), maxSize: s.segmentSize}
@@ -1070,6 +1082,8 @@ func (s *Ledger) Close() error {
 		s.closing.Store(true)
 		close(s.stopSweep)
 		<-s.swept
+		close(s.filterStop)
+		<-s.filterDone
 		s.jmu.Lock()
 		s.jclosed = true
 		close(s.jops)

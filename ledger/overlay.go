@@ -24,6 +24,10 @@ type overlay struct {
 	index  *btree.BTreeG[ovIndex]  // by bucket, key
 	// maxSpool is the highest spool seq journaled.
 	maxSpool uint64
+	// filter holds every replay key published since it was built, and
+	// those the file held then (nil until built: see filter.go); next is
+	// the filter being built, which publish fills too.
+	filter, next *replayFilter
 }
 
 // ovReplay is the journaled state of a replay key: its record, or deleted.
@@ -77,6 +81,7 @@ func (ov *overlay) publish(jseq uint64, muts []mutation, paused func(scope strin
 		m := &muts[i]
 		switch m.kind {
 		case mPutReplay:
+			ov.addToFilters(&m.digest)
 			ov.replay[m.digest] = ovReplay{rec: m.replay, jseq: jseq}
 		case mDelReplay:
 			ov.replay[m.digest] = ovReplay{deleted: true, jseq: jseq}
@@ -96,6 +101,16 @@ func (ov *overlay) publish(jseq uint64, muts []mutation, paused func(scope strin
 				paused(m.scope, m.paused)
 			}
 		}
+	}
+}
+
+// addToFilters adds d to the replay filters; ov.mu is held for writing.
+func (ov *overlay) addToFilters(d *digest) {
+	if ov.filter != nil {
+		ov.filter.add(d)
+	}
+	if ov.next != nil {
+		ov.next.add(d)
 	}
 }
 

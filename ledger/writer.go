@@ -435,12 +435,17 @@ func (v *view) stage(jseq uint64, muts []mutation) {
 func (s *Ledger) replayOf(d *digest) (r replayRecord, ok bool, err error) {
 	s.ov.mu.RLock()
 	e, found := s.ov.getReplay(d)
+	f := s.ov.filter
 	s.ov.mu.RUnlock()
 	if found {
 		return e.rec, !e.deleted, nil
 	}
+	if !fileMayHold(f, d) {
+		return replayRecord{}, false, nil
+	}
 	// An entry leaves the overlay only once the file has it: a
 	// transaction begun after the look-up sees it.
+	s.fileReads.Add(1)
 	err = s.view(func(tx *bolt.Tx) error {
 		r, ok = getReplay(tx, d)
 		return nil
@@ -506,7 +511,11 @@ func (s *Ledger) publish(recs []jrecord) {
 	for _, r := range recs {
 		s.ov.publish(r.seq, r.muts, s.setPaused)
 	}
+	refilter := s.ov.filter != nil && s.ov.filter.saturated()
 	s.ov.mu.Unlock()
+	if refilter {
+		s.kickFilter()
+	}
 	s.countDueChanges(recs)
 	s.durable.Store(recs[len(recs)-1].seq)
 	s.cpq.push(recs, time.Now())
@@ -821,6 +830,9 @@ func (s *Ledger) loadJournal(reopen bool) error {
 	// queued records' changes: replace them by the ones read.
 	s.ov.mu.Lock()
 	s.ov.replay, s.ov.spool, s.ov.index, s.ov.maxSpool = ov.replay, ov.spool, ov.index, ov.maxSpool
+	for d := range ov.replay {
+		s.ov.addToFilters(&d)
+	}
 	s.ov.mu.Unlock()
 	s.used.Add(delta - s.cpq.delta())
 	s.cpq.reset(rd.recs, time.Now(), delta)
