@@ -92,12 +92,14 @@ return {0}
 `)
 
 // redisCommitScript sets KEYS[1] delivered for ARGV[1] ms and, with an
-// index (ARGV[2] positive), records the end of its window there.
+// index (ARGV[2] positive), records the end of its window there (and
+// drops the keys whose end passed, as a claim does).
 var redisCommitScript = redis.NewScript(`
 redis.call('SET', KEYS[1], '` + redisDelivered + `', 'PX', ARGV[1])
 if tonumber(ARGV[2]) > 0 then
 	local t = redis.call('TIME')
 	local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+	redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
 	redis.call('ZADD', KEYS[2], now + tonumber(ARGV[1]), KEYS[1])
 end
 return 1

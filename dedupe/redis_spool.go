@@ -168,10 +168,16 @@ local function drop(id, e)
 	if redis.call('HGET', BYKEY, e.key) == tostring(id) then redis.call('HDEL', BYKEY, e.key) end
 end
 -- remember: the replay key (without tag) holds value for ms, and the
--- index (when max_events, ARGV of the caller, is positive) knows its end.
+-- index (when max_events, ARGV of the caller, is positive) knows its end;
+-- the keys whose end passed leave the index, as at a claim, so that it
+-- does not grow where the spool alone writes.
 local function remember(key, value, ms, max)
 	redis.call('SET', T .. key, value, 'PX', ms)
-	if tonumber(max) > 0 then redis.call('ZADD', INDEX, now_ms() + ms, T .. key) end
+	if tonumber(max) > 0 then
+		local now = now_ms()
+		redis.call('ZREMRANGEBYSCORE', INDEX, '-inf', now)
+		redis.call('ZADD', INDEX, now + ms, T .. key)
+	end
 end
 `
 

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/hookguard/caddy-webhook-guard/internal/testkit"
 	"github.com/hookguard/caddy-webhook-guard/spool"
 )
@@ -103,5 +105,57 @@ func TestRedisDuplicateOfUnconfirmedRefused(t *testing.T) {
 	}
 	if err != nil && !strings.Contains(err.Error(), "WAITAOF") {
 		t.Fatal(err)
+	}
+}
+
+// The index of the keys held (max_events) drops the keys whose end passed
+// whenever a key is added to it: by a claim, a commit, a spooled event, a
+// delivery of the spool. Before, only a claim did, so an index written by
+// the spool alone grew without end.
+func TestRedisIndexTrimmedByEveryWriter(t *testing.T) {
+	t.Parallel()
+	srv := startRedisWith(t, testkit.RedisOptions{AppendFsync: "always"})
+	ctx := context.Background()
+	s := newTestRedisWith(t, RedisConfig{URL: srv.URL(), Prefix: "trim:", MaxEvents: 100})
+	if _, err := s.CheckSpool(ctx, SpoolOptions{Lease: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	// stale puts in the index a key whose end passed long ago; trimmed
+	// checks that what ran since dropped it.
+	stale := func(name string) string {
+		t.Helper()
+		member := "{trim:}" + name
+		if err := s.client.ZAdd(ctx, s.index, redis.Z{Score: 1, Member: member}).Err(); err != nil {
+			t.Fatal(err)
+		}
+		return member
+	}
+	trimmed := func(member, by string) {
+		t.Helper()
+		if err := s.client.ZScore(ctx, s.index, member).Err(); !errors.Is(err, redis.Nil) {
+			t.Fatalf("after %s the index still holds the expired %s (%v)", by, member, err)
+		}
+	}
+	old := stale("spooled")
+	rec := mustSpool(t, s, "shop", "evt_1")
+	trimmed(old, "a spooled event")
+
+	if got := leaseAll(t, s, "shop", 10); len(got) != 1 || got[0].ID != rec.ID {
+		t.Fatalf("leased %+v", got)
+	}
+	old = stale("delivered")
+	if err := s.Delivered(ctx, rec.ID, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	trimmed(old, "a delivery of the spool")
+
+	c := mustClaim(t, s, Key("shop", "ivy", "evt_2"), time.Minute, Fresh)
+	old = stale("committed")
+	if err := s.Commit(ctx, c, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	trimmed(old, "a commit")
+	if n := s.client.ZCard(ctx, s.index).Val(); n != 2 {
+		t.Fatalf("index holds %d keys, want the 2 events' ids", n)
 	}
 }
