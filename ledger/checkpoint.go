@@ -266,15 +266,15 @@ func (s *Ledger) applyBatch(batch []jrecord) error {
 	s.j.mu.Lock()
 	nextID := s.j.nextID
 	s.j.mu.Unlock()
-	var skipped int
+	var drift int64
 	err := s.queue(context.Background(), &writeOp{fn: func(tx *bolt.Tx) error {
-		skipped = 0
+		drift = 0
 		for _, r := range batch {
 			n, err := applyMutations(tx, r.seq, r.muts, prune, s.latestReplay)
 			if err != nil {
 				return err
 			}
-			skipped += n
+			drift += n
 		}
 		crashAt("checkpoint-before-commit")
 		return putJournalState(tx, last, nextID)
@@ -284,7 +284,7 @@ func (s *Ledger) applyBatch(batch []jrecord) error {
 	}
 	crashAt("checkpoint-after-commit")
 	s.full.Store(nil)
-	s.used.Add(-int64(skipped))
+	s.used.Add(drift)
 	s.applied.Store(last)
 	for i := 0; i < len(batch); i += forgetChunk {
 		s.ov.mu.Lock()

@@ -310,20 +310,28 @@ func decodeMutationsInto(arena []mutation, payload []byte) ([]mutation, []mutati
 // set: unix ns), a replay record whose window has ended by then, and which
 // no later record changes (latest), is not written but its key deleted, as
 // the sweep would: a full file takes what expired while it was full.
-// skipped counts those keys.
-func applyMutations(tx *bolt.Tx, seq uint64, muts []mutation, pruneBefore int64, latest func(d *digest, seq uint64) bool) (skipped int, err error) {
+//
+// drift is how many more replay records the file holds after than the
+// mutations' flags counted when they were journaled (the count of
+// remembered ids took those): a pruned record, or one the sweep deleted
+// between a commit's evaluation and its publication (the commit counted it
+// as there, the file had lost it).
+func applyMutations(tx *bolt.Tx, seq uint64, muts []mutation, pruneBefore int64, latest func(d *digest, seq uint64) bool) (drift int64, err error) {
 	for i := range muts {
 		m := &muts[i]
+		var changed bool
 		switch m.kind {
 		case mPutReplay:
 			if m.replay.expires <= pruneBefore && latest(&m.digest, seq) {
-				_, err = deleteReplay(tx, &m.digest)
-				skipped++
+				changed, err = deleteReplay(tx, &m.digest)
+				drift -= count(changed) + count(m.flag)
 			} else {
-				_, err = putReplay(tx, &m.digest, m.replay)
+				changed, err = putReplay(tx, &m.digest, m.replay)
+				drift += count(changed) - count(m.flag)
 			}
 		case mDelReplay:
-			_, err = deleteReplay(tx, &m.digest)
+			changed, err = deleteReplay(tx, &m.digest)
+			drift += count(m.flag) - count(changed)
 		case mPutSpool:
 			err = applyPutSpool(tx, m)
 		case mDelSpool:
@@ -341,10 +349,18 @@ func applyMutations(tx *bolt.Tx, seq uint64, muts []mutation, pruneBefore int64,
 			err = fmt.Errorf("journal mutation of kind %d", m.kind)
 		}
 		if err != nil {
-			return skipped, err
+			return drift, err
 		}
 	}
-	return skipped, nil
+	return drift, nil
+}
+
+// count is 1 for true, else 0.
+func count(b bool) int64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // applyPutSpool stores a spool record and its index entry in place of its

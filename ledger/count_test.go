@@ -1,0 +1,62 @@
+package ledger
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/hookguard/caddy-webhook-guard/dedupe"
+	"github.com/hookguard/caddy-webhook-guard/dedupe/dedupetest"
+)
+
+// A sweep that deletes an expired record between a commit's evaluation
+// (which found the record, so did not count the id as new) and its
+// publication leaves the count of remembered ids right: the checkpoint
+// counts what the file really gained. Before, the count drifted one low
+// (and the ledger could hold more than max_events).
+func TestCountHoldsWhenTheSweepRacesACommit(t *testing.T) {
+	s, clock := newTestFile(t, Config{})
+	const key = "shop|ivy|evt_1"
+	claimCommit(t, s, key, time.Minute)
+	if err := s.checkpointAll(); err != nil {
+		t.Fatal(err)
+	}
+	clock.Advance(2 * time.Minute) // its window ended; the record stays until swept
+	c := dedupetest.MustClaim(t, s, key, time.Minute, dedupe.Fresh)
+	clock.Advance(2 * time.Minute) // the lease ended too: the delivery is slow
+	s.forgetLeases()
+	var swept int
+	crashPoint = func(point string) {
+		if point == "after-write" && swept == 0 {
+			n, err := s.sweepOnce(context.Background())
+			if err != nil {
+				t.Error(err)
+			}
+			swept = n + 1
+		}
+	}
+	t.Cleanup(func() { crashPoint = nil })
+	if err := s.Commit(context.Background(), c, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	crashPoint = nil
+	if swept != 2 {
+		t.Fatalf("the sweep between the commit's write and its publication deleted %d records, want 1", swept-1)
+	}
+	if err := s.checkpointAll(); err != nil {
+		t.Fatal(err)
+	}
+	dedupetest.MustClaim(t, s, key, time.Minute, dedupe.Delivered)
+	var inFile int64
+	if err := s.view(func(tx *bolt.Tx) error {
+		inFile = int64(tx.Bucket(bucketReplay).Stats().KeyN)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.Usage(); n != inFile || n != 1 {
+		t.Fatalf("the ledger counts %d remembered ids, the file holds %d, want 1", n, inFile)
+	}
+}
