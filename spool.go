@@ -286,7 +286,10 @@ func (h *Handler) checkOneTarget(ctx caddy.Context, key string) error {
 
 // cacheForgetter is the cache of delivered answers in front of a replay
 // store (dedupe.Cached).
-type cacheForgetter interface{ Forget(key string) }
+type cacheForgetter interface {
+	Forget(key string)
+	ForgetAll()
+}
 
 // spoolStore is implemented by the store modules that can hold a spool.
 type spoolStore interface {

@@ -694,7 +694,8 @@ func (s *RedisStore) Provision(ctx caddy.Context) error {
 		p.spoolStore = r
 		c, closeFn, err := cached(r)
 		if err == nil {
-			r.WatchForgotten(c.(cacheForgetter).Forget)
+			f := c.(cacheForgetter)
+			r.WatchForgotten(f.Forget, f.ForgetAll)
 		}
 		return c, closeFn, err
 	})

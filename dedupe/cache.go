@@ -132,6 +132,19 @@ func (c *Cached) Forget(key string) {
 	c.cache.Del(key)
 }
 
+// ForgetAll empties the cache, for a store whose forgets this instance
+// may have missed (WatchForgotten, after a lost subscription): every
+// next Claim asks the store.
+func (c *Cached) ForgetAll() {
+	c.closeMu.RLock()
+	defer c.closeMu.RUnlock()
+	if c.closed {
+		return
+	}
+	c.cache.Wait()
+	c.cache.Clear()
+}
+
 // Close frees the cache and closes the store if it has a Close method.
 func (c *Cached) Close() error {
 	var err error

@@ -258,14 +258,16 @@ type Redis struct {
 // which Forget announces the keys it made every instance forget.
 func (s *Redis) forgottenChannel() string { return s.tag + "forgotten" }
 
-// WatchForgotten calls fn with each replay key that any instance sharing
-// this Redis and prefix made the store forget (Forget announces it), until
-// the store is closed, so that every instance drops it from its cache of
-// delivered answers. It does not wait for Redis (which may be down or
-// slow at start): the subscription is made in the background, and made
-// again by the client when it drops (an announcement made meanwhile is
-// missed). Close ends it and waits until fn is no longer called.
-func (s *Redis) WatchForgotten(fn func(key string)) {
+// WatchForgotten calls forget with each replay key that any instance
+// sharing this Redis and prefix made the store forget (Forget announces
+// it), until the store is closed, so that every instance drops it from its
+// cache of delivered answers. It does not wait for Redis (which may be down
+// or slow at start): the subscription is made in the background, and made
+// again by the client when it drops. An announcement made while this
+// instance was not subscribed is missed, so forgetAll is called each time
+// the subscription is (re)made: the whole cache goes, and the next claims
+// ask Redis. Close ends it and waits until neither is called any more.
+func (s *Redis) WatchForgotten(forget func(key string), forgetAll func()) {
 	ps := s.client.Subscribe(context.Background()) // no channel yet: no connection
 	done := make(chan struct{})
 	s.forgotten, s.forgottenDone = ps, done
@@ -274,8 +276,15 @@ func (s *Redis) WatchForgotten(fn func(key string)) {
 		if err := ps.Subscribe(context.Background(), s.forgottenChannel()); err != nil {
 			return // closed before it could subscribe
 		}
-		for m := range ps.Channel() {
-			fn(m.Payload)
+		for m := range ps.ChannelWithSubscriptions() {
+			switch m := m.(type) {
+			case *redis.Message:
+				forget(m.Payload)
+			case *redis.Subscription:
+				if m.Kind == "subscribe" {
+					forgetAll()
+				}
+			}
 		}
 	}()
 }

@@ -592,8 +592,8 @@ func TestRedisForgetReachesEveryCache(t *testing.T) {
 	b := newSpoolRedis(t, srv, "forget:", time.Minute)
 	ca, cb := NewCached(a, 0, nil), NewCached(b, 0, nil)
 	t.Cleanup(func() { ca.(interface{ Close() error }).Close(); cb.(interface{ Close() error }).Close() })
-	a.WatchForgotten(ca.(interface{ Forget(string) }).Forget)
-	b.WatchForgotten(cb.(interface{ Forget(string) }).Forget)
+	watchForgotten(a, ca)
+	watchForgotten(b, cb)
 	key := Key("shop", "ivy", "evt_forget")
 	c := mustClaim(t, ca, key, time.Minute, Fresh)
 	if err := ca.Commit(ctx, c, time.Hour); err != nil {
@@ -631,4 +631,49 @@ func TestRedisForgetReachesEveryCache(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+}
+
+// watchForgotten makes s tell cache of the ids forgotten (WatchForgotten).
+func watchForgotten(s *Redis, cache Store) {
+	f := cache.(interface {
+		Forget(string)
+		ForgetAll()
+	})
+	s.WatchForgotten(f.Forget, f.ForgetAll)
+}
+
+// An instance whose subscription to the forgotten ids dropped (Redis
+// restarted, a network cut) may have missed a forget: once subscribed again
+// it empties its cache of delivered answers, so that a resend of an id
+// forgotten meanwhile asks Redis instead of being answered "duplicate".
+func TestRedisResubscribeEmptiesTheCache(t *testing.T) {
+	t.Parallel()
+	srv := startRedisWith(t, testkit.RedisOptions{AppendFsync: "always"})
+	ctx := context.Background()
+	a := newSpoolRedis(t, srv, "resub:", time.Minute)
+	ca := NewCached(a, 0, nil)
+	t.Cleanup(func() { _ = ca.(interface{ Close() error }).Close() })
+	subscribed := make(chan struct{}, 4)
+	f := ca.(interface {
+		Forget(string)
+		ForgetAll()
+	})
+	a.WatchForgotten(f.Forget, func() { f.ForgetAll(); subscribed <- struct{}{} })
+	<-subscribed
+	key := Key("shop", "ivy", "evt_missed")
+	c := mustClaim(t, ca, key, time.Minute, Fresh)
+	if err := ca.Commit(ctx, c, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	mustClaim(t, ca, key, time.Minute, Delivered) // from the cache now
+	// Another instance forgets the id while a's subscription is cut: the
+	// key goes from Redis, the announcement never reaches a.
+	if err := a.client.Del(ctx, a.key(key)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.client.ClientKillByFilter(ctx, "TYPE", "pubsub").Err(); err != nil {
+		t.Fatal(err)
+	}
+	<-subscribed // the client subscribed again
+	mustClaim(t, ca, key, time.Minute, Fresh)
 }
