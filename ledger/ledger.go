@@ -21,6 +21,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"strconv"
 	"strings"
@@ -61,6 +62,20 @@ const shardCount = 64
 
 // fileOpenTimeout bounds waiting for the file lock held by another process.
 const fileOpenTimeout = time.Second
+
+// initialMmapSize is how much of the file bbolt maps at open: 1 GiB of
+// address space (not of memory) on 64-bit systems other than Windows, so
+// that a growing file is not mapped again (bbolt doubles the mapping as the
+// file grows, and a new mapping waits for every read transaction to end,
+// and holds every new one, claims included, meanwhile), as etcd does. On
+// Windows bbolt would grow the file itself to that size, and a 32-bit
+// process has little address space to spare: there it is bbolt's default.
+var initialMmapSize = func() int {
+	if strconv.IntSize == 64 && runtime.GOOS != "windows" {
+		return 1 << 30
+	}
+	return 0
+}()
 
 // sweepBatch bounds the ids the sweep deletes in one transaction, so that
 // commits queued behind it wait little.
@@ -450,9 +465,10 @@ func openLedger(path string, maxSize int) (db *bolt.DB, count int64, err error) 
 	}
 	defer recoverCorrupt(&err)
 	db, err = bolt.Open(path, 0o600, &bolt.Options{
-		Timeout:      fileOpenTimeout,
-		FreelistType: bolt.FreelistMapType,
-		MaxSize:      maxSize,
+		Timeout:         fileOpenTimeout,
+		FreelistType:    bolt.FreelistMapType,
+		MaxSize:         maxSize,
+		InitialMmapSize: initialMmapSize,
 	})
 	if err != nil {
 		return nil, 0, openError(err)
