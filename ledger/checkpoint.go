@@ -269,7 +269,15 @@ func (s *Ledger) applyBatch(batch []jrecord) error {
 	var drift int64
 	err := s.queue(context.Background(), &writeOp{fn: func(tx *bolt.Tx) error {
 		drift = 0
+		// A transaction that reported a failure may have reached the file
+		// all the same (bbolt's fdatasync failing after its meta page was
+		// written): its records are not applied twice, which would count
+		// their keys' changes twice in drift.
+		done := appliedIn(tx)
 		for _, r := range batch {
+			if r.seq <= done {
+				continue
+			}
 			n, err := applyMutations(tx, r.seq, r.muts, prune, s.latestReplay)
 			if err != nil {
 				return err
@@ -277,7 +285,7 @@ func (s *Ledger) applyBatch(batch []jrecord) error {
 			drift += n
 		}
 		crashAt("checkpoint-before-commit")
-		return putJournalState(tx, last, nextID)
+		return putJournalState(tx, max(last, done), nextID)
 	}})
 	if err != nil {
 		return err

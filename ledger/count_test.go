@@ -60,3 +60,48 @@ func TestCountHoldsWhenTheSweepRacesACommit(t *testing.T) {
 		t.Fatalf("the ledger counts %d remembered ids, the file holds %d, want 1", n, inFile)
 	}
 }
+
+// A batch the file applied although its transaction reported a failure
+// (bbolt's final fdatasync failing after the meta page reached the page
+// cache makes the transaction visible all the same) is applied again by the
+// next checkpoint: the count of remembered ids stays right. The test stops
+// the checkpoint just after its commit, where such a failure returns.
+func TestCountHoldsWhenABatchIsAppliedTwice(t *testing.T) {
+	s, _ := newTestFile(t, Config{manualCheckpoint: true})
+	ids := keys("shop|ivy|evt_", 3)
+	for _, k := range ids {
+		claimCommit(t, s, k, time.Hour)
+	}
+	type stopped struct{}
+	crashPoint = func(point string) {
+		if point == "checkpoint-after-commit" {
+			panic(stopped{})
+		}
+	}
+	t.Cleanup(func() { crashPoint = nil })
+	func() {
+		defer func() {
+			if r := recover(); r != (stopped{}) {
+				panic(r)
+			}
+		}()
+		_ = s.checkpointAll()
+	}()
+	crashPoint = nil
+	if err := s.checkpointAll(); err != nil { // the same records again
+		t.Fatal(err)
+	}
+	var inFile int64
+	if err := s.view(func(tx *bolt.Tx) error {
+		inFile = int64(tx.Bucket(bucketReplay).Stats().KeyN)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := s.Usage(); n != inFile || n != int64(len(ids)) {
+		t.Fatalf("the ledger counts %d remembered ids, the file holds %d, want %d", n, inFile, len(ids))
+	}
+	for _, k := range ids {
+		dedupetest.MustClaim(t, s, k, time.Minute, dedupe.Delivered)
+	}
+}
