@@ -138,7 +138,10 @@ type Config struct {
 	// let a copy of an event it is delivering through. The lease still
 	// bounds nothing else. Caddy's file store sets it.
 	HoldLeases bool
-	// OnSweepError, when set, is called with the error of a failed sweep.
+	// OnSweepError, when set, is called with the error of a failed
+	// background task: a sweep of expired ids, a purge of discarded
+	// events, or a build of the replay filter (its error begins "replay
+	// filter:"; claims then read the file for every id, as without it).
 	OnSweepError func(error)
 	// OnWritable, when set, is told when the ledger stops being writable
 	// (the error: a full disk, a journal that failed a sync) and when it is
