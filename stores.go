@@ -319,6 +319,9 @@ func (s *FileStore) Provision(ctx caddy.Context) error {
 					journalFsyncErrors.Inc()
 				}
 				p.logger().Error("ledger journal: "+journalFailures[kind], zap.String("ledger", path), zap.String("failure", kind), zap.Error(err))
+			},
+			OnSweepError: func(err error) {
+				p.logger().Error("ledger background task failed: retried at its next turn", zap.String("ledger", path), zap.Error(err))
 			}})
 		if err != nil {
 			return nil, nil, fmt.Errorf("store file: %w", err)

@@ -1,10 +1,12 @@
 package ledger
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"time"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -116,8 +118,18 @@ func (s *Ledger) filterer() {
 		}
 		f, err := s.buildFilter()
 		if err != nil {
-			if s.onSweep != nil && !errors.Is(err, errClosed) {
+			if errors.Is(err, errClosed) {
+				return
+			}
+			if s.onSweep != nil {
 				s.onSweep(fmt.Errorf("replay filter: %w", err)) // claims read the file meanwhile
+			}
+			// Tried again at the next kick after a pause, not at every
+			// group: each try reads the whole file.
+			select {
+			case <-s.filterStop:
+				return
+			case <-time.After(filterRetry):
 			}
 			continue
 		}
@@ -131,6 +143,9 @@ func (s *Ledger) filterer() {
 	}
 }
 
+// filterRetry is how long the filterer waits after a failed build.
+const filterRetry = time.Minute
+
 // kickFilter asks the filterer for a new filter.
 func (s *Ledger) kickFilter() {
 	select {
@@ -139,32 +154,28 @@ func (s *Ledger) kickFilter() {
 	}
 }
 
+// filterScanChunk bounds the keys of the file one read transaction of a
+// build reads: a long transaction would keep bbolt from reusing the pages
+// freed meanwhile. (A variable: tests make it small.)
+var filterScanChunk = 1 << 16
+
 // buildFilter makes a new replay filter of the keys the overlay and the
-// file hold and puts it in place of the old one. While it reads, publish
-// adds to both.
+// file hold and puts it in place of the old one. From the moment it is
+// set up, publish adds to it too; then it takes the overlay's keys (a key
+// the overlay forgot meanwhile was in the file before the scan began), then
+// the file's, a chunk per read transaction (a key that reached the file
+// behind the scan was published after the set-up, so added then).
 func (s *Ledger) buildFilter() (*replayFilter, error) {
 	f := newReplayFilter(2 * s.used.Load())
 	s.ov.mu.Lock()
 	s.ov.next = f
+	s.ov.mu.Unlock()
+	s.ov.mu.RLock() // claims go on; publish and forget wait
 	for d := range s.ov.replay {
 		f.add(&d)
 	}
-	s.ov.mu.Unlock()
-	err := s.view(func(tx *bolt.Tx) error {
-		var d digest
-		return tx.Bucket(bucketReplay).ForEach(func(k, _ []byte) error {
-			select {
-			case <-s.filterStop:
-				return errClosed
-			default:
-			}
-			if len(k) == len(d) {
-				copy(d[:], k)
-				f.add(&d)
-			}
-			return nil
-		})
-	})
+	s.ov.mu.RUnlock()
+	err := s.scanReplayKeys(f)
 	s.ov.mu.Lock()
 	s.ov.next = nil
 	if err == nil {
@@ -172,4 +183,43 @@ func (s *Ledger) buildFilter() (*replayFilter, error) {
 	}
 	s.ov.mu.Unlock()
 	return f, err
+}
+
+// scanReplayKeys adds every key of the file's replay bucket to f, in chunks
+// of filterScanChunk keys, each in a read transaction of its own.
+func (s *Ledger) scanReplayKeys(f *replayFilter) error {
+	var after []byte // the last key added; nil: from the first
+	for {
+		n := 0
+		err := s.view(func(tx *bolt.Tx) error {
+			c := tx.Bucket(bucketReplay).Cursor()
+			k, _ := c.First()
+			if after != nil {
+				if k, _ = c.Seek(after); bytes.Equal(k, after) {
+					k, _ = c.Next()
+				}
+			}
+			var d digest
+			for ; k != nil && n < filterScanChunk; k, _ = c.Next() {
+				if len(k) == len(d) {
+					copy(d[:], k)
+					f.add(&d)
+				}
+				after = append(after[:0], k...)
+				n++
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		if n < filterScanChunk {
+			return nil
+		}
+		select {
+		case <-s.filterStop:
+			return errClosed
+		default:
+		}
+	}
 }

@@ -511,7 +511,7 @@ func (s *Ledger) publish(recs []jrecord) {
 	for _, r := range recs {
 		s.ov.publish(r.seq, r.muts, s.setPaused)
 	}
-	refilter := s.ov.filter != nil && s.ov.filter.saturated()
+	refilter := s.ov.filter == nil || s.ov.filter.saturated() // none: the build at open failed
 	s.ov.mu.Unlock()
 	if refilter {
 		s.kickFilter()
