@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -330,36 +331,39 @@ func (d *delivery) endRenewal() {
 }
 
 // renew keeps the claim's lease alive while the upstream call runs; the
-// returned function stops it.
+// returned function stops it, and returns once no renewal runs. It costs a
+// timer, not a goroutine, per delivery: most end before the first renewal.
 func (d *delivery) renew(ctx context.Context, claim dedupe.Claim) (stop func()) {
 	every := d.h.lease / 3
-	done := make(chan struct{})
-	finished := make(chan struct{})
-	go func() {
-		defer close(finished)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			select {
-			case <-done:
+	var mu sync.Mutex // held by a renewal, and by stop
+	stopped := false
+	var t *time.Timer
+	mu.Lock() // a renewal that comes at once finds t set
+	defer mu.Unlock()
+	t = time.AfterFunc(every, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped || ctx.Err() != nil {
+			return
+		}
+		if err := d.h.store.Renew(ctx, claim, d.h.lease); err != nil {
+			if d.settling.Load() {
+				return // committed or released meanwhile
+			}
+			d.h.logger.Error("replay store: could not renew the lease of an event in flight; a copy may pass when it ends",
+				zap.String("provider", d.h.Provider), zap.String("event_id", d.event.ID), zap.Error(err))
+			if errors.Is(err, dedupe.ErrNotHeld) {
 				return
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if err := d.h.store.Renew(ctx, claim, d.h.lease); err != nil {
-					if d.settling.Load() {
-						return // committed or released meanwhile
-					}
-					d.h.logger.Error("replay store: could not renew the lease of an event in flight; a copy may pass when it ends",
-						zap.String("provider", d.h.Provider), zap.String("event_id", d.event.ID), zap.Error(err))
-					if errors.Is(err, dedupe.ErrNotHeld) {
-						return
-					}
-				}
 			}
 		}
-	}()
-	return func() { close(done); <-finished }
+		t.Reset(every)
+	})
+	return func() {
+		mu.Lock()
+		stopped = true
+		t.Stop()
+		mu.Unlock()
+	}
 }
 
 // settle ends the claim once: Commit after an accepted delivery (durable
