@@ -216,3 +216,25 @@ func TestReplayFilterNeverHidesADeliveredID(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+// Ids the journal holds and the file does not yet (the ledger closed, or
+// crashed, before its checkpoint) are read back into the overlay at open,
+// before the filter is built: once the checkpoint moves them to the file
+// they are still delivered.
+func TestReplayFilterHoldsWhatTheJournalReadBack(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	ch := make(chan *replayFilter, 1)
+	s, _ := newTestFile(t, Config{Path: path, manualCheckpoint: true, filterBuilt: ch})
+	<-ch
+	journaled := keys("shop|ivy|journaled_", 200)
+	commitMany(t, s, journaled, time.Hour)
+	if err := s.Close(); err != nil { // manualCheckpoint: the journal stays as it is
+		t.Fatal(err)
+	}
+	s, _ = newTestFile(t, Config{Path: path, manualCheckpoint: true, filterBuilt: ch})
+	<-ch
+	commitToFile(t, s, nil) // the checkpoint: the file has them, the overlay no longer
+	if n := claimAll(t, s, journaled, dedupe.Delivered); n != int64(len(journaled)) {
+		t.Fatalf("%d claims of ids read back from the journal read the file %d times", len(journaled), n)
+	}
+}
