@@ -49,16 +49,7 @@ func TestCountHoldsWhenTheSweepRacesACommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	dedupetest.MustClaim(t, s, key, time.Minute, dedupe.Delivered)
-	var inFile int64
-	if err := s.view(func(tx *bolt.Tx) error {
-		inFile = int64(tx.Bucket(bucketReplay).Stats().KeyN)
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if n, _ := s.Usage(); n != inFile || n != 1 {
-		t.Fatalf("the ledger counts %d remembered ids, the file holds %d, want 1", n, inFile)
-	}
+	wantCounted(t, s, 1)
 }
 
 // A batch the file applied although its transaction reported a failure
@@ -91,6 +82,16 @@ func TestCountHoldsWhenABatchIsAppliedTwice(t *testing.T) {
 	if err := s.checkpointAll(); err != nil { // the same records again
 		t.Fatal(err)
 	}
+	wantCounted(t, s, int64(len(ids)))
+	for _, k := range ids {
+		dedupetest.MustClaim(t, s, k, time.Minute, dedupe.Delivered)
+	}
+}
+
+// wantCounted checks that the ledger counts want remembered ids, as many as
+// its file holds.
+func wantCounted(t *testing.T, s *Ledger, want int64) {
+	t.Helper()
 	var inFile int64
 	if err := s.view(func(tx *bolt.Tx) error {
 		inFile = int64(tx.Bucket(bucketReplay).Stats().KeyN)
@@ -98,10 +99,7 @@ func TestCountHoldsWhenABatchIsAppliedTwice(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	if n, _ := s.Usage(); n != inFile || n != int64(len(ids)) {
-		t.Fatalf("the ledger counts %d remembered ids, the file holds %d, want %d", n, inFile, len(ids))
-	}
-	for _, k := range ids {
-		dedupetest.MustClaim(t, s, k, time.Minute, dedupe.Delivered)
+	if n, _ := s.Usage(); n != inFile || n != want {
+		t.Fatalf("the ledger counts %d remembered ids, the file holds %d, want %d", n, inFile, want)
 	}
 }
