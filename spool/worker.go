@@ -174,6 +174,12 @@ func (s *Spool) attempt(t *Target, id uint64, losses int) {
 		return
 	}
 	start := s.now()
+	if rec.NextAt.After(start) {
+		// Offered from a view taken before its last attempt was recorded
+		// (a pass that began while that attempt ended): not due yet.
+		s.store.Abandon(ctx, id)
+		return
+	}
 	if losses >= MaxLosses {
 		rec.LastError = fmt.Sprintf("%d deliveries of it ended without a result: the instance delivering it died or stalled each time "+
 			"(an event that crashes Caddy?); last error: %s", losses, cmp.Or(rec.LastError, "none"))

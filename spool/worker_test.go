@@ -736,3 +736,58 @@ func TestSpoolWorkerRenewsBeforeExpiry(t *testing.T) {
 	dedupetest.WaitUntil(t, 10*time.Second, "three renewals", func() bool { return st.extends.Load() >= 3 })
 	close(release)
 }
+
+// staleOffers is a store whose Lease first offers, once, an event as due
+// at a time before its last attempt was recorded: what a dispatch pass that
+// began while that attempt ended sees.
+type staleOffers struct {
+	*ledger.Ledger
+	once  sync.Once
+	stale spool.Due
+}
+
+func (s *staleOffers) Lease(ctx context.Context, now time.Time, open []spool.Opening, offer func(spool.Due) spool.Verdict) (time.Time, error) {
+	stop := false
+	s.once.Do(func() { stop = offer(s.stale) == spool.Stop })
+	if stop {
+		return now, nil
+	}
+	return s.Ledger.Lease(ctx, now, open, offer)
+}
+
+// An event offered from a stale view — its failed attempt recorded, with
+// its next attempt an hour away, after the pass began — is not attempted
+// again at once: the worker finds it not due and gives it back. (Under
+// load TestSpoolWorkerSchedule saw a second attempt right after the first.)
+func TestSpoolWorkerSkipsAStaleOffer(t *testing.T) {
+	clock := &dedupetest.FakeClock{}
+	l, err := ledger.Open(ledger.Config{Path: filepath.Join(t.TempDir(), "ledger.db"), SweepEvery: time.Hour, Now: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := &staleOffers{Ledger: l}
+	sp := spool.New(store, spool.Options{Now: clock.Now, Jitter: func() float64 { return 0 }})
+	sp.Start()
+	t.Cleanup(func() { sp.Stop(); _ = l.Close() })
+	t0 := clock.Now()
+	rec := spoolOne(t, sp, "shop", "evt_1", []byte("b"), t0)
+	failed := *rec
+	failed.Attempts, failed.LastError, failed.NextAt = 1, "status 503", t0.Add(time.Hour)
+	if err := l.Failed(context.Background(), &failed); err != nil {
+		t.Fatal(err)
+	}
+	store.stale = spool.Due{ID: rec.ID, NextAt: t0, ReceivedAt: t0, Scope: "shop", Target: "shop/target"}
+	backend := newFakeBackend(func(*spool.Record, int) spool.Attempt { return spool.Attempt{Status: 200} })
+	sp.Register(&spool.Target{Key: "shop/target", Scope: "shop", Deliver: backend.deliver, MaxAttempts: 4,
+		MaxAge: 2 * time.Hour, Timeout: time.Second, Concurrency: 2, Window: time.Hour})
+	backend.noCall(t, sp)
+	got, _ := get(t, sp, rec.ID)
+	if got.State != spool.Pending || got.Attempts != 1 || !got.NextAt.Equal(t0.Add(time.Hour)) {
+		t.Fatalf("after the stale offer: %+v", got)
+	}
+	clock.Advance(time.Hour)
+	sp.Wake()
+	if c := backend.nextCall(t); c != "evt_1#2" {
+		t.Fatalf("the attempt once due: %s", c)
+	}
+}
