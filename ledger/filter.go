@@ -24,8 +24,9 @@ import (
 // before the overlay shows it; the overlay forgets it (under ov.mu) only
 // after the file has it. A reader that misses a key in the overlay under
 // ov.mu therefore either finds its bit set or the key was never published.
-// A rebuild (buildFilter) takes the overlay's keys after publish adds to
-// the new filter too, and the file's in a transaction begun after that.
+// A rebuild (buildFilter) takes the overlay's keys once publish adds to
+// the new filter too, then the file's, in read transactions begun after
+// that.
 //
 // Keys deleted from the file (swept, forgotten) stay in the filter: they
 // cost a read, as before. Once more keys were added than it was sized for,
