@@ -223,10 +223,16 @@ func TestJournalStrictCrashes(t *testing.T) {
 			_ = s.Close()
 			fs.restart()
 		}
-		s, err := Open(cfg)
+		// The checks claim once the replay filter is built, so that it
+		// answers for the ids the file holds.
+		built := make(chan *replayFilter, 1)
+		checked := cfg
+		checked.filterBuilt = built
+		s, err := Open(checked)
 		if err != nil {
 			t.Fatalf("round %d: reopen after the crash: %v", round, err)
 		}
+		<-built
 		load.check(t, s, "round "+strconv.Itoa(round)+" after the crash")
 		if err := s.Close(); err != nil {
 			t.Fatalf("round %d: close: %v", round, err)
@@ -235,10 +241,11 @@ func TestJournalStrictCrashes(t *testing.T) {
 		if names := fs.names(); len(names) != 0 {
 			t.Fatalf("round %d: a ledger closed cleanly left %v", round, names)
 		}
-		s, err = Open(cfg)
+		s, err = Open(checked)
 		if err != nil {
 			t.Fatalf("round %d: reopen after a clean close: %v", round, err)
 		}
+		<-built
 		load.check(t, s, "round "+strconv.Itoa(round)+" after a clean close")
 		_ = s.Close()
 	}
