@@ -121,10 +121,13 @@ func TestJournalKillPoints(t *testing.T) {
 				if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
 					t.Fatalf("child did not die of SIGKILL at %s: %v; stderr: %s", point, err, stderr.String())
 				}
-				s, err := Open(Config{Path: path})
+				// The checks claim once the replay filter is built.
+				built := make(chan *replayFilter, 1)
+				s, err := Open(Config{Path: path, filterBuilt: built})
 				if err != nil {
 					t.Fatalf("reopen after SIGKILL at %s: %v", point, err)
 				}
+				<-built
 				check := func(s *Ledger) {
 					t.Helper()
 					ctx := context.Background()
@@ -145,9 +148,10 @@ func TestJournalKillPoints(t *testing.T) {
 					t.Fatal(err)
 				}
 				checkLedger(t, path)
-				if s, err = Open(Config{Path: path}); err != nil {
+				if s, err = Open(Config{Path: path, filterBuilt: built}); err != nil {
 					t.Fatalf("reopen after a clean close: %v", err)
 				}
+				<-built
 				check(s)
 				_ = s.Close()
 				t.Logf("%d operations acknowledged before SIGKILL at %s #%d, all there after reopening", len(acked), point, n)
