@@ -20,12 +20,8 @@ import (
 // room again the next write makes a segment of its own.
 func TestJournalOpenOnFullDiskWithoutSpare(t *testing.T) {
 	fs := newMemFS()
-	path := filepath.Join(t.TempDir(), "ledger.db")
-	cfg := Config{Path: path, fs: fs, SweepEvery: time.Hour, manualCheckpoint: true}
-	s, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, cfg := openManual(t, fs, 0)
+	path := cfg.Path
 	ctx := context.Background()
 	for i := range 5 {
 		claimCommit(t, s, "k"+strconv.Itoa(i), time.Hour)
@@ -47,7 +43,7 @@ func TestJournalOpenOnFullDiskWithoutSpare(t *testing.T) {
 	}
 	_ = fs.SyncDir(filepath.Dir(path))
 	fs.full = true
-	s, err = Open(cfg)
+	s, err := Open(cfg)
 	if err != nil {
 		t.Fatalf("open on a full disk: %v", err)
 	}

@@ -2,7 +2,6 @@ package ledger
 
 import (
 	"context"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -31,12 +30,7 @@ func TestJournalReopenIgnoresFailedGroupInCache(t *testing.T) {
 		}
 		return nil
 	}
-	path := filepath.Join(t.TempDir(), "ledger.db")
-	cfg := Config{Path: path, fs: fs, SweepEvery: time.Hour, manualCheckpoint: true}
-	s, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, cfg := openManual(t, fs, 0)
 	ctx := context.Background()
 	var acked, failed []string
 	for i := range 10 {
@@ -63,7 +57,7 @@ func TestJournalReopenIgnoresFailedGroupInCache(t *testing.T) {
 	fs.crash()
 	_ = s.Close()
 	fs.restart()
-	s, err = Open(cfg)
+	s, err := Open(cfg)
 	if err != nil {
 		t.Fatalf("open after a power loss, every acknowledged commit synced: %v", err)
 	}

@@ -281,16 +281,24 @@ func (f *memFile) DropCache() error {
 
 func (f *memFile) Close() error { return nil }
 
+// openManual opens a ledger on fs, with segments of segmentSize (0: the
+// default) and the checkpoint run by the test only; cfg opens it again.
+func openManual(t *testing.T, fs fileSystem, segmentSize int64) (s *Ledger, cfg Config) {
+	t.Helper()
+	cfg = Config{Path: filepath.Join(t.TempDir(), "ledger.db"), SweepEvery: time.Hour, SegmentSize: segmentSize, fs: fs, manualCheckpoint: true}
+	s, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, cfg
+}
+
 // openSmallSegments opens a ledger on fs with the smallest segments and
 // the checkpoint run by the test only, and waits until the allocator has
 // made the spare segment the writer rotates into.
 func openSmallSegments(t *testing.T, fs fileSystem) (*Ledger, Config) {
 	t.Helper()
-	cfg := Config{Path: filepath.Join(t.TempDir(), "ledger.db"), SweepEvery: time.Hour, SegmentSize: minSegmentSize, fs: fs, manualCheckpoint: true}
-	s, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, cfg := openManual(t, fs, minSegmentSize)
 	for deadline := time.Now().Add(5 * time.Second); s.JournalStats().Segments < 2; time.Sleep(time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatal("no spare segment made within 5s")
