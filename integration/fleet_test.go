@@ -450,6 +450,9 @@ func TestFleetMoveFromFileSpool(t *testing.T) {
 	expectStatus(t, "an event to the drain handler", fleetSend2(t, g, "/drain-only/ivpay", key, newFleetEvent(t, "pay_drain")), http.StatusForbidden)
 	backend.setStatus(http.StatusOK)
 	backend.waitAccepted(append(old, fresh...)...)
+	// The backend counts an event when it answers; the spool records it
+	// delivered once the answer is back and on disk, then logs it.
+	g.expectLogs(0, logWant{Msg: "spooled webhook delivered"}, len(old)+len(fresh))
 	rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	defer rc.Close()
 	// The new events' ids are remembered in Redis (ivpay's identity is a digest of the
