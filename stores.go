@@ -320,7 +320,7 @@ func (s *FileStore) Provision(ctx caddy.Context) error {
 				}
 				p.logger().Error("ledger journal: "+journalFailures[kind], zap.String("ledger", path), zap.String("failure", kind), zap.Error(err))
 			},
-			OnSweepError: func(err error) {
+			OnBackgroundError: func(err error) {
 				p.logger().Error("ledger background task failed: retried at its next turn", zap.String("ledger", path), zap.Error(err))
 			}})
 		if err != nil {

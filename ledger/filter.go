@@ -122,8 +122,8 @@ func (s *Ledger) filterer() {
 			if errors.Is(err, errClosed) {
 				return
 			}
-			if s.onSweep != nil {
-				s.onSweep(fmt.Errorf("replay filter: %w", err)) // claims read the file meanwhile
+			if s.onBackground != nil {
+				s.onBackground(fmt.Errorf("replay filter: %w", err)) // claims read the file meanwhile
 			}
 			// Tried again at the next kick after a pause, not at every
 			// group: each try reads the whole file.

@@ -138,11 +138,11 @@ type Config struct {
 	// let a copy of an event it is delivering through. The lease still
 	// bounds nothing else. Caddy's file store sets it.
 	HoldLeases bool
-	// OnSweepError, when set, is called with the error of a failed
+	// OnBackgroundError, when set, is called with the error of a failed
 	// background task: a sweep of expired ids, a purge of discarded
 	// events, or a build of the replay filter (its error begins "replay
 	// filter:"; claims then read the file for every id, as without it).
-	OnSweepError func(error)
+	OnBackgroundError func(error)
 	// OnWritable, when set, is told when the ledger stops being writable
 	// (the error: a full disk, a journal that failed a sync) and when it is
 	// again (nil). It must not call the ledger.
@@ -262,13 +262,13 @@ type Ledger struct {
 	unhealthy      bool
 	closing        atomic.Bool
 
-	roomMu    sync.Mutex // makeRoom's turn
-	stopSweep chan struct{}
-	swept     chan struct{} // closed when the sweeper has finished
-	onSweep   func(error)
-	onHealth  func(error)
-	closeOnce sync.Once
-	closeErr  error
+	roomMu       sync.Mutex // makeRoom's turn
+	stopSweep    chan struct{}
+	swept        chan struct{} // closed when the sweeper has finished
+	onBackground func(error)
+	onHealth     func(error)
+	closeOnce    sync.Once
+	closeErr     error
 
 	// spool is the state of the spool's due events held in memory.
 	spool spoolState
@@ -341,18 +341,18 @@ func open(cfg Config, clock func() time.Time) (*Ledger, error) {
 		cfg.GroupWait = DefaultGroupWait
 	}
 	s := &Ledger{
-		db:        db,
-		path:      cfg.Path,
-		maxSize:   cfg.MaxSize,
-		now:       clock,
-		hold:      cfg.HoldLeases,
-		writes:    make(chan *writeOp, maxGroup),
-		writer:    make(chan struct{}),
-		stopSweep: make(chan struct{}),
-		swept:     make(chan struct{}),
-		onSweep:   cfg.OnSweepError,
-		groupWait: cfg.GroupWait,
-		onHealth:  cfg.OnWritable,
+		db:           db,
+		path:         cfg.Path,
+		maxSize:      cfg.MaxSize,
+		now:          clock,
+		hold:         cfg.HoldLeases,
+		writes:       make(chan *writeOp, maxGroup),
+		writer:       make(chan struct{}),
+		stopSweep:    make(chan struct{}),
+		swept:        make(chan struct{}),
+		onBackground: cfg.OnBackgroundError,
+		groupWait:    cfg.GroupWait,
+		onHealth:     cfg.OnWritable,
 	}
 	s.used.Store(count)
 	s.capacity.Store(cfg.MaxEvents)
@@ -964,8 +964,8 @@ func (s *Ledger) sweepEvery(period time.Duration) {
 			for {
 				n, err := sweep(context.Background())
 				if err != nil {
-					if s.onSweep != nil && !errors.Is(err, errClosed) {
-						s.onSweep(err)
+					if s.onBackground != nil && !errors.Is(err, errClosed) {
+						s.onBackground(err)
 					}
 					break
 				}
