@@ -81,12 +81,26 @@ func setPlaceholders(r *http.Request, provider string, ev verify.Event) {
 	if !ok {
 		return
 	}
-	id, typ := verify.HeaderEventID(ev.ID), verify.HeaderEventID(ev.Type)
-	for _, prefix := range []string{"http.webhook_guard.", "http.webhook."} {
-		repl.Set(prefix+"provider", provider)
-		repl.Set(prefix+"event_id", id)
-		repl.Set(prefix+"event_type", typ)
-	}
+	// One provider, read only when a placeholder asks: six Set calls cost
+	// a dozen allocations per event whether a header_up uses them or not.
+	id, typ := ev.ID, ev.Type
+	repl.Map(func(key string) (any, bool) {
+		name, ok := strings.CutPrefix(key, "http.webhook_guard.")
+		if !ok {
+			if name, ok = strings.CutPrefix(key, "http.webhook."); !ok {
+				return nil, false
+			}
+		}
+		switch name {
+		case "provider":
+			return provider, true
+		case "event_id":
+			return verify.HeaderEventID(id), true
+		case "event_type":
+			return verify.HeaderEventID(typ), true
+		}
+		return nil, false
+	})
 }
 
 // clientIP is Caddy's client IP, which honours the server's trusted_proxies.

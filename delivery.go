@@ -90,10 +90,10 @@ type delivery struct {
 	clientIP string
 	event    verify.Event
 
-	// stopRenewal stops renewing the claim's lease (nil: not renewing);
-	// settling says its commit or release has begun.
-	stopRenewal func()
-	settling    atomic.Bool
+	// renewal renews the claim's lease (nil: not renewing); settling
+	// says its commit or release has begun.
+	renewal  *renewal
+	settling atomic.Bool
 	// commitErr is why the commit of an accepted delivery failed: the
 	// claim is kept and the commit retried; commitStalled says it did not
 	// answer within commitWait (the sender then gets 503).
@@ -202,7 +202,7 @@ func (d *delivery) forward(w http.ResponseWriter, next caddyhttp.Handler, claim 
 	defer cancel()
 	held := newHeldResponse(w, d.commitEarly(claim))
 	if claim != nil {
-		d.stopRenewal = d.renew(ctx, *claim)
+		d.renewal = d.renew(ctx, *claim)
 	}
 	defer d.endRenewal() // settle ends it once the claim is settled
 	defer func() {
@@ -324,46 +324,62 @@ func (d *delivery) commitEarly(claim *dedupe.Claim) func() bool {
 
 // endRenewal stops renewing the claim's lease, once.
 func (d *delivery) endRenewal() {
-	if d.stopRenewal != nil {
-		d.stopRenewal()
-		d.stopRenewal = nil
+	if d.renewal != nil {
+		d.renewal.stop()
+		d.renewal = nil
 	}
 }
 
-// renew keeps the claim's lease alive while the upstream call runs; the
-// returned function stops it, and returns once no renewal runs. It costs a
-// timer, not a goroutine, per delivery: most end before the first renewal.
-func (d *delivery) renew(ctx context.Context, claim dedupe.Claim) (stop func()) {
-	every := d.h.lease / 3
-	var mu sync.Mutex // held by a renewal, and by stop
-	stopped := false
-	var t *time.Timer
-	mu.Lock() // a renewal that comes at once finds t set
-	defer mu.Unlock()
-	t = time.AfterFunc(every, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if stopped || ctx.Err() != nil {
+// renew keeps the claim's lease alive while the upstream call runs, until
+// its stop. It costs a timer, not a goroutine, per delivery: most end
+// before the first renewal.
+func (d *delivery) renew(ctx context.Context, claim dedupe.Claim) *renewal {
+	rn := &renewal{d: d, ctx: ctx, claim: claim, every: d.h.lease / 3}
+	rn.mu.Lock() // a renewal that comes at once finds t set
+	defer rn.mu.Unlock()
+	rn.t = time.AfterFunc(rn.every, rn.fire)
+	return rn
+}
+
+// renewal is the lease renewal of one delivery in flight.
+type renewal struct {
+	d     *delivery
+	ctx   context.Context
+	claim dedupe.Claim
+	every time.Duration
+
+	mu      sync.Mutex // held by a renewal, and by stop
+	stopped bool
+	t       *time.Timer
+}
+
+// fire renews the lease and sets the timer for the next renewal.
+func (rn *renewal) fire() {
+	rn.mu.Lock()
+	defer rn.mu.Unlock()
+	if rn.stopped || rn.ctx.Err() != nil {
+		return
+	}
+	d := rn.d
+	if err := d.h.store.Renew(rn.ctx, rn.claim, d.h.lease); err != nil {
+		if d.settling.Load() {
+			return // committed or released meanwhile
+		}
+		d.h.logger.Error("replay store: could not renew the lease of an event in flight; a copy may pass when it ends",
+			zap.String("provider", d.h.Provider), zap.String("event_id", d.event.ID), zap.Error(err))
+		if errors.Is(err, dedupe.ErrNotHeld) {
 			return
 		}
-		if err := d.h.store.Renew(ctx, claim, d.h.lease); err != nil {
-			if d.settling.Load() {
-				return // committed or released meanwhile
-			}
-			d.h.logger.Error("replay store: could not renew the lease of an event in flight; a copy may pass when it ends",
-				zap.String("provider", d.h.Provider), zap.String("event_id", d.event.ID), zap.Error(err))
-			if errors.Is(err, dedupe.ErrNotHeld) {
-				return
-			}
-		}
-		t.Reset(every)
-	})
-	return func() {
-		mu.Lock()
-		stopped = true
-		t.Stop()
-		mu.Unlock()
 	}
+	rn.t.Reset(rn.every)
+}
+
+// stop ends the renewals; it returns once none runs.
+func (rn *renewal) stop() {
+	rn.mu.Lock()
+	rn.stopped = true
+	rn.t.Stop()
+	rn.mu.Unlock()
 }
 
 // settle ends the claim once: Commit after an accepted delivery (durable

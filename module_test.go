@@ -250,11 +250,14 @@ func TestAllowList(t *testing.T) {
 func TestForwardExactBytesAndPlaceholders(t *testing.T) {
 	h, _ := ivyGuard(t)
 	body := "{\"id\":\"evt_bytes\",\"type\":\"order_updated\",\"note\":\"é€\"}\n"
-	var seenID, seenType string
+	var seenID, seenType, seenNew string
+	var unknown bool
 	next := caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 		repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 		seenID, _ = repl.GetString("http.webhook.event_id")
 		seenType, _ = repl.GetString("http.webhook.event_type")
+		seenNew = repl.ReplaceAll("{http.webhook_guard.provider} {http.webhook_guard.event_id} {http.webhook_guard.event_type}", "-")
+		_, unknown = repl.Get("http.webhook_guard.event")
 		b, _ := io.ReadAll(r.Body)
 		if string(b) != body || r.ContentLength != int64(len(body)) {
 			t.Errorf("next got %q (length %d), want the exact body", b, r.ContentLength)
@@ -266,8 +269,8 @@ func TestForwardExactBytesAndPlaceholders(t *testing.T) {
 	if got := statusOfResult(w, err); got != http.StatusAccepted {
 		t.Fatalf("status %d, want the upstream's 202", got)
 	}
-	if seenID != "evt_bytes" || seenType != "order_updated" {
-		t.Fatalf("placeholders: id %q type %q", seenID, seenType)
+	if seenID != "evt_bytes" || seenType != "order_updated" || seenNew != "ivy evt_bytes order_updated" || unknown {
+		t.Fatalf("placeholders: id %q type %q, new names %q, unknown name found %v", seenID, seenType, seenNew, unknown)
 	}
 }
 
