@@ -43,37 +43,48 @@ var (
 			"Journal records durable but not yet applied to the ledger file (all open ledgers).", nil, nil),
 		seconds: prometheus.NewDesc("caddy_webhook_guard_journal_checkpoint_lag_seconds",
 			"Age of the oldest journal record not yet applied to the ledger file (the largest of the open ledgers), 0 when none.", nil, nil),
+		segments: prometheus.NewDesc("caddy_webhook_guard_journal_segments",
+			"Journal segment files (in use and spare) of the open ledgers.", nil, nil),
+		segmentBytes: prometheus.NewDesc("caddy_webhook_guard_journal_segment_bytes",
+			"Size on disk of the journal segment files (in use and spare) of the open ledgers.", nil, nil),
 		ledgers: map[*ledger.Ledger]bool{},
 	}
 )
 
-// journalLagCollector is a collector of the open ledgers' checkpoint lag,
-// read when scraped.
+// journalLagCollector is a collector of the open ledgers' checkpoint lag
+// and journal files, read when scraped.
 type journalLagCollector struct {
-	records, seconds *prometheus.Desc
-	mu               sync.Mutex
-	ledgers          map[*ledger.Ledger]bool
+	records, seconds       *prometheus.Desc
+	segments, segmentBytes *prometheus.Desc
+	mu                     sync.Mutex
+	ledgers                map[*ledger.Ledger]bool
 }
 
 // Describe implements prometheus.Collector.
 func (c *journalLagCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- c.records
 	ch <- c.seconds
+	ch <- c.segments
+	ch <- c.segmentBytes
 }
 
 // Collect implements prometheus.Collector.
 func (c *journalLagCollector) Collect(ch chan<- prometheus.Metric) {
 	c.mu.Lock()
-	var records int64
+	var records, segments, segmentBytes int64
 	var seconds float64
 	for l := range c.ledgers {
 		st := l.JournalStats()
 		records += st.LagRecords
 		seconds = max(seconds, st.LagSeconds)
+		segments += int64(st.Segments)
+		segmentBytes += st.SegmentBytes
 	}
 	c.mu.Unlock()
 	ch <- prometheus.MustNewConstMetric(c.records, prometheus.GaugeValue, float64(records))
 	ch <- prometheus.MustNewConstMetric(c.seconds, prometheus.GaugeValue, seconds)
+	ch <- prometheus.MustNewConstMetric(c.segments, prometheus.GaugeValue, float64(segments))
+	ch <- prometheus.MustNewConstMetric(c.segmentBytes, prometheus.GaugeValue, float64(segmentBytes))
 }
 
 // add makes l's lag reported; the returned function stops it.

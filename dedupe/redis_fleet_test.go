@@ -59,7 +59,9 @@ func dueIDs(dues []spool.Due) []uint64 {
 // whose leases last lease.
 func newSpoolRedis(t testing.TB, srv *testkit.RedisServer, prefix string, lease time.Duration) *Redis {
 	t.Helper()
-	s := newTestRedisWith(t, RedisConfig{URL: srv.URL(), Prefix: prefix})
+	// A loaded machine (-race, two cores) can hold a script past the
+	// default second; no test here is about the timeout.
+	s := newTestRedisWith(t, RedisConfig{URL: srv.URL(), Prefix: prefix, ReadTimeout: 10 * time.Second})
 	if _, err := s.CheckSpool(context.Background(), SpoolOptions{Lease: lease}); err != nil {
 		t.Fatalf("CheckSpool: %v", err)
 	}

@@ -119,7 +119,10 @@ func TestSentinelSpoolFailover(t *testing.T) {
 	sentinel := testkit.StartSentinel(t, "mymaster", primary, 500*time.Millisecond, o)
 	sentinel.WaitSentinelPrimary("mymaster", primary.Addr, 1)
 	ctx := context.Background()
-	s, err := dedupe.NewRedis(dedupe.RedisConfig{MasterName: "mymaster", SentinelAddrs: []string{sentinel.Addr}, Replicas: 1})
+	s, err := dedupe.NewRedis(dedupe.RedisConfig{MasterName: "mymaster", SentinelAddrs: []string{sentinel.Addr}, Replicas: 1,
+		// The replica fsyncs its append-only file every second, and a
+		// loaded machine can take longer: the test is not about the bound.
+		WaitTimeout: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

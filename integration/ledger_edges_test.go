@@ -304,4 +304,8 @@ func TestLedgerJournalMetrics(t *testing.T) {
 			t.Errorf("%s = %v", name, v)
 		}
 	}
+	// The journal's files: at least the segment in use, and their size.
+	if n, size := metric("caddy_webhook_guard_journal_segments").GetGauge().GetValue(), metric("caddy_webhook_guard_journal_segment_bytes").GetGauge().GetValue(); n < 1 || size < n*4096 {
+		t.Errorf("journal_segments = %v, journal_segment_bytes = %v", n, size)
+	}
 }
