@@ -130,7 +130,7 @@ func (s *Ledger) filterer() {
 			select {
 			case <-s.filterStop:
 				return
-			case <-time.After(filterRetry):
+			case <-s.retryAfter(filterRetry):
 			}
 			continue
 		}
@@ -146,6 +146,15 @@ func (s *Ledger) filterer() {
 
 // filterRetry is how long the filterer waits after a failed build.
 const filterRetry = time.Minute
+
+// retryAfter returns the channel that ends the filterer's pause of d after
+// a failed build: time.After's, or the tests' (Config.filterRetryAfter).
+func (s *Ledger) retryAfter(d time.Duration) <-chan time.Time {
+	if s.filterRetryAfter != nil {
+		return s.filterRetryAfter(d)
+	}
+	return time.After(d)
+}
 
 // kickFilter asks the filterer for a new filter.
 func (s *Ledger) kickFilter() {
@@ -190,7 +199,7 @@ func (s *Ledger) buildFilter() (*replayFilter, error) {
 // of filterScanChunk keys, each in a read transaction of its own.
 func (s *Ledger) scanReplayKeys(f *replayFilter) error {
 	var after []byte // the last key added; nil: from the first
-	for {
+	for chunk := 1; ; chunk++ {
 		n := 0
 		err := s.view(func(tx *bolt.Tx) error {
 			c := tx.Bucket(bucketReplay).Cursor()
@@ -208,6 +217,9 @@ func (s *Ledger) scanReplayKeys(f *replayFilter) error {
 				}
 				after = append(after[:0], k...)
 				n++
+			}
+			if s.filterChunkRead != nil {
+				return s.filterChunkRead(chunk)
 			}
 			return nil
 		})

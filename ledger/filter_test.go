@@ -3,9 +3,12 @@ package ledger
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -236,5 +239,243 @@ func TestReplayFilterHoldsWhatTheJournalReadBack(t *testing.T) {
 	commitToFile(t, s, nil) // the checkpoint: the file has them, the overlay no longer
 	if n := claimAll(t, s, journaled, dedupe.Delivered); n != int64(len(journaled)) {
 		t.Fatalf("%d claims of ids read back from the journal read the file %d times", len(journaled), n)
+	}
+}
+
+// errInjectedRead is the failure filterFaults makes a build read.
+var errInjectedRead = errors.New("injected read failure")
+
+// filterFaults makes a ledger's builds of the replay filter fail on demand
+// and holds the pause after a failed build until the test ends it.
+type filterFaults struct {
+	// fail makes the next build fail at its chunk failAt (once).
+	fail   atomic.Bool
+	failAt int
+	// errs receives OnBackgroundError's errors; pausing the pause of each
+	// failed build, when it begins; a send on retry ends it.
+	errs    chan error
+	pausing chan time.Duration
+	retry   chan time.Time
+}
+
+func newFilterFaults(failAt int) *filterFaults {
+	return &filterFaults{
+		failAt:  failAt,
+		errs:    make(chan error, 16),
+		pausing: make(chan time.Duration, 16),
+		retry:   make(chan time.Time),
+	}
+}
+
+// config returns cfg with ff's hooks. They never block the filterer: a
+// test that fails leaves Close able to stop it.
+func (ff *filterFaults) config(cfg Config) Config {
+	cfg.OnBackgroundError = func(err error) {
+		select {
+		case ff.errs <- err:
+		default:
+		}
+	}
+	cfg.filterChunkRead = func(chunk int) error {
+		if chunk == ff.failAt && ff.fail.CompareAndSwap(true, false) {
+			return errInjectedRead
+		}
+		return nil
+	}
+	cfg.filterRetryAfter = func(d time.Duration) <-chan time.Time {
+		select {
+		case ff.pausing <- d:
+		default:
+		}
+		return ff.retry
+	}
+	return cfg
+}
+
+// failed waits for the error of a failed build and the pause after it.
+func (ff *filterFaults) failed(t *testing.T) {
+	t.Helper()
+	err := await(t, ff.errs, "OnBackgroundError of the failed build")
+	if !strings.Contains(err.Error(), "replay filter") || !errors.Is(err, errInjectedRead) {
+		t.Fatalf("OnBackgroundError(%q): want it to say replay filter and wrap the read's error", err)
+	}
+	if d := await(t, ff.pausing, "the pause after the failed build"); d != filterRetry {
+		t.Fatalf("the pause after a failed build is %v, want %v", d, filterRetry)
+	}
+}
+
+// endPause ends the filterer's pause after a failed build; it waits for
+// the filterer to take it.
+func (ff *filterFaults) endPause(t *testing.T) {
+	t.Helper()
+	select {
+	case ff.retry <- time.Time{}:
+	case <-time.After(hangGuard):
+		t.Fatalf("the filterer did not wait for the end of its pause within %v", hangGuard)
+	}
+}
+
+// noMoreErrors fails if OnBackgroundError was told of another error.
+func (ff *filterFaults) noMoreErrors(t *testing.T) {
+	t.Helper()
+	select {
+	case err := <-ff.errs:
+		t.Fatalf("OnBackgroundError(%q): want no other error", err)
+	default:
+	}
+}
+
+// hangGuard bounds a wait for what happens at once: it only turns a hang
+// into a failure.
+const hangGuard = 30 * time.Second
+
+// await receives from ch; the wait is bounded by hangGuard only.
+func await[T any](t *testing.T, ch <-chan T, what string) T {
+	t.Helper()
+	select {
+	case v := <-ch:
+		return v
+	case <-time.After(hangGuard):
+		t.Fatalf("%s: none within %v", what, hangGuard)
+		panic("unreachable")
+	}
+}
+
+// currentFilter returns the replay filter claims use.
+func currentFilter(s *Ledger) *replayFilter {
+	s.ov.mu.RLock()
+	defer s.ov.mu.RUnlock()
+	return s.ov.filter
+}
+
+// A build at open that fails is told to OnBackgroundError; meanwhile
+// every claim reads the file and answers right; after the pause the build
+// is tried again, and from then on a claim of a new id skips the file.
+func TestReplayFilterBuildFailsAtOpenAndIsRetried(t *testing.T) {
+	defer func(n int) { filterScanChunk = n }(filterScanChunk)
+	filterScanChunk = 7 // the build fails half way, at its second chunk
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	s, _ := openFiltered(t, path)
+	old := keys("shop|ivy|old_", 300)
+	commitToFile(t, s, old)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	ff := newFilterFaults(2)
+	ff.fail.Store(true)
+	built := make(chan *replayFilter, 1)
+	s, _ = newTestFile(t, ff.config(Config{Path: path, filterBuilt: built}))
+	ff.failed(t)
+	// Meanwhile: no filter, each claim reads the file.
+	if n := claimAll(t, s, old, dedupe.Delivered); n != int64(len(old)) {
+		t.Fatalf("with no filter, %d claims of delivered ids read the file %d times", len(old), n)
+	}
+	fresh := keys("shop|ivy|new_", 100)
+	if n := claimAll(t, s, fresh, dedupe.Fresh); n != int64(len(fresh)) {
+		t.Fatalf("with no filter, %d claims of new ids read the file %d times, want each", len(fresh), n)
+	}
+	during := keys("shop|ivy|during_", 50) // publishes: kicks the next build
+	commitToFile(t, s, during)
+	if n := claimAll(t, s, during, dedupe.Delivered); n != int64(len(during)) {
+		t.Fatalf("with no filter, %d claims of ids committed meanwhile read the file %d times", len(during), n)
+	}
+	if f := currentFilter(s); f != nil {
+		t.Fatal("a filter is in place though its build failed")
+	}
+
+	ff.endPause(t)
+	f := await(t, built, "the filter built on the retry")
+	if currentFilter(s) != f {
+		t.Fatal("the filter built on the retry is not in place")
+	}
+	committed := append(old, during...)
+	if n := claimAll(t, s, committed, dedupe.Delivered); n != int64(len(committed)) {
+		t.Fatalf("%d claims of delivered ids read the file %d times", len(committed), n)
+	}
+	if n := claimAll(t, s, keys("shop|ivy|later_", 1000), dedupe.Fresh); n > 30 {
+		t.Fatalf("once the retry built the filter, 1000 claims of new ids read the file %d times, want few", n)
+	}
+	ff.noMoreErrors(t)
+}
+
+// A rebuild of a saturated filter that fails leaves the old filter in
+// place: claims of new ids still skip the file, and every id committed,
+// before or meanwhile, is delivered. After the pause the rebuild is tried
+// again and replaces it.
+func TestReplayFilterRebuildFailsAndIsRetried(t *testing.T) {
+	defer func(n int) { filterScanChunk = n }(filterScanChunk)
+	filterScanChunk = 7 // the rebuild fails half way, at its second chunk
+	ff := newFilterFaults(2)
+	built := make(chan *replayFilter, 1)
+	s, _ := newTestFile(t, ff.config(Config{filterBuilt: built}))
+	await(t, built, "the filter built at open")
+	committed := keys("shop|ivy|file_", 300)
+	commitToFile(t, s, committed)
+
+	ff.fail.Store(true)
+	old := saturate(s)
+	claimCommit(t, s, "shop|ivy|kick", time.Hour) // publishes: kicks the rebuild
+	committed = append(committed, "shop|ivy|kick")
+	ff.failed(t)
+	// Meanwhile: the old filter, and the ids committed go to it.
+	during := keys("shop|ivy|during_", 100)
+	commitToFile(t, s, during[:50])
+	commitMany(t, s, during[50:], time.Hour) // in the overlay
+	committed = append(committed, during...)
+	claimAll(t, s, committed, dedupe.Delivered)
+	if n := claimAll(t, s, keys("shop|ivy|new_", 1000), dedupe.Fresh); n > 30 {
+		t.Fatalf("after a failed rebuild, 1000 claims of new ids read the file %d times: the old filter is not in use", n)
+	}
+	if currentFilter(s) != old {
+		t.Fatal("the failed rebuild replaced the filter")
+	}
+
+	ff.endPause(t)
+	f := await(t, built, "the filter rebuilt on the retry")
+	if f == old || f.saturated() || currentFilter(s) != f {
+		t.Fatalf("after the retry: the old filter (%v), saturated (%v), not in place (%v)", f == old, f.saturated(), currentFilter(s) != f)
+	}
+	for _, k := range committed {
+		if d := digest(sha256.Sum256([]byte(k))); !f.mayHold(&d) {
+			t.Fatalf("the rebuilt filter lacks %s", k)
+		}
+	}
+	if err := s.checkpointAll(); err != nil {
+		t.Fatal(err)
+	}
+	claimAll(t, s, committed, dedupe.Delivered)
+	if n := claimAll(t, s, keys("shop|ivy|later_", 1000), dedupe.Fresh); n > 30 {
+		t.Fatalf("1000 claims of new ids read the file %d times", n)
+	}
+	ff.noMoreErrors(t)
+}
+
+// Close during the pause after a failed build (here one that never ends)
+// returns, and the filterer with it.
+func TestReplayFilterCloseDuringRetryPause(t *testing.T) {
+	ff := newFilterFaults(1)
+	ff.fail.Store(true)
+	s, _ := newTestFile(t, ff.config(Config{}))
+	ff.failed(t) // no send on ff.retry: the pause never ends
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(hangGuard):
+		t.Errorf("Close waited for the pause after a failed build of the replay filter")
+		select { // end the pause, so that Close, and the test, end
+		case ff.retry <- time.Time{}:
+		case <-closed:
+		}
+		return
+	}
+	select {
+	case <-s.filterDone:
+	default:
+		t.Fatal("Close returned with the filterer running")
 	}
 }

@@ -177,6 +177,15 @@ type Config struct {
 	// filterBuilt, when set (by tests), is sent each replay filter the
 	// ledger puts in place.
 	filterBuilt chan<- *replayFilter
+	// filterChunkRead, when set (by tests), is called in the read
+	// transaction of each chunk of keys a build of the replay filter read
+	// from the file (the first is 1): an error it returns fails the build,
+	// as a failed read of the file would.
+	filterChunkRead func(chunk int) error
+	// filterRetryAfter, when set (by tests), stands for time.After in the
+	// pause after a failed build of the replay filter: it is called with
+	// the pause (filterRetry) and returns the channel that ends it.
+	filterRetryAfter func(time.Duration) <-chan time.Time
 	// Now is the ledger's clock; time.Now when nil. Tests move it.
 	Now func() time.Time
 }
@@ -245,7 +254,9 @@ type Ledger struct {
 	allocDone        chan struct{}
 	// The replay filter's builder (filter.go).
 	filterKick, filterStop, filterDone chan struct{}
-	filterBuilt                        chan<- *replayFilter // Config.filterBuilt
+	filterBuilt                        chan<- *replayFilter                 // Config.filterBuilt
+	filterChunkRead                    func(int) error                      // Config.filterChunkRead
+	filterRetryAfter                   func(time.Duration) <-chan time.Time // Config.filterRetryAfter
 	// fileReads counts the replay look-ups that read the file.
 	fileReads        atomic.Int64
 	manualCheckpoint bool
@@ -418,7 +429,7 @@ func (s *Ledger) openJournal(cfg Config) error {
 	s.cpKick, s.cpStop, s.cpDone = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
 	s.allocKick, s.allocStop, s.allocDone = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
 	s.filterKick, s.filterStop, s.filterDone = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
-	s.filterBuilt = cfg.filterBuilt
+	s.filterBuilt, s.filterChunkRead, s.filterRetryAfter = cfg.filterBuilt, cfg.filterChunkRead, cfg.filterRetryAfter
 	s.manualCheckpoint = cfg.manualCheckpoint
 	s.onSync, s.onJournalError = cfg.OnSync, cfg.OnJournalError
 	s.j = &journal{fs: s.fs, dir: filepath.Dir(s.path), name: filepath.Base(s.path), maxSize: s.segmentSize}
