@@ -105,12 +105,16 @@ func fileMayHold(f *replayFilter, d *digest) bool { return f == nil || f.mayHold
 // saturated, until Close.
 func (s *Ledger) filterer() {
 	defer close(s.filterDone)
+	retry := false // a build failed and its pause has passed
 	for {
-		select {
-		case <-s.filterStop:
-			return
-		case <-s.filterKick:
+		if !retry {
+			select {
+			case <-s.filterStop:
+				return
+			case <-s.filterKick:
+			}
 		}
+		retry = false
 		s.ov.mu.RLock()
 		current := s.ov.filter
 		s.ov.mu.RUnlock()
@@ -125,13 +129,15 @@ func (s *Ledger) filterer() {
 			if s.onBackground != nil {
 				s.onBackground(fmt.Errorf("replay filter: %w", err)) // claims read the file meanwhile
 			}
-			// Tried again at the next kick after a pause, not at every
-			// group: each try reads the whole file.
+			// Tried again after a pause, not at every group: each try
+			// reads the whole file. The retry needs no kick: a ledger
+			// that only answers claims would otherwise never get one.
 			select {
 			case <-s.filterStop:
 				return
 			case <-s.retryAfter(filterRetry):
 			}
+			retry = true
 			continue
 		}
 		if s.filterBuilt != nil {

@@ -399,6 +399,38 @@ func TestReplayFilterBuildFailsAtOpenAndIsRetried(t *testing.T) {
 	ff.noMoreErrors(t)
 }
 
+// TestReplayFilterRetryNeedsNoCommit: a ledger that only answers claims
+// after a failed build at open still gets its filter: the retry comes after
+// the pause, not with the next commit.
+func TestReplayFilterRetryNeedsNoCommit(t *testing.T) {
+	defer func(n int) { filterScanChunk = n }(filterScanChunk)
+	filterScanChunk = 7
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	s, _ := openFiltered(t, path)
+	old := keys("shop|ivy|old_", 30)
+	commitToFile(t, s, old)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	ff := newFilterFaults(2)
+	ff.fail.Store(true)
+	built := make(chan *replayFilter, 1)
+	s, _ = newTestFile(t, ff.config(Config{Path: path, filterBuilt: built}))
+	ff.failed(t)
+	if n := claimAll(t, s, old, dedupe.Delivered); n != int64(len(old)) {
+		t.Fatalf("with no filter, %d claims of delivered ids read the file %d times", len(old), n)
+	}
+	ff.endPause(t)
+	f := await(t, built, "the filter built on the retry, with no commit since the failure")
+	if currentFilter(s) != f {
+		t.Fatal("the filter built on the retry is not in place")
+	}
+	if n := claimAll(t, s, old, dedupe.Delivered); n != int64(len(old)) {
+		t.Fatalf("%d claims of delivered ids read the file %d times", len(old), n)
+	}
+	ff.noMoreErrors(t)
+}
+
 // A rebuild of a saturated filter that fails leaves the old filter in
 // place: claims of new ids still skip the file, and every id committed,
 // before or meanwhile, is delivered. After the pause the rebuild is tried
