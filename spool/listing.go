@@ -31,7 +31,12 @@ type Listed struct {
 // Listing is one page of a listing across spools.
 type Listing struct {
 	// Events are the page's events, newest first: by ReceivedAt, then by
-	// id, then by the spool's place among the spools (sorted by name).
+	// id, then by the spool's place among the spools (sorted by name). The
+	// page holds the newest events of each spool in the spool's own order
+	// (by id): where its ids and times disagree (events received at once,
+	// clocks of several instances), an event may be on the page after the
+	// one its time would put it on; none is left out or shown twice. With
+	// one spool they are in the spool's order.
 	Events []Listed
 	// Next is the cursor of the next page, "" when every spool's events
 	// have been listed. With one spool it is the id of the page's last
@@ -106,9 +111,10 @@ func ListAcross(ctx context.Context, spools []*Spool, f Filter, limit int, after
 		}
 		pages[i] = recs
 	}
-	// Merge the heads: each spool's events stay in its own order, so that
-	// a page shows a run of each spool's listing and its place is the id of
-	// the last of them shown, whatever the clocks made of ReceivedAt.
+	// Merge the heads: the page takes a run of each spool's listing, in its
+	// own order, so that its place is the id of the last of them shown,
+	// whatever the clocks made of ReceivedAt.
+	var rank []int // the spool of each event shown
 	for len(out.Events) < size {
 		best := -1
 		for i := range pages {
@@ -123,7 +129,24 @@ func ListAcross(ctx context.Context, spools []*Spool, f Filter, limit int, after
 			break
 		}
 		out.Events = append(out.Events, Listed{Spool: order[best], Record: pages[best][taken[best]]})
+		rank = append(rank, best)
 		taken[best]++
+	}
+	if len(spools) > 1 {
+		// Shown newest first even where a spool's ids and times disagree.
+		idx := make([]int, len(out.Events))
+		for i := range idx {
+			idx[i] = i
+		}
+		slices.SortStableFunc(idx, func(i, j int) int {
+			x, y := &out.Events[i].Record, &out.Events[j].Record
+			return cmp.Or(y.ReceivedAt.Compare(x.ReceivedAt), cmp.Compare(y.ID, x.ID), cmp.Compare(rank[i], rank[j]))
+		})
+		sorted := make([]Listed, len(idx))
+		for k, i := range idx {
+			sorted[k] = out.Events[i]
+		}
+		out.Events = sorted
 	}
 	next := make([]place, len(spools))
 	more := false
@@ -197,20 +220,17 @@ func readCursor(after string, n int, digest string) ([]place, error) {
 	}
 	if id, err := strconv.ParseUint(after, 10, 64); err == nil {
 		switch n {
-		case 0:
+		case 0: // nothing to list
 			return places, nil
 		case 1:
 			places[0].after = id
 			return places, nil
 		}
-		return nil, ErrSpoolsChanged // a cursor of one spool
+		return nil, ErrSpoolsChanged // the cursor of one spool
 	}
 	got, gotPlaces, err := parseCursor(after)
 	if err != nil {
 		return nil, err
-	}
-	if n == 0 {
-		return places, nil
 	}
 	if got != digest || len(gotPlaces) != n {
 		return nil, ErrSpoolsChanged

@@ -179,8 +179,11 @@ func TestListAcrossCursorOfOtherSpools(t *testing.T) {
 	if _, err := ListAcross(ctx, []*Spool{a, b}, Filter{}, 2, "3"); !errors.Is(err, ErrSpoolsChanged) {
 		t.Errorf("a plain id with two spools: %v", err)
 	}
-	if l, err := ListAcross(ctx, nil, Filter{}, 2, l.Next); err != nil || len(l.Events) != 0 || l.Next != "" {
-		t.Errorf("no spool: %+v %v", l, err)
+	if _, err := ListAcross(ctx, nil, Filter{}, 2, l.Next); !errors.Is(err, ErrSpoolsChanged) {
+		t.Errorf("no spool left: %v", err)
+	}
+	if l, err := ListAcross(ctx, nil, Filter{}, 2, "3"); err != nil || len(l.Events) != 0 || l.Next != "" {
+		t.Errorf("no spool, after a plain id: %+v %v", l, err)
 	}
 	for _, bad := range []string{"x", "-1", "3.5", "c1", "c1.", "c1.0123456789abcdef", "c1.0123456789abcde.1.2", "c1.0123456789ABCDEF.1.2",
 		"c1.0123456789abcdef.01.2", "c1.0123456789abcdef.1..2", "c1.0123456789abcdef.1.y", "c1.0123456789abcdef.+1.2",
