@@ -114,8 +114,12 @@ func ListAcross(ctx context.Context, spools []*Spool, f Filter, limit int, after
 	// Merge the heads: the page takes a run of each spool's listing, in its
 	// own order, so that its place is the id of the last of them shown,
 	// whatever the clocks made of ReceivedAt.
-	var rank []int // the spool of each event shown
-	for len(out.Events) < size {
+	type shown struct {
+		Listed
+		rank int // the spool's place in order
+	}
+	var picked []shown
+	for len(picked) < size {
 		best := -1
 		for i := range pages {
 			if taken[i] == len(pages[i]) {
@@ -128,25 +132,17 @@ func ListAcross(ctx context.Context, spools []*Spool, f Filter, limit int, after
 		if best < 0 {
 			break
 		}
-		out.Events = append(out.Events, Listed{Spool: order[best], Record: pages[best][taken[best]]})
-		rank = append(rank, best)
+		picked = append(picked, shown{Listed{Spool: order[best], Record: pages[best][taken[best]]}, best})
 		taken[best]++
 	}
 	if len(spools) > 1 {
 		// Shown newest first even where a spool's ids and times disagree.
-		idx := make([]int, len(out.Events))
-		for i := range idx {
-			idx[i] = i
-		}
-		slices.SortStableFunc(idx, func(i, j int) int {
-			x, y := &out.Events[i].Record, &out.Events[j].Record
-			return cmp.Or(y.ReceivedAt.Compare(x.ReceivedAt), cmp.Compare(y.ID, x.ID), cmp.Compare(rank[i], rank[j]))
+		slices.SortStableFunc(picked, func(x, y shown) int {
+			return cmp.Or(y.ReceivedAt.Compare(x.ReceivedAt), cmp.Compare(y.ID, x.ID), cmp.Compare(x.rank, y.rank))
 		})
-		sorted := make([]Listed, len(idx))
-		for k, i := range idx {
-			sorted[k] = out.Events[i]
-		}
-		out.Events = sorted
+	}
+	for _, p := range picked {
+		out.Events = append(out.Events, p.Listed)
 	}
 	next := make([]place, len(spools))
 	more := false
