@@ -308,9 +308,11 @@ func operator(r *http.Request) string {
 }
 
 // serveList is GET /webhook_guard/spool?state=&scope=&event_id=&limit=&after=:
-// one page of events, newest first, and the paused scopes. Pages follow one
-// another by ?after=<next>; with several spools (ledger files) a page holds
-// up to limit events of each.
+// one page of at most limit events, newest first, merged across the spools
+// (ledger files, Redis), and the paused scopes. Pages follow one another by
+// ?after=<next>: with one spool next is the page's last id, with several a
+// cursor of each spool's place (spool.ListAcross), refused once a reload
+// changed the spools.
 func (a *adminSpool) serveList(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
 		return methodNotAllowed(w, r, http.MethodGet)
@@ -323,58 +325,54 @@ func (a *adminSpool) serveList(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var page spool.Page
+	limit := 0
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > spool.MaxLimit {
 			return adminError(http.StatusBadRequest, "bad limit %q: want 1 to %d", v, spool.MaxLimit)
 		}
-		page.Limit = n
+		limit = n
 	}
-	if v := q.Get("after"); v != "" {
-		if page.After, err = strconv.ParseUint(v, 10, 64); err != nil {
-			return adminError(http.StatusBadRequest, "bad after %q: want the id the last page's next gave", v)
-		}
-	}
+	after := q.Get("after")
 	ctx, cancel := context.WithTimeout(r.Context(), adminTimeout)
 	defer cancel()
-	out := spoolapi.List{Events: []spoolapi.Event{}, Paused: []string{}}
 	spools := a.registered()
+	listing, err := spool.ListAcross(ctx, spools, f, limit, after)
+	switch {
+	case errors.Is(err, spool.ErrSpoolsChanged):
+		return adminError(http.StatusBadRequest, "bad after: %v", err)
+	case errors.Is(err, spool.ErrBadCursor) && len(after) > maxShownCursor:
+		return adminError(http.StatusBadRequest, "bad after (%d bytes): %v", len(after), err)
+	case errors.Is(err, spool.ErrBadCursor):
+		return adminError(http.StatusBadRequest, "bad after %q: %v", after, err)
+	case err != nil:
+		return spoolFailed(err)
+	case len(listing.Failed) > 0:
+		return spoolFailed(listing.Failed[0])
+	}
+	out := spoolapi.List{Events: []spoolapi.Event{}, Next: listing.Next, Paused: []string{}}
+	pausedOf := make(map[*spool.Spool]map[string]bool, len(spools))
 	for _, sp := range spools {
 		paused, err := sp.Paused(ctx)
 		if err != nil {
 			return spoolFailed(err)
 		}
+		pausedOf[sp] = paused
 		for scope := range paused {
 			if !slices.Contains(out.Paused, scope) {
 				out.Paused = append(out.Paused, scope)
 			}
 		}
-		recs, err := sp.List(ctx, f, page)
-		if err != nil {
-			return spoolFailed(err)
-		}
-		for _, rec := range recs {
-			out.Events = append(out.Events, spoolEventSummary(sp, rec, paused))
-		}
-		if len(spools) == 1 && len(recs) == page.Size() {
-			out.Next = strconv.FormatUint(recs[len(recs)-1].ID, 10)
-		}
 	}
 	slices.Sort(out.Paused)
-	if len(spools) > 1 {
-		at := func(t *time.Time) time.Time {
-			if t == nil {
-				return time.Time{}
-			}
-			return *t
-		}
-		slices.SortStableFunc(out.Events, func(x, y spoolapi.Event) int {
-			return cmp.Or(at(y.ReceivedAt).Compare(at(x.ReceivedAt)), cmp.Compare(y.ID, x.ID))
-		})
+	for _, e := range listing.Events {
+		out.Events = append(out.Events, spoolEventSummary(e.Spool, e.Record, pausedOf[e.Spool]))
 	}
 	return writeAdminJSON(w, out)
 }
+
+// maxShownCursor bounds the bad ?after= an error quotes.
+const maxShownCursor = 64
 
 // filterOf reads the state, scope and event_id parameters.
 func filterOf(q url.Values) (spool.Filter, error) {

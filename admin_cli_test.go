@@ -12,6 +12,8 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -148,6 +150,53 @@ func TestSpoolCLIThroughAdminAPI(t *testing.T) {
 	if err != nil || !strings.Contains(out, "pay_aaa") || strings.Contains(out, "more:") {
 		t.Errorf("list --limit 2 --after 2: %v\n%s", err, out)
 	}
+	// Two spools (two ledgers, their ids colliding): the printed command
+	// carries the opaque cursor as it is, and following it lists every
+	// event once, two a page.
+	s2 := newFakeSpool(
+		spool.Record{ID: 1, Target: "github/github/x", Scope: "github", Provider: "github", EventID: "d-1", State: spool.Dead, ReceivedAt: adminTestNow.Add(-100 * time.Hour)},
+		spool.Record{ID: 2, Target: "github/github/x", Scope: "github", Provider: "github", EventID: "d-2", State: spool.Dead, ReceivedAt: adminTestNow.Add(-4 * time.Hour)})
+	unregister2 := registerSpool(s2.Spool)
+	more := regexp.MustCompile(`\nmore: caddy webhook-guard spool list --after (c1\.[0-9a-f.x]+) --limit 2\n$`)
+	var shown []string
+	args, cursor := []string{"spool", "list", "--limit", "2"}, ""
+	for page := 1; ; page++ {
+		out, err = run(args...)
+		if err != nil || page > 5 {
+			t.Fatalf("page %d: %v\n%s", page, err, out)
+		}
+		lines := strings.Split(strings.TrimSuffix(out, "\n"), "\n")
+		rows := 0
+		for _, line := range lines[2:] {
+			if strings.HasPrefix(line, "more: ") {
+				break
+			}
+			shown = append(shown, strings.Fields(line)[3])
+			rows++
+		}
+		if rows > 2 {
+			t.Errorf("page %d: %d events\n%s", page, rows, out)
+		}
+		m := more.FindStringSubmatch(out)
+		if m == nil {
+			if strings.Contains(out, "more:") {
+				t.Fatalf("page %d: the next page's command is not the cursor's\n%s", page, out)
+			}
+			break
+		}
+		cursor = m[1]
+		args = []string{"spool", "list", "--after", cursor, "--limit", "2"}
+	}
+	if want := []string{"d-2", "evt_ccc", "pay_aaa", "pay_bbb", "d-1"}; !slices.Equal(shown, want) {
+		t.Errorf("pages over two spools listed %q, want %q", shown, want)
+	}
+	// A reload that removes a spool: the cursor is refused, saying why.
+	unregister2()
+	_, err = run("spool", "list", "--after", cursor, "--limit", "2")
+	if err == nil || !strings.HasSuffix(err.Error(), "HTTP 400: bad after: the spools changed since the first page (a config reload): list again from the first page") {
+		t.Errorf("a cursor after a reload: %v", err)
+	}
+
 	out, err = run("spool", "list", "--event-id", "evt_ccc")
 	if err != nil || !strings.Contains(out, "\n3   shop") || strings.Contains(out, "pay_") {
 		t.Errorf("list --event-id evt_ccc: %v\n%s", err, out)

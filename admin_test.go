@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -50,8 +51,13 @@ type fakeSpool struct {
 }
 
 func newFakeSpool(recs ...spool.Record) *fakeSpool {
+	return newNamedFakeSpool(fmt.Sprintf("ledger /fake/%d.db", fakeSpools.Add(1)), recs...)
+}
+
+// newNamedFakeSpool is newFakeSpool with the spool's name (spool.Options).
+func newNamedFakeSpool(name string, recs ...spool.Record) *fakeSpool {
 	f := &fakeStore{recs: map[uint64]spool.Record{}, paused: map[string]bool{}}
-	sp := spool.New(f, spool.Options{})
+	sp := spool.New(f, spool.Options{Name: name})
 	for _, r := range recs {
 		f.recs[r.ID] = r
 		if !sp.HasScope(r.Scope) {
@@ -60,6 +66,10 @@ func newFakeSpool(recs ...spool.Record) *fakeSpool {
 	}
 	return &fakeSpool{sp, f}
 }
+
+// fakeSpools counts the fake spools made, to name each after a ledger of
+// its own.
+var fakeSpools atomic.Int64
 
 // withScopes registers a target for each scope.
 func (f *fakeSpool) withScopes(scopes ...string) *fakeSpool {
@@ -420,17 +430,17 @@ func TestAdminSpoolList(t *testing.T) {
 		t.Errorf("list, newest first, merged over both ledgers:\n%s\nwant:\n%s", body, want)
 	}
 	for _, s := range []*fakeSpool{s1, s2} {
-		if c := s.callLog(); !slices.Equal(c, []string{`List("", "", "", 0, 0)`}) {
+		if c := s.callLog(); !slices.Equal(c, []string{`List("", "", "", 100, 0)`}) {
 			t.Errorf("calls %q", c)
 		}
 	}
 
 	var list spoolapi.List
-	a.want("GET", "/webhook_guard/spool?state=dead&scope=ivpay&event_id=pay_bbb&limit=5&after=9", 200, &list)
-	if len(list.Events) != 1 || list.Events[0].ID != 2 {
+	a.want("GET", "/webhook_guard/spool?state=dead&scope=ivpay&event_id=pay_bbb&limit=5", 200, &list)
+	if len(list.Events) != 1 || list.Events[0].ID != 2 || list.Next != "" {
 		t.Errorf("state=dead&scope=ivpay: %+v", list)
 	}
-	if c := s1.callLog(); !slices.Equal(c, []string{`List("dead", "ivpay", "pay_bbb", 5, 9)`}) {
+	if c := s1.callLog(); !slices.Equal(c, []string{`List("dead", "ivpay", "pay_bbb", 5, 0)`}) {
 		t.Errorf("filters not passed on: %q", c)
 	}
 	a.want("GET", "/webhook_guard/spool/?state=pending", 200, &list)
@@ -443,8 +453,15 @@ func TestAdminSpoolList(t *testing.T) {
 	a.wantError("GET", "/webhook_guard/spool?after=x", 400, "bad after")
 	a.wantError("GET", "/webhook_guard/spool?scope=a%0Db", 400, "bad scope")
 
-	// One spool: pages, each naming the next.
+	// One spool: pages, each naming the next by the last id, as before.
 	a.setSpools(s1)
+	a.want("GET", "/webhook_guard/spool?state=dead&scope=ivpay&event_id=pay_bbb&limit=5&after=9", 200, &list)
+	if len(list.Events) != 1 || list.Events[0].ID != 2 {
+		t.Errorf("state=dead&scope=ivpay&after=9: %+v", list)
+	}
+	if c := s1.callLog(); len(c) == 0 || c[len(c)-1] != `List("dead", "ivpay", "pay_bbb", 5, 9)` {
+		t.Errorf("filters not passed on: %q", c)
+	}
 	a.want("GET", "/webhook_guard/spool?limit=2", 200, &list)
 	if len(list.Events) != 2 || list.Events[0].ID != 3 || list.Events[1].ID != 2 || list.Next != "2" {
 		t.Errorf("first page: %+v", list)
@@ -461,6 +478,116 @@ func TestAdminSpoolList(t *testing.T) {
 			t.Errorf("empty list: %q", body)
 		}
 	}
+}
+
+// pagedSpool is a fake spool of scope, on ledger /fake/<scope>.db, with one dead event per id, received
+// at the given minute after adminTestNow; its event ids are scope/id.
+func pagedSpool(scope string, ids []uint64, minutes []int) *fakeSpool {
+	var recs []spool.Record
+	for i, id := range ids {
+		recs = append(recs, spool.Record{ID: id, Target: scope + "/t", Scope: scope, Provider: "ivpay", EventID: fmt.Sprintf("%s/%d", scope, id),
+			State: spool.Dead, ReceivedAt: adminTestNow.Add(time.Duration(minutes[i]) * time.Minute)})
+	}
+	return newNamedFakeSpool("ledger /fake/"+scope+".db", recs...)
+}
+
+// walkList lists every page of uri at limit, following next, and returns
+// the events' ids (scope/id) in the order shown.
+func (a *adminTest) walkList(uri string, limit int) []string {
+	a.t.Helper()
+	var got []string
+	after := ""
+	for page := 0; ; page++ {
+		if page > 50 {
+			a.t.Fatalf("limit %d: more than 50 pages", limit)
+		}
+		var list spoolapi.List
+		a.want("GET", fmt.Sprintf("%s?limit=%d&after=%s", uri, limit, url.QueryEscape(after)), 200, &list)
+		if len(list.Events) > limit {
+			a.t.Fatalf("limit %d, page %d: %d events", limit, page, len(list.Events))
+		}
+		for _, e := range list.Events {
+			got = append(got, e.EventID)
+		}
+		if list.Next == "" {
+			return got
+		}
+		after = list.Next
+	}
+}
+
+// TestAdminSpoolListPages: with two or three spools, whose ids collide and
+// whose events interleave in time, the pages hold at most limit events in
+// all, and following next lists every event once, newest first, to a last
+// page without next.
+func TestAdminSpoolListPages(t *testing.T) {
+	a := pagedSpool("a", []uint64{1, 2, 3, 4, 5, 6}, []int{-60, -50, -50, -30, -20, -5})
+	b := pagedSpool("b", []uint64{1, 2, 3, 7}, []int{-55, -50, -25, -20})
+	c := pagedSpool("c", []uint64{1, 2, 3, 4, 5}, []int{-70, -45, -40, -20, -1})
+	for _, tc := range []struct {
+		spools []*fakeSpool
+		want   []string
+	}{
+		{[]*fakeSpool{a, b}, []string{"a/6", "b/7", "a/5", "b/3", "a/4", "a/3", "a/2", "b/2", "b/1", "a/1"}},
+		{[]*fakeSpool{c, a, b}, []string{"c/5", "a/6", "b/7", "a/5", "c/4", "b/3", "a/4", "c/3", "c/2", "a/3", "a/2", "b/2", "b/1", "a/1", "c/1"}},
+	} {
+		at := newAdminTest(t, tc.spools...)
+		// b/7, a/5 and c/4 are received at once, as are a/3, a/2 and b/2:
+		// the higher id first, then the spools by name (their ledgers'
+		// paths), whatever their order in the registry.
+		for _, limit := range []int{1, 2, 3, 4, 100} {
+			if got := at.walkList("/webhook_guard/spool", limit); !slices.Equal(got, tc.want) {
+				t.Errorf("%d spools, limit %d:\n got %q\nwant %q", len(tc.spools), limit, got, tc.want)
+			}
+		}
+		// The filters apply to every page.
+		if got := at.walkList("/webhook_guard/spool/", 2); len(got) != len(tc.want) {
+			t.Errorf("%d events listed through /spool/", len(got))
+		}
+	}
+}
+
+// TestAdminSpoolListCursor: a next applies only to the spools it was made
+// with: after a reload that added, removed or replaced one, it is refused
+// with what to do, as is anything that is not a next; never a wrong page.
+func TestAdminSpoolListCursor(t *testing.T) {
+	a := pagedSpool("a", []uint64{1, 2, 3}, []int{-3, -2, -1})
+	b := pagedSpool("b", []uint64{1, 2, 3}, []int{-6, -5, -4})
+	c := pagedSpool("c", []uint64{1}, []int{-7})
+	at := newAdminTest(t, a, b)
+	var list spoolapi.List
+	at.want("GET", "/webhook_guard/spool?limit=2", 200, &list)
+	if len(list.Events) != 2 || list.Next == "" || list.Next == "2" {
+		t.Fatalf("first page: %+v", list)
+	}
+	cursor := list.Next
+	next := "/webhook_guard/spool?limit=2&after=" + url.QueryEscape(cursor)
+	const changed = "bad after: the spools changed since the first page (a config reload): list again from the first page"
+	for _, spools := range [][]*fakeSpool{{a, b, c}, {a, c}, {a}, {b, a, c}} {
+		at.setSpools(spools...)
+		at.wantError("GET", next, 400, changed)
+	}
+	at.setSpools(b, a) // the same spools in another order
+	at.want("GET", next, 200, &list)
+	if len(list.Events) != 2 || list.Events[0].EventID != "a/1" || list.Events[1].EventID != "b/3" {
+		t.Errorf("second page: %+v", list)
+	}
+	// A plain id is the next of one spool.
+	at.wantError("GET", "/webhook_guard/spool?after=3", 400, changed)
+	at.setSpools(a)
+	at.wantError("GET", next, 400, changed)
+	at.want("GET", "/webhook_guard/spool?after=3", 200, &list)
+	if len(list.Events) != 2 || list.Events[0].EventID != "a/2" {
+		t.Errorf("one spool, after=3: %+v", list)
+	}
+	for _, spools := range [][]*fakeSpool{nil, {a}, {a, b}} {
+		at.setSpools(spools...)
+		for _, bad := range []string{"x", "-1", "c1.", "c1.zz.1.2", strings.Replace(cursor, "c1.", "c2.", 1), cursor + ".1", cursor[:len(cursor)-1], "c1.0123456789abcdef.1..2",
+			"c1.0123456789abcdef.01.x", "%00", "c1.0123456789abcdef" + strings.Repeat(".1", spool.MaxCursorSpools+1)} {
+			at.wantError("GET", "/webhook_guard/spool?after="+url.QueryEscape(bad), 400, "bad after")
+		}
+	}
+	at.wantError("GET", "/webhook_guard/spool?after="+strings.Repeat("9", spool.MaxCursorLen+1), 400, fmt.Sprintf("bad after (%d bytes)", spool.MaxCursorLen+1))
 }
 
 // A pending event says why it waits: its scope is paused, or no handler
@@ -765,10 +892,10 @@ func TestAdminSpoolPauseResume(t *testing.T) {
 	if got["paused"] != false || s1.isPaused("ivpay") || s2.isPaused("ivpay") {
 		t.Errorf("resume: %v", got)
 	}
-	if c := s1.callLog(); !slices.Equal(c, []string{`SetPaused("ivpay", true)`, `List("", "", "", 0, 0)`, `SetPaused("ivpay", false)`}) {
+	if c := s1.callLog(); !slices.Equal(c, []string{`SetPaused("ivpay", true)`, `List("", "", "", 100, 0)`, `SetPaused("ivpay", false)`}) {
 		t.Errorf("calls %q", c)
 	}
-	if c := s3.callLog(); !slices.Equal(c, []string{`List("", "", "", 0, 0)`}) {
+	if c := s3.callLog(); !slices.Equal(c, []string{`List("", "", "", 100, 0)`}) {
 		t.Errorf("a spool without the scope was paused: %q", c)
 	}
 }

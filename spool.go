@@ -624,6 +624,7 @@ func (s *storeHandle) spoolOf() (*spool.Spool, error) {
 		forgotten = c.Forget // a forgotten id must not be answered "duplicate" from the cache
 	}
 	sp := spool.New(p.spoolStore, spool.Options{
+		Name:        p.name,
 		OnForgotten: forgotten,
 		Now:         func() time.Time { return now() },
 		OnCounts:    spoolGauges(),

@@ -21,6 +21,7 @@ import (
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/hookguard/caddy-webhook-guard/dedupe"
 	"github.com/hookguard/caddy-webhook-guard/internal/spoolapi"
 	"github.com/hookguard/caddy-webhook-guard/internal/testkit"
 	"github.com/hookguard/caddy-webhook-guard/spool"
@@ -540,5 +541,35 @@ func TestSpoolKeepsTheStartOfTheAnswer(t *testing.T) {
 	})
 	if want := "status 422: " + answer[:spool.MaxAnswer]; rec.LastError != want {
 		t.Fatalf("last_error %q (%d bytes), want the status and the first %d bytes of the answer", rec.LastError, len(rec.LastError), spool.MaxAnswer)
+	}
+}
+
+// A spool is named after its store, the same across reloads, without any
+// secret: a ledger by its path, a Redis by its server, database and prefix.
+func TestSpoolName(t *testing.T) {
+	dir := t.TempDir()
+	h := spoolGuardIn(t, dir, &SpoolConfig{To: "http://127.0.0.1:9"})
+	if got, want := h.spool.sp.Name(), "ledger "+filepath.Join(dir, "ledger.db"); got != want {
+		t.Errorf("ledger spool named %q, want %q", got, want)
+	}
+	for _, tc := range []struct {
+		cfg    dedupe.RedisConfig
+		prefix string
+		want   string
+	}{
+		{dedupe.RedisConfig{URL: "redis://user:" + adminTestSecret + "@127.0.0.1:6399/3?client_name=x"}, "", "redis 127.0.0.1:6399 db 3 prefix webhook_guard:"},
+		{dedupe.RedisConfig{URL: "rediss://:" + adminTestSecret + "@/2", MasterName: "main", SentinelAddrs: []string{"10.0.0.1:26379", "10.0.0.2:26379"},
+			SentinelPassword: adminTestSecret}, "site_b:", "redis sentinel master main (10.0.0.1:26379, 10.0.0.2:26379) db 2 prefix site_b:"},
+		{dedupe.RedisConfig{ClusterAddrs: []string{"10.0.0.1:7000"}}, "x:", "redis cluster (10.0.0.1:7000) db 0 prefix x:"},
+	} {
+		tc.cfg.Prefix = tc.prefix
+		r, err := dedupe.NewRedis(tc.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = r.Close() })
+		if got := redisStoreName(r, tc.cfg.URL, tc.prefix); got != tc.want {
+			t.Errorf("redis spool named %q, want %q", got, tc.want)
+		}
 	}
 }

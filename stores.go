@@ -1,6 +1,7 @@
 package webhookguard
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -85,6 +86,9 @@ type pooledStore struct {
 	// checkSpool, when set, checks that the store can hold a spool; every
 	// handler with a spool block runs it (the newest store module's).
 	checkSpool func() error
+	// name says which store this is, for its spool's Options.Name: the
+	// ledger's path, the Redis' address, database and prefix (no secret).
+	name string
 }
 
 // storeUser is a module using a pooled store, with its logger and, for
@@ -327,7 +331,7 @@ func (s *FileStore) Provision(ctx caddy.Context) error {
 			return nil, nil, fmt.Errorf("store file: %w", err)
 		}
 		unreport := journalLag.add(l)
-		p.spoolStore = l
+		p.spoolStore, p.name = l, "ledger "+path
 		p.apply = func() {
 			for i := len(p.users) - 1; i >= 0; i-- {
 				if n := p.users[i].maxEvents; n > 0 {
@@ -694,7 +698,7 @@ func (s *RedisStore) Provision(ctx caddy.Context) error {
 		if err != nil {
 			return nil, nil, fmt.Errorf("store redis: %v", err)
 		}
-		p.spoolStore = r
+		p.spoolStore, p.name = r, redisStoreName(r, u, s.Prefix)
 		c, closeFn, err := cached(r)
 		if err == nil {
 			f := c.(cacheForgetter)
@@ -754,6 +758,18 @@ func (s *RedisStore) checkSpool(r *dedupe.Redis) error {
 			zap.String("redis", r.Where()), zap.Bool("config_readable", !pers.ConfigRefused), zap.Bool("waitaof", pers.WaitAOF))
 	}
 	return nil
+}
+
+// redisStoreName says which Redis data a store reads: its server(s), the
+// database of the URL u (the URL's credentials left out) and the prefix.
+func redisStoreName(r *dedupe.Redis, u, prefix string) string {
+	db := 0
+	if u != "" {
+		if opt, err := redis.ParseURL(u); err == nil {
+			db = opt.DB
+		}
+	}
+	return fmt.Sprintf("redis %s db %d prefix %s", r.Where(), db, cmp.Or(prefix, dedupe.DefaultRedisPrefix))
 }
 
 // checkRedisURL refuses what go-redis cannot parse, without echoing the URL

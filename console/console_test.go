@@ -1,6 +1,7 @@
 package console
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -49,13 +50,14 @@ var testStart = time.Date(2026, 3, 14, 9, 26, 53, 0, time.UTC)
 func newFixture(t testing.TB, actions ...string) *fixture {
 	t.Helper()
 	f := &fixture{t: t, now: testStart, rec: newRecorder(100)}
-	store, err := ledger.Open(ledger.Config{Path: filepath.Join(t.TempDir(), "ledger.db"), Now: f.clock})
+	path := filepath.Join(t.TempDir(), "ledger.db")
+	store, err := ledger.Open(ledger.Config{Path: path, Now: f.clock})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
 	f.store = store
-	f.sp = spool.New(store, spool.Options{Now: f.clock})
+	f.sp = spool.New(store, spool.Options{Now: f.clock, Name: "ledger " + path})
 	t.Cleanup(f.sp.Stop)
 	f.sp.Register(&spool.Target{Key: "ivpay/shop/backend", Scope: "shop", Deliver: func(context.Context, *spool.Record, int) spool.Attempt {
 		return spool.Attempt{}
@@ -704,7 +706,7 @@ func TestSeveralSpools(t *testing.T) {
 	if i, j := strings.Index(list, "evt_in_second"), strings.Index(list, "evt_in_first"); i < 0 || j < 0 || i > j {
 		t.Errorf("merged list not newest first (%d, %d)", i, j)
 	}
-	if !strings.Contains(list, "from several ledgers") {
+	if !strings.Contains(list, "merged from several spools") {
 		t.Error("the list does not say it merges ledgers")
 	}
 	id := strconv.FormatUint(a, 10)
@@ -723,6 +725,64 @@ func TestSeveralSpools(t *testing.T) {
 	overview := f.get("/")
 	if !strings.Contains(overview, `<a href="./events?scope=other">other</a>`) || !strings.Contains(overview, `<a href="./events?state=dead&amp;scope=shop" class="alert">1</a>`) {
 		t.Error("the overview does not show both ledgers' scopes")
+	}
+}
+
+// TestSeveralSpoolsPaging: with two ledger files, whose ids overlap and
+// whose events interleave in time, the list shows 100 events a page in all,
+// and its Older link goes on through both to the oldest, each event once;
+// a link made before a reload changed the spools is refused, saying so.
+func TestSeveralSpoolsPaging(t *testing.T) {
+	f := newFixture(t)
+	other := newFixture(t)
+	spools := []*spool.Spool{f.sp, other.sp}
+	f.h.guard = func() Guard {
+		return Guard{Spools: func() []*spool.Spool { return spools }, RedactHeader: testRedactHeader}
+	}
+	var want []string // newest first
+	for i := range 130 {
+		g := f
+		if i%3 == 1 {
+			g = other
+		}
+		g.now = testStart.Add(time.Duration(i) * time.Second)
+		id := fmt.Sprintf("evt_%03d", i)
+		g.spoolEvent("shop", id, nil, "{}")
+		want = append([]string{id}, want...)
+	}
+	row := regexp.MustCompile(`data-label="Event id"><a href="[^"]*">(evt_\d+)</a>`)
+	older := regexp.MustCompile(`href="\./(events\?after=[^"]+)" rel="next"`)
+	var got []string
+	link, first := "/events", ""
+	for page := 1; link != ""; page++ {
+		body := f.get(link)
+		rows := row.FindAllStringSubmatch(body, -1)
+		if page == 1 && len(rows) != pageSize || page == 2 && len(rows) != 30 || page > 2 {
+			t.Fatalf("page %d: %d events", page, len(rows))
+		}
+		for _, m := range rows {
+			got = append(got, m[1])
+		}
+		link = ""
+		if m := older.FindStringSubmatch(body); m != nil {
+			link = "/" + m[1]
+			first = cmp.Or(first, link)
+		}
+		if page > 1 && !strings.Contains(body, `>Newest</a>`) {
+			t.Errorf("page %d: no Newest link", page)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("pages listed\n%q\nwant\n%q", got, want)
+	}
+	spools = []*spool.Spool{f.sp, other.sp, newFixture(t).sp}
+	if a := f.do(http.MethodGet, first, ""); a.status != http.StatusBadRequest || !strings.Contains(a.body, "a config reload changed the spools: start again from the newest events") {
+		t.Errorf("an Older link after the spools changed: %d\n%s", a.status, a.body)
+	}
+	for _, bad := range []string{"x", "c1.0123456789abcdef.1..2", strings.Repeat("9", spool.MaxCursorLen+1)} {
+		if a := f.do(http.MethodGet, "/events?after="+bad, ""); a.status != http.StatusBadRequest || !strings.Contains(a.body, "bad after") {
+			t.Errorf("after=%.30s: %d", bad, a.status)
+		}
 	}
 }
 

@@ -232,7 +232,8 @@ func eventLink(id uint64, scope string) string {
 // listFilter is the list's query.
 type listFilter struct {
 	State, Scope, Q string
-	After           uint64
+	// After is the page's cursor (spool.ListAcross), "" on the first.
+	After string
 }
 
 // eventsData is the list page.
@@ -245,7 +246,7 @@ type eventsData struct {
 	Events []eventRow
 	// Older links to the next page ("" at the end); Newest to the first.
 	Older, Newest string
-	// Several: more than one spool (ledger file): no paging across them.
+	// Several: more than one spool (ledger files, Redis), merged.
 	Several bool
 	// RetryAll is the Retry all button of ?state=dead (or discarded)
 	// without a search: how many events it retries.
@@ -287,11 +288,10 @@ func readFilter(r *http.Request) (listFilter, error) {
 		return f, fmt.Errorf("the search is longer than %d bytes or not text", maxSearch)
 	}
 	if v := q.Get("after"); v != "" {
-		id, ok := parseID(v)
-		if !ok {
-			return f, errors.New("bad after: want the id of the last event of the page before")
+		if len(v) > spool.MaxCursorLen {
+			return f, fmt.Errorf("bad after: longer than %d bytes", spool.MaxCursorLen)
 		}
-		f.After = id
+		f.After = v // read by spool.ListAcross
 	}
 	return f, nil
 }
@@ -311,15 +311,15 @@ func validName(s string) bool {
 }
 
 // query is the list's link with f (after: the page's cursor).
-func (f listFilter) query(after uint64) string {
+func (f listFilter) query(after string) string {
 	v := url.Values{}
 	for name, value := range map[string]string{"state": f.State, "scope": f.Scope, "q": f.Q} {
 		if value != "" {
 			v.Set(name, value)
 		}
 	}
-	if after != 0 {
-		v.Set("after", strconv.FormatUint(after, 10))
+	if after != "" {
+		v.Set("after", after)
 	}
 	if len(v) == 0 {
 		return "events"
@@ -353,13 +353,21 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request, rt route) 
 	d.NoSpool = len(spools) == 0
 	d.Several = len(spools) > 1
 	filter := spool.Filter{State: spool.State(f.State), Scope: f.Scope, Text: f.Q}
-	page := spool.Page{Limit: pageSize, After: f.After}
-	scopes := map[string]bool{}
-	type found struct {
-		sp  *spool.Spool
-		rec spool.Record
+	listing, err := spool.ListAcross(ctx, spools, filter, pageSize, f.After)
+	switch {
+	case errors.Is(err, spool.ErrSpoolsChanged):
+		h.errorPage(w, r, rt, http.StatusBadRequest, "This page's link was made before a config reload changed the spools: start again from the newest events.")
+		return
+	case errors.Is(err, spool.ErrBadCursor):
+		h.errorPage(w, r, rt, http.StatusBadRequest, "Bad filter: bad after: want the link of the Older button.")
+		return
+	case err != nil:
+		d.Problems = append(d.Problems, "Could not list the spooled events: "+err.Error())
 	}
-	var events []found
+	for _, err := range listing.Failed {
+		d.Problems = append(d.Problems, "Could not list the spooled events: "+err.Error())
+	}
+	scopes := map[string]bool{}
 	pausedOf := map[*spool.Spool]map[string]bool{}
 	for _, sp := range spools {
 		for _, scope := range sp.Targets() {
@@ -373,37 +381,24 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request, rt route) 
 		for scope := range paused {
 			scopes[scope] = true
 		}
-		recs, err := sp.List(ctx, filter, page)
-		if err != nil {
-			d.Problems = append(d.Problems, "Could not list the spooled events: "+err.Error())
-			continue
-		}
-		for _, rec := range recs {
-			events = append(events, found{sp, rec})
-		}
-		if len(spools) == 1 && len(recs) == page.Size() {
-			d.Older = f.query(recs[len(recs)-1].ID)
-		}
 	}
-	if d.Several {
-		slices.SortStableFunc(events, func(x, y found) int {
-			return cmp.Or(y.rec.ReceivedAt.Compare(x.rec.ReceivedAt), cmp.Compare(y.rec.ID, x.rec.ID))
-		})
-	}
-	for _, e := range events {
-		rec := e.rec
+	for _, e := range listing.Events {
+		rec := e.Record
 		row := eventRow{
 			ID: rec.ID, Link: eventLink(rec.ID, rec.Scope), Scope: rec.Scope, Provider: rec.Provider, EventID: rec.EventID,
 			EventType: rec.EventType, State: string(rec.State), Attempts: rec.Attempts, ReceivedAt: timeOf(rec.ReceivedAt),
 			NextAt: timeOf(rec.NextAt), LastError: rec.LastError,
 		}
 		if rec.State == spool.Pending {
-			row.Waiting = waiting(e.sp, &rec, pausedOf[e.sp])
+			row.Waiting = waiting(e.Spool, &rec, pausedOf[e.Spool])
 		}
 		d.Events = append(d.Events, row)
 	}
-	if f.After != 0 {
-		d.Newest = f.query(0)
+	if listing.Next != "" {
+		d.Older = f.query(listing.Next)
+	}
+	if f.After != "" {
+		d.Newest = f.query("")
 	}
 	if f.Scope != "" {
 		scopes[f.Scope] = true

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -840,4 +841,86 @@ func headerEventID(t testing.TB, v string) string {
 		return v
 	}
 	return string(id)
+}
+
+// TestSpoolListPagesAcrossLedgers: two sites keep their spools in two ledger files (ids
+// colliding). The admin API's pages hold at most limit events in all and, followed by next,
+// list every event once, newest first; the CLI prints the next page's command with the cursor.
+// A config reload that keeps the stores keeps the cursor good; one that adds a store makes it
+// a 400 that says to start again.
+func TestSpoolListPagesAcrossLedgers(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs Caddy")
+	}
+	key := newSecret(t, "ivpay_pages_")
+	backend := newSpoolBackend(t) // not started: every event stays pending
+	dir := t.TempDir()
+	ledgerGuard := func(scope, file string) string {
+		return "ivpay {\n api_key {env.IVPAY_KEY}\n allow_ips 127.0.0.1\n scope " + scope + "\n store file " + filepath.Join(dir, file) +
+			"\n spool {\n  to http://" + backend.addr + "\n  backoff 1h\n }\n}"
+	}
+	two := globalOptions() + site(spoolRoute("/a", ledgerGuard("site_a", "a.db")), spoolRoute("/b", ledgerGuard("site_b", "b.db")))
+	g := startGuard(t, two, map[string]string{"IVPAY_KEY": key})
+	spoolSecrets(g)
+	var want []string // newest first
+	for i := range 7 {
+		path := "/a"
+		if i%3 == 1 {
+			path = "/b"
+		}
+		pay := newID(t, "pay_page"+strconv.Itoa(i))
+		expectDropped(t, path, g.post(path, ivpayHeaders(key), ivpayEvent(pay)), "spooled")
+		want = append([]string{ivpayID(pay)}, want...)
+	}
+	type page struct {
+		Events []spoolEntry `json:"events"`
+		Next   string       `json:"next"`
+	}
+	list := func(after string) (int, page, []byte) {
+		t.Helper()
+		status, body := adminDo(t, g, http.MethodGet, "/webhook_guard/spool?limit=3&after="+url.QueryEscape(after))
+		var p page
+		if status == http.StatusOK {
+			if err := json.Unmarshal(body, &p); err != nil {
+				t.Fatalf("list: %v: %s", err, body)
+			}
+		}
+		return status, p, body
+	}
+	var got []string
+	after, second := "", ""
+	for n := 1; ; n++ {
+		status, p, body := list(after)
+		if status != http.StatusOK || len(p.Events) > 3 || n > 4 {
+			t.Fatalf("page %d: status %d, %d events: %s", n, status, len(p.Events), body)
+		}
+		for _, e := range p.Events {
+			got = append(got, e.EventID)
+		}
+		if p.Next == "" {
+			break
+		}
+		after = p.Next
+		if n == 1 {
+			second = after
+			// A reload that keeps both stores keeps the cursor.
+			g.Reload(t, globalOptions()+site(spoolRoute("/b", ledgerGuard("site_b", "b.db")), spoolRoute("/a", ledgerGuard("site_a", "a.db"))))
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("pages listed %q, want %q", got, want)
+	}
+	out := spoolCLI(t, g, "list", "--limit", "3")
+	if !strings.Contains(out, "\nmore: caddy webhook-guard spool list --after "+second+" --limit 3\n") {
+		t.Errorf("CLI first page: no next page's command with the cursor %s:\n%s", second, out)
+	}
+	if out := spoolCLI(t, g, "list", "--limit", "3", "--after", second); !strings.Contains(out, want[3]) || strings.Contains(out, want[0]) {
+		t.Errorf("CLI second page:\n%s", out)
+	}
+	g.Reload(t, globalOptions()+site(spoolRoute("/a", ledgerGuard("site_a", "a.db")), spoolRoute("/b", ledgerGuard("site_b", "b.db")),
+		spoolRoute("/c", ledgerGuard("site_c", "c.db"))))
+	if status, _, body := list(second); status != http.StatusBadRequest ||
+		!strings.Contains(string(body), "the spools changed since the first page (a config reload): list again from the first page") {
+		t.Errorf("a cursor after a reload added a ledger: status %d: %s", status, body)
+	}
 }

@@ -73,6 +73,11 @@ type Options struct {
 	// OnForgotten, when set, is told of each replay key Forget made the
 	// store forget, so that a cache in front of the replay store drops it.
 	OnForgotten func(key string)
+	// Name says which store the spool delivers (a ledger's path, a Redis'
+	// address and prefix), the same across reloads and restarts and
+	// without any secret: a listing's cursor (ListAcross) names the spools
+	// it pages through by it.
+	Name string
 }
 
 // Orphans counts the pending events of one target that no registered
@@ -150,6 +155,9 @@ func New(store Store, opts Options) *Spool {
 
 // Store returns the spool's store.
 func (s *Spool) Store() Store { return s.store }
+
+// Name returns Options.Name: which store the spool delivers.
+func (s *Spool) Name() string { return s.opts.Name }
 
 // Start starts the worker.
 func (s *Spool) Start() {

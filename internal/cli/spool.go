@@ -44,7 +44,7 @@ Shows and steers the spool of a running Caddy through its admin API
 acknowledged and is delivering, with retries, to its backend.
 
   caddy webhook-guard spool list [--state pending|dead|discarded] [--scope <s>]
-                                 [--event-id <id>] [--limit <n>] [--after <id>] [--json]
+                                 [--event-id <id>] [--limit <n>] [--after <next>] [--json]
   caddy webhook-guard spool show <id> [--json]
   caddy webhook-guard spool retry <id>              deliver one event now
   caddy webhook-guard spool retry --state dead      deliver every dead event now
@@ -75,7 +75,7 @@ func newSpoolCommand() *cobra.Command {
 		Long:  cliSpoolLong,
 	}
 	cmd.AddCommand(
-		newSpoolSubcommand("list [--state pending|dead|discarded] [--scope <s>] [--event-id <id>] [--limit <n>] [--after <id>] [--json]",
+		newSpoolSubcommand("list [--state pending|dead|discarded] [--scope <s>] [--event-id <id>] [--limit <n>] [--after <next>] [--json]",
 			"Lists the spooled events, newest first, a page at a time", cliSpoolArgs(0, 0), cmdSpoolList, "state", "scope", "event-id", "limit", "after", "json"),
 		newSpoolSubcommand("show <id> [--scope <s>] [--json]",
 			"Shows one event: its request's headers (credentials redacted) and body", cliSpoolArgs(1, 1), cmdSpoolShow, "scope", "json"),
@@ -124,7 +124,9 @@ var cliSpoolFlags = map[string]func(*pflag.FlagSet){
 	"event-id": func(fs *pflag.FlagSet) { fs.String("event-id", "", "Only the events with the provider's event `id`") },
 	"provider": func(fs *pflag.FlagSet) { fs.String("provider", "", "The `provider` (ivy, stripe, ...)") },
 	"limit":    func(fs *pflag.FlagSet) { fs.Int("limit", 0, "At most `n` events (default 100, at most 1000)") },
-	"after":    func(fs *pflag.FlagSet) { fs.String("after", "", "The page after event `id` (the list prints it)") },
+	"after": func(fs *pflag.FlagSet) {
+		fs.String("after", "", "The page after the one that printed `next` (an event id with one spool, a cursor with several)")
+	},
 	"scope": func(fs *pflag.FlagSet) {
 		fs.String("scope", "", "Only events of the handler `scope` (by default the provider name)")
 	},
@@ -321,7 +323,7 @@ func cmdSpoolList(c cliSpoolRun) error {
 	}
 	tw.Flush()
 	if list.Next != "" {
-		fmt.Fprintf(&b, "more: caddy webhook-guard spool list --after %s%s\n", cliPrintable(list.Next, ""), cliRepeatFlags(c.flags))
+		fmt.Fprintf(&b, "more: caddy webhook-guard spool list --after %s%s\n", cliQuote(list.Next), cliRepeatFlags(c.flags))
 	}
 	_, err = io.WriteString(c.stdout, b.String())
 	return err

@@ -121,6 +121,29 @@ func TestSpoolList(t *testing.T) {
 	}
 }
 
+// TestSpoolListPages: the next page's command carries the admin API's next
+// as it is (a cursor with several spools), quoted for a shell when it needs
+// it, and --after passes it back untouched.
+func TestSpoolListPages(t *testing.T) {
+	const cursor = "c1.0123456789abcdef.17.x.0"
+	page := func(next string) cannedAnswer {
+		return cannedAnswer{200, `{"events":[{"id":17,"scope":"shop","provider":"stripe","event_id":"evt_1","event_type":"x","state":"dead","attempts":1,` +
+			`"received_at":"2026-11-30T17:00:00Z","next_attempt_at":null,"last_error":""}],"next":"` + next + `","paused":[]}`}
+	}
+	a := newCannedAdmin(t, map[string]cannedAnswer{
+		"GET /webhook_guard/spool?limit=1&state=dead":                      page(cursor),
+		"GET /webhook_guard/spool?after=" + cursor + "&limit=1&state=dead": page(`it's odd;\u001b`),
+	})
+	out, _, err := runSpool(t, "list", "--address", a.addr, "--state", "dead", "--limit", "1")
+	if want := "\nmore: caddy webhook-guard spool list --after " + cursor + " --state dead --limit 1\n"; err != nil || !strings.HasSuffix(out, want) {
+		t.Errorf("first page: %v\n%s\nwant it to end with %q", err, out, want)
+	}
+	out, _, err = runSpool(t, "list", "--address", a.addr, "--after", cursor, "--state", "dead", "--limit", "1")
+	if want := `more: caddy webhook-guard spool list --after 'it'\''s odd;\x1b' --state dead --limit 1` + "\n"; err != nil || !strings.HasSuffix(out, want) {
+		t.Errorf("second page: %v\n%s\nwant it to end with %q", err, out, want)
+	}
+}
+
 func TestSpoolShow(t *testing.T) {
 	a := newCannedAdmin(t, map[string]cannedAnswer{
 		"GET /webhook_guard/spool/17": {200, `{"id":17,"scope":"shop","provider":"stripe","event_id":"evt_1","event_type":"charge.succeeded","state":"pending",` +
