@@ -353,24 +353,7 @@ func currentFilter(s *Ledger) *replayFilter {
 // is tried again, and from then on a claim of a new id skips the file.
 func TestReplayFilterBuildFailsAtOpenAndIsRetried(t *testing.T) {
 	defer func(n int) { filterScanChunk = n }(filterScanChunk)
-	filterScanChunk = 7 // the build fails half way, at its second chunk
-	path := filepath.Join(t.TempDir(), "ledger.db")
-	s, _ := openFiltered(t, path)
-	old := keys("shop|ivy|old_", 300)
-	commitToFile(t, s, old)
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-
-	ff := newFilterFaults(2)
-	ff.fail.Store(true)
-	built := make(chan *replayFilter, 1)
-	s, _ = newTestFile(t, ff.config(Config{Path: path, filterBuilt: built}))
-	ff.failed(t)
-	// Meanwhile: no filter, each claim reads the file.
-	if n := claimAll(t, s, old, dedupe.Delivered); n != int64(len(old)) {
-		t.Fatalf("with no filter, %d claims of delivered ids read the file %d times", len(old), n)
-	}
+	s, old, ff, built := reopenWithFailingFilter(t, 300)
 	fresh := keys("shop|ivy|new_", 100)
 	if n := claimAll(t, s, fresh, dedupe.Fresh); n != int64(len(fresh)) {
 		t.Fatalf("with no filter, %d claims of new ids read the file %d times, want each", len(fresh), n)
@@ -399,15 +382,16 @@ func TestReplayFilterBuildFailsAtOpenAndIsRetried(t *testing.T) {
 	ff.noMoreErrors(t)
 }
 
-// TestReplayFilterRetryNeedsNoCommit: a ledger that only answers claims
-// after a failed build at open still gets its filter: the retry comes after
-// the pause, not with the next commit.
-func TestReplayFilterRetryNeedsNoCommit(t *testing.T) {
-	defer func(n int) { filterScanChunk = n }(filterScanChunk)
+// reopenWithFailingFilter makes a ledger file of n delivered ids and
+// opens it again with its filter's build failing half way (at its second
+// chunk of 7 keys; the caller restores filterScanChunk); meanwhile, with no
+// filter, each claim of those ids reads the file.
+func reopenWithFailingFilter(t *testing.T, n int) (*Ledger, []string, *filterFaults, chan *replayFilter) {
+	t.Helper()
 	filterScanChunk = 7
 	path := filepath.Join(t.TempDir(), "ledger.db")
 	s, _ := openFiltered(t, path)
-	old := keys("shop|ivy|old_", 30)
+	old := keys("shop|ivy|old_", n)
 	commitToFile(t, s, old)
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
@@ -417,9 +401,18 @@ func TestReplayFilterRetryNeedsNoCommit(t *testing.T) {
 	built := make(chan *replayFilter, 1)
 	s, _ = newTestFile(t, ff.config(Config{Path: path, filterBuilt: built}))
 	ff.failed(t)
-	if n := claimAll(t, s, old, dedupe.Delivered); n != int64(len(old)) {
-		t.Fatalf("with no filter, %d claims of delivered ids read the file %d times", len(old), n)
+	if reads := claimAll(t, s, old, dedupe.Delivered); reads != int64(len(old)) {
+		t.Fatalf("with no filter, %d claims of delivered ids read the file %d times", len(old), reads)
 	}
+	return s, old, ff, built
+}
+
+// TestReplayFilterRetryNeedsNoCommit: a ledger that only answers claims
+// after a failed build at open still gets its filter: the retry comes after
+// the pause, not with the next commit.
+func TestReplayFilterRetryNeedsNoCommit(t *testing.T) {
+	defer func(n int) { filterScanChunk = n }(filterScanChunk)
+	s, old, ff, built := reopenWithFailingFilter(t, 30)
 	ff.endPause(t)
 	f := await(t, built, "the filter built on the retry, with no commit since the failure")
 	if currentFilter(s) != f {
