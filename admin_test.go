@@ -463,7 +463,7 @@ func TestAdminSpoolList(t *testing.T) {
 		t.Errorf("filters not passed on: %q", c)
 	}
 	a.want("GET", "/webhook_guard/spool?limit=2", 200, &list)
-	if len(list.Events) != 2 || list.Events[0].ID != 3 || list.Events[1].ID != 2 || list.Next != "2" {
+	if len(list.Events) != 2 || list.Events[0].ID != 3 || list.Events[1].ID != 2 || !strings.HasSuffix(list.Next, ".2") {
 		t.Errorf("first page: %+v", list)
 	}
 	a.want("GET", "/webhook_guard/spool?limit=2&after="+list.Next, 200, &list)
@@ -502,7 +502,11 @@ func (a *adminTest) walkList(uri string, limit int) []string {
 			a.t.Fatalf("limit %d: more than 50 pages", limit)
 		}
 		var list spoolapi.List
-		a.want("GET", fmt.Sprintf("%s?limit=%d&after=%s", uri, limit, url.QueryEscape(after)), 200, &list)
+		sep := "?"
+		if strings.Contains(uri, "?") {
+			sep = "&"
+		}
+		a.want("GET", fmt.Sprintf("%s%slimit=%d&after=%s", uri, sep, limit, url.QueryEscape(after)), 200, &list)
 		if len(list.Events) > limit {
 			a.t.Fatalf("limit %d, page %d: %d events", limit, page, len(list.Events))
 		}
@@ -540,9 +544,21 @@ func TestAdminSpoolListPages(t *testing.T) {
 				t.Errorf("%d spools, limit %d:\n got %q\nwant %q", len(tc.spools), limit, got, tc.want)
 			}
 		}
-		// The filters apply to every page.
-		if got := at.walkList("/webhook_guard/spool/", 2); len(got) != len(tc.want) {
-			t.Errorf("%d events listed through /spool/", len(got))
+		// /spool/ is /spool.
+		if got := at.walkList("/webhook_guard/spool/", 2); !slices.Equal(got, tc.want) {
+			t.Errorf("%d spools, through /spool/:\n got %q\nwant %q", len(tc.spools), got, tc.want)
+		}
+		// The filter applies to every page: one scope (one spool's events).
+		var wantA []string
+		for _, id := range tc.want {
+			if strings.HasPrefix(id, "a/") {
+				wantA = append(wantA, id)
+			}
+		}
+		for _, limit := range []int{1, 2, 4} {
+			if got := at.walkList("/webhook_guard/spool?scope=a", limit); !slices.Equal(got, wantA) {
+				t.Errorf("%d spools, scope=a, limit %d:\n got %q\nwant %q", len(tc.spools), limit, got, wantA)
+			}
 		}
 	}
 }
@@ -562,7 +578,7 @@ func TestAdminSpoolListCursor(t *testing.T) {
 	}
 	cursor := list.Next
 	next := "/webhook_guard/spool?limit=2&after=" + url.QueryEscape(cursor)
-	const changed = "bad after: the spools changed since the first page (a config reload): list again from the first page"
+	changed := "bad after: " + spool.ErrSpoolsChanged.Error()
 	for _, spools := range [][]*fakeSpool{{a, b, c}, {a, c}, {a}, {b, a, c}} {
 		at.setSpools(spools...)
 		at.wantError("GET", next, 400, changed)
@@ -572,8 +588,13 @@ func TestAdminSpoolListCursor(t *testing.T) {
 	if len(list.Events) != 2 || list.Events[0].EventID != "a/1" || list.Events[1].EventID != "b/3" {
 		t.Errorf("second page: %+v", list)
 	}
-	// A plain id is the next of one spool.
-	at.wantError("GET", "/webhook_guard/spool?after=3", 400, changed)
+	// Another filter than the first page's.
+	at.wantError("GET", next+"&state=dead", 400, changed)
+	// A plain id lists the events below it in every spool.
+	at.want("GET", "/webhook_guard/spool?after=3", 200, &list)
+	if len(list.Events) != 4 || list.Events[0].EventID != "a/2" || list.Events[3].EventID != "b/1" {
+		t.Errorf("two spools, after=3: %+v", list)
+	}
 	at.setSpools(a)
 	at.wantError("GET", next, 400, changed)
 	at.want("GET", "/webhook_guard/spool?after=3", 200, &list)

@@ -411,18 +411,22 @@ func TestValidateBesideRunningCaddy(t *testing.T) {
 
 	// The running Caddy's own background writes (the checkpoint of the
 	// delivery, the journal's spare segment) end before the snapshot.
+	// Caddy's own storage upkeep may remove files elsewhere in data/
+	// meanwhile; validate must add none, and leave the ledger's alone.
 	waitJournalSettled(t, g)
-	data := filepath.Join(dir, "data", "caddy", "webhook_guard")
+	data := filepath.Join(dir, "data")
 	before := dirState(t, data)
 	if out := testkit.ValidateIn(t, dir, cfg, "IVY_SECRET="+secret); out != "" {
 		t.Fatalf("caddy validate beside the running Caddy failed:\n%s", out)
 	}
 	after := dirState(t, data)
-	if len(after) != len(before) {
-		t.Errorf("caddy validate changed the ledger's folder: %d entries before, %d after", len(before), len(after))
+	for path := range after {
+		if _, ok := before[path]; !ok {
+			t.Errorf("caddy validate created %s", path)
+		}
 	}
 	for path, st := range before {
-		if after[path] != st {
+		if strings.Contains(path, "webhook_guard") && after[path] != st {
 			t.Errorf("caddy validate changed %s: %s → %s", path, st, after[path])
 		}
 	}

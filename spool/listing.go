@@ -19,7 +19,10 @@ import (
 // each spool, the id of the last of its events shown (or that none was
 // shown yet, or that every one was). Ids are per spool: they may collide
 // across spools, so a cursor is only meaningful with the spools it was made
-// with, which it names by a digest of their names (Options.Name).
+// with, and with the filter it was made with (a spool done with one filter
+// is not done with another): it carries a digest of the spools' names
+// (Options.Name) and of the filter. A plain id, as an operator types it,
+// lists the events below it in every spool.
 
 // Listed is an event of a listing across spools, with its spool.
 type Listed struct {
@@ -39,8 +42,7 @@ type Listing struct {
 	// one spool they are in the spool's order.
 	Events []Listed
 	// Next is the cursor of the next page, "" when every spool's events
-	// have been listed. With one spool it is the id of the page's last
-	// event, in decimal, as Page.After takes it.
+	// have been listed.
 	Next string
 	// Failed holds the errors of the spools that could not be listed:
 	// their events are missing from the page, and Next resumes them where
@@ -49,8 +51,9 @@ type Listing struct {
 }
 
 // ErrSpoolsChanged is a cursor made while other spools were loaded (a
-// config reload added, removed or changed a store since the first page).
-var ErrSpoolsChanged = errors.New("the spools changed since the first page (a config reload): list again from the first page")
+// config reload added, removed or changed a store since the first page),
+// or with another filter.
+var ErrSpoolsChanged = errors.New("the spools (a config reload) or the filters (state, scope, event_id) changed since the first page: list again from the first page")
 
 // ErrBadCursor is a cursor that no listing made.
 var ErrBadCursor = errors.New("not a cursor a listing gave: pass the next of the page before as it is")
@@ -79,15 +82,15 @@ type place struct {
 // ListAcross returns one page of at most limit events (Page.Size applies
 // the default and the bounds) that f selects in spools, merged newest
 // first, and the cursor of the next page. after is "" for the first page,
-// else the Next of the page before; a cursor of other spools is
-// ErrSpoolsChanged, anything else that is not a cursor ErrBadCursor. With
-// one spool the cursor is the plain id Page.After takes.
+// else the Next of the page before, or an event id (the events below it in
+// every spool); a cursor of other spools or another filter is
+// ErrSpoolsChanged, anything else that is not a cursor ErrBadCursor.
 func ListAcross(ctx context.Context, spools []*Spool, f Filter, limit int, after string) (Listing, error) {
 	if len(spools) > MaxCursorSpools {
 		return Listing{}, fmt.Errorf("spool: %d spools are loaded, more than the %d a listing pages across", len(spools), MaxCursorSpools)
 	}
 	size := Page{Limit: limit}.Size()
-	order, digest := spoolOrder(spools)
+	order, digest := spoolOrder(spools, f)
 	places, err := readCursor(after, len(spools), digest)
 	if err != nil {
 		return Listing{}, err
@@ -163,13 +166,7 @@ func ListAcross(ctx context.Context, spools []*Spool, f Filter, limit int, after
 			more = true
 		}
 	}
-	switch {
-	case !more || len(out.Failed) == len(spools):
-	case len(spools) == 1:
-		if !next[0].done && next[0].after != 0 {
-			out.Next = strconv.FormatUint(next[0].after, 10)
-		}
-	default:
+	if more && len(out.Failed) < len(spools) {
 		out.Next = formatCursor(digest, next)
 	}
 	return out, nil
@@ -183,9 +180,10 @@ func newer(x, y *Record) bool {
 }
 
 // spoolOrder returns spools sorted by name (spools of one name in the order
-// given) and the digest of their names in that order, which a cursor
-// carries: the same spools, reloaded or restarted, give the same digest.
-func spoolOrder(spools []*Spool) ([]*Spool, string) {
+// given) and the digest of their names in that order and of f, which a
+// cursor carries: the same spools, reloaded or restarted, and the same
+// filter give the same digest.
+func spoolOrder(spools []*Spool, f Filter) ([]*Spool, string) {
 	type named struct {
 		sp   *Spool
 		name string
@@ -204,6 +202,7 @@ func spoolOrder(spools []*Spool) ([]*Spool, string) {
 		order[i] = n.sp
 		fmt.Fprintf(h, "%d:%s\x00%d\x00", len(n.name), n.name, n.nth)
 	}
+	fmt.Fprintf(h, "filter\x00%d:%s\x00%d:%s\x00%d:%s", len(f.State), f.State, len(f.Scope), f.Scope, len(f.EventID), f.EventID)
 	return order, hex.EncodeToString(h.Sum(nil))[:cursorDigestLen]
 }
 
@@ -215,14 +214,10 @@ func readCursor(after string, n int, digest string) ([]place, error) {
 		return places, nil
 	}
 	if id, err := strconv.ParseUint(after, 10, 64); err == nil {
-		switch n {
-		case 0: // nothing to list
-			return places, nil
-		case 1:
-			places[0].after = id
-			return places, nil
+		for i := range places {
+			places[i].after = id
 		}
-		return nil, ErrSpoolsChanged // the cursor of one spool
+		return places, nil
 	}
 	got, gotPlaces, err := parseCursor(after)
 	if err != nil {

@@ -127,28 +127,43 @@ func TestListAcrossNonMonotone(t *testing.T) {
 	}
 }
 
-// TestListAcrossOneSpool: with one spool, the cursor is the plain id of the
-// last event, as before; a plain id is taken as after.
+// TestListAcrossOneSpool: with one spool too, the cursor names the spool
+// and the filter, so a reload that replaced the store, or another filter,
+// is refused rather than applied; a plain id, as an operator types it, is
+// taken as after.
 func TestListAcrossOneSpool(t *testing.T) {
 	sp, st := listSpool("ledger /var/lib/x.db", []uint64{3, 5, 7}, []int{1, 2, 3})
 	ctx := context.Background()
 	l, err := ListAcross(ctx, []*Spool{sp}, Filter{}, 2, "")
-	if err != nil || len(l.Events) != 2 || l.Events[0].ID != 7 || l.Events[1].ID != 5 || l.Next != "5" {
+	if err != nil || len(l.Events) != 2 || l.Events[0].ID != 7 || l.Events[1].ID != 5 || !strings.HasPrefix(l.Next, "c1.") || !strings.HasSuffix(l.Next, ".5") {
 		t.Fatalf("first page: %+v %v", l, err)
 	}
-	l, err = ListAcross(ctx, []*Spool{sp}, Filter{}, 2, "5")
+	next := l.Next
+	l, err = ListAcross(ctx, []*Spool{sp}, Filter{}, 2, next)
 	if err != nil || len(l.Events) != 1 || l.Events[0].ID != 3 || l.Next != "" {
 		t.Fatalf("second page: %+v %v", l, err)
 	}
-	if want := []Page{{2, 0}, {2, 5}}; !slices.Equal(st.pages, want) {
+	if l, err = ListAcross(ctx, []*Spool{sp}, Filter{}, 2, "5"); err != nil || len(l.Events) != 1 || l.Events[0].ID != 3 || l.Next != "" {
+		t.Fatalf("after=5: %+v %v", l, err)
+	}
+	if want := []Page{{2, 0}, {2, 5}, {2, 5}}; !slices.Equal(st.pages, want) {
 		t.Errorf("pages asked %v, want %v", st.pages, want)
+	}
+	other, _ := listSpool("ledger /var/lib/y.db", []uint64{3, 5, 7}, []int{1, 2, 3})
+	if _, err := ListAcross(ctx, []*Spool{other}, Filter{}, 2, next); !errors.Is(err, ErrSpoolsChanged) {
+		t.Errorf("the next of another spool: %v, want ErrSpoolsChanged", err)
+	}
+	for _, f := range []Filter{{State: Dead}, {Scope: "s"}, {EventID: "e"}} {
+		if _, err := ListAcross(ctx, []*Spool{sp}, f, 2, next); !errors.Is(err, ErrSpoolsChanged) {
+			t.Errorf("the next of no filter, with filter %+v: %v, want ErrSpoolsChanged", f, err)
+		}
 	}
 	// A full last page names a next one, which is empty.
 	l, err = ListAcross(ctx, []*Spool{sp}, Filter{}, 3, "")
-	if err != nil || len(l.Events) != 3 || l.Next != "3" {
+	if err != nil || len(l.Events) != 3 || l.Next == "" {
 		t.Fatalf("limit 3: %+v %v", l, err)
 	}
-	if l, err = ListAcross(ctx, []*Spool{sp}, Filter{}, 3, "3"); err != nil || len(l.Events) != 0 || l.Next != "" {
+	if l, err = ListAcross(ctx, []*Spool{sp}, Filter{}, 3, l.Next); err != nil || len(l.Events) != 0 || l.Next != "" {
 		t.Fatalf("after the last: %+v %v", l, err)
 	}
 }
@@ -175,9 +190,9 @@ func TestListAcrossCursorOfOtherSpools(t *testing.T) {
 			t.Errorf("%s: %v, want ErrSpoolsChanged", name, err)
 		}
 	}
-	// A plain id is the cursor of one spool.
-	if _, err := ListAcross(ctx, []*Spool{a, b}, Filter{}, 2, "3"); !errors.Is(err, ErrSpoolsChanged) {
-		t.Errorf("a plain id with two spools: %v", err)
+	// A plain id lists the events below it in every spool.
+	if l, err := ListAcross(ctx, []*Spool{a, b}, Filter{}, 10, "3"); err != nil || len(l.Events) != 4 || l.Next != "" {
+		t.Errorf("a plain id with two spools: %+v %v", l, err)
 	}
 	if _, err := ListAcross(ctx, nil, Filter{}, 2, l.Next); !errors.Is(err, ErrSpoolsChanged) {
 		t.Errorf("no spool left: %v", err)
