@@ -83,6 +83,9 @@ func setPlaceholders(r *http.Request, provider string, ev verify.Event) {
 	}
 	// One provider, read only when a placeholder asks: six Set calls cost
 	// a dozen allocations per event whether a header_up uses them or not.
+	// Providers answer in the order they were added: where two guards
+	// verify one request (both must pass, so it is the same event), the
+	// first one's values are the ones read.
 	id, typ := ev.ID, ev.Type
 	repl.Map(func(key string) (any, bool) {
 		name, ok := strings.CutPrefix(key, "http.webhook_guard.")
