@@ -776,7 +776,7 @@ func TestSeveralSpoolsPaging(t *testing.T) {
 		t.Errorf("pages listed\n%q\nwant\n%q", got, want)
 	}
 	spools = []*spool.Spool{f.sp, other.sp, newFixture(t).sp}
-	if a := f.do(http.MethodGet, first, ""); a.status != http.StatusBadRequest || !strings.Contains(a.body, "a config reload changed the spools: start again from the newest events") {
+	if a := f.do(http.MethodGet, first, ""); a.status != http.StatusBadRequest || !strings.Contains(a.body, "a config reload changed the spools, or with other filters: start again from the newest events") {
 		t.Errorf("an Older link after the spools changed: %d\n%s", a.status, a.body)
 	}
 	for _, bad := range []string{"x", "c1.0123456789abcdef.1..2", strings.Repeat("9", spool.MaxCursorLen+1)} {

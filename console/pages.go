@@ -356,7 +356,7 @@ func (h *Handler) serveEvents(w http.ResponseWriter, r *http.Request, rt route) 
 	listing, err := spool.ListAcross(ctx, spools, filter, pageSize, f.After)
 	switch {
 	case errors.Is(err, spool.ErrSpoolsChanged):
-		h.errorPage(w, r, rt, http.StatusBadRequest, "This page's link was made before a config reload changed the spools: start again from the newest events.")
+		h.errorPage(w, r, rt, http.StatusBadRequest, "This page's link was made before a config reload changed the spools, or with other filters: start again from the newest events.")
 		return
 	case errors.Is(err, spool.ErrBadCursor):
 		h.errorPage(w, r, rt, http.StatusBadRequest, "Bad filter: bad after: want the link of the Older button.")

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -686,4 +687,70 @@ func startEvilSite(t testing.TB, page string) string {
 	go func() { _ = srv.Serve(l) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return "http://attacker.test:" + strconv.Itoa(l.Addr().(*net.TCPAddr).Port) + "/"
+}
+
+// TestConsolePagesAcrossLedgersInBrowser: two sites spool into two ledger files, their ids
+// colliding. In a real browser the console's events list shows 100 events, newest first, and
+// the rest behind its Older link: every event once, in order, the last page without Older.
+// After a reload that adds a ledger, the Older link of before is refused with what to do.
+func TestConsolePagesAcrossLedgersInBrowser(t *testing.T) {
+	testkit.SkipIfShort(t, "builds and runs Caddy and Chromium")
+	key := newSecret(t, "ivpay_console_pages_")
+	password := newSecret(t, "ops-")
+	auth := basicAuth("ops", password)
+	backend := newSpoolBackend(t) // not started: every event stays pending
+	dir := t.TempDir()
+	ledgerGuard := func(scope, file string) string {
+		return "ivpay {\n api_key {env.IVPAY_KEY}\n allow_ips 127.0.0.1\n scope " + scope + "\n store file " + filepath.Join(dir, file) +
+			"\n spool {\n  to http://" + backend.addr + "\n  backoff 1h\n }\n}"
+	}
+	port := testkit.FreePort(t)
+	console := "http://127.0.0.1:" + strconv.Itoa(port)
+	consoleSite := fmt.Sprintf(":%d {\n\tbasic_auth {\n\t\tops %s\n\t}\n\twebhook_guard_console\n}\n", port, hashPassword(t, password))
+	routes := []string{spoolRoute("/a", ledgerGuard("site_a", "a.db")), spoolRoute("/b", ledgerGuard("site_b", "b.db"))}
+	g := startGuard(t, globalOptions()+site(routes...)+consoleSite, map[string]string{"IVPAY_KEY": key}, password, auth)
+	spoolSecrets(g)
+	const events = 105 // a page holds 100
+	var want []string  // newest first
+	for i := range events {
+		path := "/a"
+		if i%3 == 1 {
+			path = "/b"
+		}
+		pay := newID(t, "pay_cpage"+strconv.Itoa(i))
+		expectDropped(t, path, g.post(path, ivpayHeaders(key), ivpayEvent(pay)), "spooled")
+		want = append([]string{ivpayID(pay)}, want...)
+	}
+	r := &consoleRig{t: t, g: g, key: key}
+	r.b = testkit.StartBrowser(t)
+	r.as(auth)
+	shown := func() []string {
+		return eval[[]string](r, `Array.from(document.querySelectorAll("table.events td[data-label='Event id']")).map(td => td.textContent.trim())`)
+	}
+	r.page(console + "/events")
+	first := shown()
+	if len(first) != 100 || !slices.Equal(first, want[:100]) {
+		t.Fatalf("first page: %d events, want the newest 100 of %d in order; first %q", len(first), events, first[:min(3, len(first))])
+	}
+	if caption := eval[string](r, `document.querySelector("table.events caption").textContent`); !strings.Contains(caption, "merged from several spools") {
+		t.Errorf("caption %q", caption)
+	}
+	older := eval[string](r, `document.querySelector("a[rel=next]").href`)
+	r.follow(clickOn(`a[rel="next"]`))
+	r.noScriptRan("the second page")
+	if second := shown(); !slices.Equal(second, want[100:]) {
+		t.Errorf("second page: %q, want %q", second, want[100:])
+	}
+	if n := eval[int](r, `document.querySelectorAll("a[rel=next]").length`); n != 0 {
+		t.Error("the last page has an Older link")
+	}
+	if !strings.HasPrefix(eval[string](r, `location.href`), older) {
+		t.Errorf("Older led to %s, want %s", eval[string](r, `location.href`), older)
+	}
+
+	g.Reload(t, globalOptions()+site(append(routes, spoolRoute("/c", ledgerGuard("site_c", "c.db")))...)+consoleSite)
+	status, html := r.open(older)
+	if status != http.StatusBadRequest || !strings.Contains(html, "made before a config reload changed the spools, or with other filters: start again from the newest events") {
+		t.Errorf("the Older link of before the reload: status %d\n%s", status, html)
+	}
 }

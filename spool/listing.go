@@ -53,7 +53,7 @@ type Listing struct {
 // ErrSpoolsChanged is a cursor made while other spools were loaded (a
 // config reload added, removed or changed a store since the first page),
 // or with another filter.
-var ErrSpoolsChanged = errors.New("the spools (a config reload) or the filters (state, scope, event_id) changed since the first page: list again from the first page")
+var ErrSpoolsChanged = errors.New("the spools (a config reload) or the filters (state, scope, event_id, search) changed since the first page: list again from the first page")
 
 // ErrBadCursor is a cursor that no listing made.
 var ErrBadCursor = errors.New("not a cursor a listing gave: pass the next of the page before as it is")
@@ -202,7 +202,7 @@ func spoolOrder(spools []*Spool, f Filter) ([]*Spool, string) {
 		order[i] = n.sp
 		fmt.Fprintf(h, "%d:%s\x00%d\x00", len(n.name), n.name, n.nth)
 	}
-	fmt.Fprintf(h, "filter\x00%d:%s\x00%d:%s\x00%d:%s", len(f.State), f.State, len(f.Scope), f.Scope, len(f.EventID), f.EventID)
+	fmt.Fprintf(h, "filter\x00%d:%s\x00%d:%s\x00%d:%s\x00%d:%s", len(f.State), f.State, len(f.Scope), f.Scope, len(f.EventID), f.EventID, len(f.Text), f.Text)
 	return order, hex.EncodeToString(h.Sum(nil))[:cursorDigestLen]
 }
 

@@ -153,7 +153,7 @@ func TestListAcrossOneSpool(t *testing.T) {
 	if _, err := ListAcross(ctx, []*Spool{other}, Filter{}, 2, next); !errors.Is(err, ErrSpoolsChanged) {
 		t.Errorf("the next of another spool: %v, want ErrSpoolsChanged", err)
 	}
-	for _, f := range []Filter{{State: Dead}, {Scope: "s"}, {EventID: "e"}} {
+	for _, f := range []Filter{{State: Dead}, {Scope: "s"}, {EventID: "e"}, {Text: "e"}} {
 		if _, err := ListAcross(ctx, []*Spool{sp}, f, 2, next); !errors.Is(err, ErrSpoolsChanged) {
 			t.Errorf("the next of no filter, with filter %+v: %v, want ErrSpoolsChanged", f, err)
 		}
