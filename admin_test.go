@@ -430,7 +430,7 @@ func TestAdminSpoolList(t *testing.T) {
 		t.Errorf("list, newest first, merged over both ledgers:\n%s\nwant:\n%s", body, want)
 	}
 	for _, s := range []*fakeSpool{s1, s2} {
-		if c := s.callLog(); !slices.Equal(c, []string{`List("", "", "", 100, 0)`}) {
+		if c := s.callLog(); !slices.Equal(c, []string{`List("", "", "", 101, 0)`}) {
 			t.Errorf("calls %q", c)
 		}
 	}
@@ -440,7 +440,7 @@ func TestAdminSpoolList(t *testing.T) {
 	if len(list.Events) != 1 || list.Events[0].ID != 2 || list.Next != "" {
 		t.Errorf("state=dead&scope=ivpay: %+v", list)
 	}
-	if c := s1.callLog(); !slices.Equal(c, []string{`List("dead", "ivpay", "pay_bbb", 5, 0)`}) {
+	if c := s1.callLog(); !slices.Equal(c, []string{`List("dead", "ivpay", "pay_bbb", 6, 0)`}) {
 		t.Errorf("filters not passed on: %q", c)
 	}
 	a.want("GET", "/webhook_guard/spool/?state=pending", 200, &list)
@@ -459,7 +459,7 @@ func TestAdminSpoolList(t *testing.T) {
 	if len(list.Events) != 1 || list.Events[0].ID != 2 {
 		t.Errorf("state=dead&scope=ivpay&after=9: %+v", list)
 	}
-	if c := s1.callLog(); len(c) == 0 || c[len(c)-1] != `List("dead", "ivpay", "pay_bbb", 5, 9)` {
+	if c := s1.callLog(); len(c) == 0 || c[len(c)-1] != `List("dead", "ivpay", "pay_bbb", 6, 9)` {
 		t.Errorf("filters not passed on: %q", c)
 	}
 	a.want("GET", "/webhook_guard/spool?limit=2", 200, &list)
@@ -913,10 +913,10 @@ func TestAdminSpoolPauseResume(t *testing.T) {
 	if got["paused"] != false || s1.isPaused("ivpay") || s2.isPaused("ivpay") {
 		t.Errorf("resume: %v", got)
 	}
-	if c := s1.callLog(); !slices.Equal(c, []string{`SetPaused("ivpay", true)`, `List("", "", "", 100, 0)`, `SetPaused("ivpay", false)`}) {
+	if c := s1.callLog(); !slices.Equal(c, []string{`SetPaused("ivpay", true)`, `List("", "", "", 101, 0)`, `SetPaused("ivpay", false)`}) {
 		t.Errorf("calls %q", c)
 	}
-	if c := s3.callLog(); !slices.Equal(c, []string{`List("", "", "", 100, 0)`}) {
+	if c := s3.callLog(); !slices.Equal(c, []string{`List("", "", "", 101, 0)`}) {
 		t.Errorf("a spool without the scope was paused: %q", c)
 	}
 }

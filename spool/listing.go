@@ -90,6 +90,10 @@ func ListAcross(ctx context.Context, spools []*Spool, f Filter, limit int, after
 		return Listing{}, fmt.Errorf("spool: %d spools are loaded, more than the %d a listing pages across", len(spools), MaxCursorSpools)
 	}
 	size := Page{Limit: limit}.Size()
+	// One more than the page holds, where the bound allows: a spool whose
+	// events all fit is then known to be done, and a page that ends the
+	// listing has no next (an empty page after it).
+	fetch := Page{Limit: size + 1}.Size()
 	order, digest := spoolOrder(spools, f)
 	places, err := readCursor(after, len(spools), digest)
 	if err != nil {
@@ -106,7 +110,7 @@ func ListAcross(ctx context.Context, spools []*Spool, f Filter, limit int, after
 		if places[i].done {
 			continue
 		}
-		recs, err := sp.List(ctx, f, Page{Limit: size, After: places[i].after})
+		recs, err := sp.List(ctx, f, Page{Limit: fetch, After: places[i].after})
 		if err != nil {
 			out.Failed = append(out.Failed, err)
 			failed[i] = true
@@ -156,7 +160,7 @@ func ListAcross(ctx context.Context, spools []*Spool, f Filter, limit int, after
 		case failed[i]:
 			next[i] = places[i]
 			more = true
-		case taken[i] == len(pages[i]) && len(pages[i]) < size:
+		case taken[i] == len(pages[i]) && len(pages[i]) < fetch:
 			next[i] = place{done: true}
 		case taken[i] > 0:
 			next[i] = place{after: pages[i][taken[i]-1].ID}
