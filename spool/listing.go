@@ -14,8 +14,9 @@ import (
 
 // A listing across spools pages through the events of several spools (one
 // per ledger file or Redis) as through one list, newest first. Each page
-// takes up to its limit of events from each spool after that spool's own
-// place, merges them and keeps the newest limit; its cursor records, for
+// reads up to its limit of events (and one more, to know whether there are
+// more) from each spool after that spool's own place, merges them and keeps
+// the newest limit; its cursor records, for
 // each spool, the id of the last of its events shown (or that none was
 // shown yet, or that every one was). Ids are per spool: they may collide
 // across spools, so a cursor is only meaningful with the spools it was made
