@@ -310,9 +310,9 @@ func operator(r *http.Request) string {
 // serveList is GET /webhook_guard/spool?state=&scope=&event_id=&limit=&after=:
 // one page of at most limit events, newest first, merged across the spools
 // (ledger files, Redis), and the paused scopes. Pages follow one another by
-// ?after=<next>: with one spool next is the page's last id, with several a
-// cursor of each spool's place (spool.ListAcross), refused once a reload
-// changed the spools.
+// ?after=<next>, a cursor of each spool's place (spool.ListAcross), refused
+// once a reload changed the spools or with other filters; an event id as
+// after lists the events below it.
 func (a *adminSpool) serveList(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
 		return methodNotAllowed(w, r, http.MethodGet)

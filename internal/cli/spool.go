@@ -125,7 +125,7 @@ var cliSpoolFlags = map[string]func(*pflag.FlagSet){
 	"provider": func(fs *pflag.FlagSet) { fs.String("provider", "", "The `provider` (ivy, stripe, ...)") },
 	"limit":    func(fs *pflag.FlagSet) { fs.Int("limit", 0, "At most `n` events (default 100, at most 1000)") },
 	"after": func(fs *pflag.FlagSet) {
-		fs.String("after", "", "The page after the one that printed `next` (an event id with one spool, a cursor with several)")
+		fs.String("after", "", "The page after the one that printed `next` (its cursor), or the events below an event id")
 	},
 	"scope": func(fs *pflag.FlagSet) {
 		fs.String("scope", "", "Only events of the handler `scope` (by default the provider name)")
