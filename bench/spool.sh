@@ -255,7 +255,7 @@ listed() {
 	while :; do
 		page=$(admin "http://127.0.0.1:$ADMIN_PORT/webhook_guard/spool?state=$1&limit=1000${after:+&after=$after}")
 		n=$((n + $({ grep -o '"event_id"' || true; } <<<"$page" | wc -l)))
-		after=$(sed -n 's/.*"next":"\([0-9]*\)".*/\1/p' <<<"$page")
+		after=$(sed -n 's/.*"next":"\([a-z0-9.]*\)".*/\1/p' <<<"$page")
 		[ -n "$after" ] || break
 	done
 	echo "$n"
