@@ -700,10 +700,7 @@ func TestConsolePagesAcrossLedgersInBrowser(t *testing.T) {
 	auth := basicAuth("ops", password)
 	backend := newSpoolBackend(t) // not started: every event stays pending
 	dir := t.TempDir()
-	ledgerGuard := func(scope, file string) string {
-		return "ivpay {\n api_key {env.IVPAY_KEY}\n allow_ips 127.0.0.1\n scope " + scope + "\n store file " + filepath.Join(dir, file) +
-			"\n spool {\n  to http://" + backend.addr + "\n  backoff 1h\n }\n}"
-	}
+	ledgerGuard := func(scope, file string) string { return ledgerSpoolGuard(dir, backend.addr, scope, file) }
 	port := testkit.FreePort(t)
 	console := "http://127.0.0.1:" + strconv.Itoa(port)
 	consoleSite := fmt.Sprintf(":%d {\n\tbasic_auth {\n\t\tops %s\n\t}\n\twebhook_guard_console\n}\n", port, hashPassword(t, password))
@@ -711,16 +708,7 @@ func TestConsolePagesAcrossLedgersInBrowser(t *testing.T) {
 	g := startGuard(t, globalOptions()+site(routes...)+consoleSite, map[string]string{"IVPAY_KEY": key}, password, auth)
 	spoolSecrets(g)
 	const events = 105 // a page holds 100
-	var want []string  // newest first
-	for i := range events {
-		path := "/a"
-		if i%3 == 1 {
-			path = "/b"
-		}
-		pay := newID(t, "pay_cpage"+strconv.Itoa(i))
-		expectDropped(t, path, g.post(path, ivpayHeaders(key), ivpayEvent(pay)), "spooled")
-		want = append([]string{ivpayID(pay)}, want...)
-	}
+	want := spoolOverTwo(t, g, key, "pay_cpage", events)
 	r := &consoleRig{t: t, g: g, key: key}
 	r.b = testkit.StartBrowser(t)
 	r.as(auth)

@@ -2,8 +2,10 @@ package integration
 
 import (
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -195,6 +197,32 @@ func (b *fleetBackend) accepted() map[string]int {
 		}
 	}
 	return out
+}
+
+// waitRecordedDelivered waits (bounded by fleetWait) until, for every event of ids, one of gs
+// has logged "spooled webhook delivered", which the spool logs once the delivery is recorded:
+// the backend counts an event when it answers, before that.
+func waitRecordedDelivered(t *testing.T, gs []*guard, ids []string) {
+	t.Helper()
+	deadline := time.Now().Add(fleetWait)
+	for {
+		missing := map[string]bool{}
+		for _, id := range ids {
+			missing[id] = true
+		}
+		for _, g := range gs {
+			for _, e := range g.guardLogs(0, logWant{Msg: "spooled webhook delivered"}) {
+				delete(missing, e.Field("event_id"))
+			}
+		}
+		if len(missing) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d events not recorded delivered within %v, e.g. %v", len(missing), fleetWait, slices.Collect(maps.Keys(missing))[:min(5, len(missing))])
+		}
+		time.Sleep(20 * time.Millisecond) // the logs of several instances: polled
+	}
 }
 
 // waitAccepted waits (bounded by fleetWait) until the backend has answered 2xx to every event

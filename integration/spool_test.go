@@ -843,6 +843,30 @@ func headerEventID(t testing.TB, v string) string {
 	return string(id)
 }
 
+// ledgerSpoolGuard is an ivpay guard of scope that spools to backend, with its own ledger
+// file dir/file, retrying at most hourly.
+func ledgerSpoolGuard(dir, backend, scope, file string) string {
+	return "ivpay {\n api_key {env.IVPAY_KEY}\n allow_ips 127.0.0.1\n scope " + scope + "\n store file " + filepath.Join(dir, file) +
+		"\n spool {\n  to http://" + backend + "\n  backoff 1h\n }\n}"
+}
+
+// spoolOverTwo spools n IVPAY events of key through /a and /b (two of three on /a) and
+// returns their event ids, newest first.
+func spoolOverTwo(t *testing.T, g *guard, key, prefix string, n int) []string {
+	t.Helper()
+	var want []string
+	for i := range n {
+		path := "/a"
+		if i%3 == 1 {
+			path = "/b"
+		}
+		pay := newID(t, prefix+strconv.Itoa(i))
+		expectDropped(t, path, g.post(path, ivpayHeaders(key), ivpayEvent(pay)), "spooled")
+		want = append([]string{ivpayID(pay)}, want...)
+	}
+	return want
+}
+
 // TestSpoolListPagesAcrossLedgers: two sites keep their spools in two ledger files (ids
 // colliding). The admin API's pages hold at most limit events in all and, followed by next,
 // list every event once, newest first; the CLI prints the next page's command with the cursor.
@@ -855,23 +879,11 @@ func TestSpoolListPagesAcrossLedgers(t *testing.T) {
 	key := newSecret(t, "ivpay_pages_")
 	backend := newSpoolBackend(t) // not started: every event stays pending
 	dir := t.TempDir()
-	ledgerGuard := func(scope, file string) string {
-		return "ivpay {\n api_key {env.IVPAY_KEY}\n allow_ips 127.0.0.1\n scope " + scope + "\n store file " + filepath.Join(dir, file) +
-			"\n spool {\n  to http://" + backend.addr + "\n  backoff 1h\n }\n}"
-	}
+	ledgerGuard := func(scope, file string) string { return ledgerSpoolGuard(dir, backend.addr, scope, file) }
 	two := globalOptions() + site(spoolRoute("/a", ledgerGuard("site_a", "a.db")), spoolRoute("/b", ledgerGuard("site_b", "b.db")))
 	g := startGuard(t, two, map[string]string{"IVPAY_KEY": key})
 	spoolSecrets(g)
-	var want []string // newest first
-	for i := range 7 {
-		path := "/a"
-		if i%3 == 1 {
-			path = "/b"
-		}
-		pay := newID(t, "pay_page"+strconv.Itoa(i))
-		expectDropped(t, path, g.post(path, ivpayHeaders(key), ivpayEvent(pay)), "spooled")
-		want = append([]string{ivpayID(pay)}, want...)
-	}
+	want := spoolOverTwo(t, g, key, "pay_page", 7)
 	type page struct {
 		Events []spoolEntry `json:"events"`
 		Next   string       `json:"next"`
