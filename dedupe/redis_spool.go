@@ -756,6 +756,17 @@ func (s *Redis) Lease(ctx context.Context, now time.Time, open []spool.Opening, 
 			}
 			l := redisLease{target: o.Target, sid: sid, token: token, next: d.NextAt}
 			sp.mu.Lock()
+			if held, ok := sp.leased[d.ID]; ok && token != "" && held.token == token {
+				// This instance's attempt of the event still runs: its
+				// lease lapsed (renewals failed for longer than the
+				// lease) and the script took the entry back. The attempt
+				// keeps it, under the entry held now; offering it would
+				// only put it back and drop the attempt's result.
+				held.target, held.sid = o.Target, sid
+				sp.leased[d.ID] = held
+				sp.mu.Unlock()
+				continue
+			}
 			sp.leased[d.ID] = l
 			sp.mu.Unlock()
 			dues = append(dues, d)

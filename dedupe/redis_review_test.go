@@ -1,0 +1,92 @@
+package dedupe
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/hookguard/caddy-webhook-guard/internal/testkit"
+	"github.com/hookguard/caddy-webhook-guard/spool"
+)
+
+// idleEntry makes the stream entry of event id, leased by s, look idle for
+// an hour, as when its holder's renewals failed for longer than the lease
+// (Redis unreachable for a while): the next Lease takes it over.
+func idleEntry(t testing.TB, s *Redis, id uint64) {
+	t.Helper()
+	l, ok := s.spool.lease(id, false)
+	if !ok {
+		t.Fatalf("event %d is not leased", id)
+	}
+	q := s.tag + "spool:q:" + l.target
+	if err := s.client.Do(context.Background(), "XCLAIM", q, redisGroup, s.spool.consumer, 0, l.sid,
+		"IDLE", time.Hour.Milliseconds(), "JUSTID").Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// An attempt on instance A outlives its lease (its renewals failed: Redis
+// was unreachable longer than the lease) and A's next Lease takes the
+// entry back; the worker skips it (the event is in flight here). Before,
+// that Skip put the event back in its retry set and forgot A's lease, so
+// the attempt's 2xx was dropped (Delivered: not found) and the event was
+// delivered a second time a second later.
+func TestRedisSpoolOwnLeaseTakenBackKeepsAttempt(t *testing.T) {
+	t.Parallel()
+	srv := startRedisWith(t, testkit.RedisOptions{AppendFsync: "always"})
+	ctx := context.Background()
+	a := newSpoolRedis(t, srv, "retake:", time.Minute)
+	rec := mustSpool(t, a, "shop", "evt_slow")
+	if got := leaseAll(t, a, "shop", 1); len(got) != 1 || got[0].ID != rec.ID {
+		t.Fatalf("leased %+v", got)
+	}
+	idleEntry(t, a, rec.ID)
+	// A's worker looks again while the attempt runs: in flight, skipped.
+	_, err := a.Lease(ctx, time.Now(), []spool.Opening{{Target: "shop/t", Scope: "shop", Free: 1}},
+		func(d spool.Due) spool.Verdict {
+			if d.ID != rec.ID {
+				t.Errorf("offered %+v", d)
+			}
+			return spool.Skip
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The attempt's renewals work again, then it ends with a 2xx.
+	if err := a.Extend(ctx, rec.ID); err != nil {
+		t.Fatalf("Extend of the attempt running here: %v", err)
+	}
+	if err := a.Delivered(ctx, rec.ID, time.Hour); err != nil {
+		t.Fatalf("Delivered of the attempt running here: %v", err)
+	}
+	if _, ok, err := a.Get(ctx, rec.ID); err != nil || ok {
+		t.Fatalf("the delivered event is still spooled (it would be delivered again): ok=%v err=%v", ok, err)
+	}
+	mustClaim(t, a, Key("shop", "ivy", "evt_slow"), time.Minute, Delivered)
+}
+
+// Same, and the attempt fails: its result is recorded (not dropped as
+// another instance's), and the event waits for its next attempt.
+func TestRedisSpoolOwnLeaseTakenBackRecordsFailure(t *testing.T) {
+	t.Parallel()
+	srv := startRedisWith(t, testkit.RedisOptions{AppendFsync: "always"})
+	ctx := context.Background()
+	a := newSpoolRedis(t, srv, "retake2:", time.Minute)
+	rec := mustSpool(t, a, "shop", "evt_slow")
+	if got := leaseAll(t, a, "shop", 1); len(got) != 1 {
+		t.Fatalf("leased %+v", got)
+	}
+	idleEntry(t, a, rec.ID)
+	if _, err := a.Lease(ctx, time.Now(), []spool.Opening{{Target: "shop/t", Scope: "shop", Free: 1}},
+		func(spool.Due) spool.Verdict { return spool.Skip }); err != nil {
+		t.Fatal(err)
+	}
+	next := time.Now().Add(time.Hour)
+	if err := a.Failed(ctx, &spool.Record{ID: rec.ID, Attempts: 1, LastError: "502", NextAt: next}); err != nil {
+		t.Fatal(err)
+	}
+	got, ok, err := a.Get(ctx, rec.ID)
+	if err != nil || !ok || got.Attempts != 1 || got.LastError != "502" || !got.NextAt.Equal(time.Unix(0, next.UnixNano())) {
+		t.Fatalf("after the failed attempt: %+v ok=%v err=%v; want attempts 1, error 502, next in an hour", got, ok, err)
+	}
+}
