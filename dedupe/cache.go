@@ -3,6 +3,7 @@ package dedupe
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/ristretto/v2"
@@ -23,8 +24,14 @@ type Cached struct {
 
 	// closeMu orders Forget (from an admin's forget, or another instance's
 	// through Redis) before Close: ristretto must not be used once closed.
+	// Forget and ForgetAll hold it exclusively; a write of a delivered
+	// answer holds it shared.
 	closeMu sync.RWMutex
 	closed  bool
+	// forgets counts the Forget and ForgetAll calls: an answer the store
+	// gave before one of them (read before it, cached after) may be of an
+	// id forgotten since, and is not cached.
+	forgets atomic.Uint64
 }
 
 // cachedUsage is a Cached whose store has a capacity.
@@ -84,21 +91,35 @@ func (c *Cached) Claim(ctx context.Context, key string, lease time.Duration) (Cl
 	if !ok {
 		return c.inner.Claim(ctx, key, lease)
 	}
+	forgets := c.forgets.Load()
 	cl, until, err := wc.ClaimWindow(ctx, key, lease)
 	if err == nil && cl.State == Delivered && until.After(now) {
-		c.cache.SetWithTTL(key, until.UnixNano(), 1, until.Sub(now))
+		c.remember(forgets, key, until.UnixNano(), until.Sub(now))
 	}
 	return cl, err
+}
+
+// remember keeps key as delivered until end (unix ns), for ttl, unless a
+// Forget or ForgetAll came since the store's answer was asked for (forgets
+// was their count then).
+func (c *Cached) remember(forgets uint64, key string, end int64, ttl time.Duration) {
+	c.closeMu.RLock()
+	defer c.closeMu.RUnlock()
+	if c.closed || c.forgets.Load() != forgets {
+		return
+	}
+	c.cache.SetWithTTL(key, end, 1, ttl)
 }
 
 // Commit implements Store: once the store has committed, the cache knows
 // the key as delivered until its window ends.
 func (c *Cached) Commit(ctx context.Context, cl Claim, window time.Duration) error {
 	end := c.now().Add(window).UnixNano()
+	forgets := c.forgets.Load()
 	if err := c.inner.Commit(ctx, cl, window); err != nil {
 		return err
 	}
-	c.cache.SetWithTTL(cl.Key, end, 1, window)
+	c.remember(forgets, cl.Key, end, window)
 	return nil
 }
 
@@ -121,13 +142,15 @@ func (c *Cached) Renew(ctx context.Context, cl Claim, lease time.Duration) error
 
 // Forget drops key from the cache, for an id the store was made to forget
 // (the spool's Forget): the next Claim of it asks the store. Sets still
-// buffered by ristretto are applied first, so none brings it back.
+// buffered by ristretto are applied first, so none brings it back, and an
+// answer the store gave before is not cached after.
 func (c *Cached) Forget(key string) {
-	c.closeMu.RLock()
-	defer c.closeMu.RUnlock()
+	c.closeMu.Lock()
+	defer c.closeMu.Unlock()
 	if c.closed {
 		return
 	}
+	c.forgets.Add(1)
 	c.cache.Wait()
 	c.cache.Del(key)
 }
@@ -136,11 +159,12 @@ func (c *Cached) Forget(key string) {
 // may have missed (WatchForgotten, after a lost subscription): every
 // next Claim asks the store.
 func (c *Cached) ForgetAll() {
-	c.closeMu.RLock()
-	defer c.closeMu.RUnlock()
+	c.closeMu.Lock()
+	defer c.closeMu.Unlock()
 	if c.closed {
 		return
 	}
+	c.forgets.Add(1)
 	c.cache.Wait()
 	c.cache.Clear()
 }

@@ -90,3 +90,98 @@ func TestRedisSpoolOwnLeaseTakenBackRecordsFailure(t *testing.T) {
 		t.Fatalf("after the failed attempt: %+v ok=%v err=%v; want attempts 1, error 502, next in an hour", got, ok, err)
 	}
 }
+
+// forgetDuring is a Redis store whose next claim or commit runs during
+// right after Redis answered, before the cache in front sees the answer:
+// an admin's forget (on any instance) announced in between.
+type forgetDuring struct {
+	*Redis
+	during func()
+}
+
+func (f *forgetDuring) ClaimWindow(ctx context.Context, key string, lease time.Duration) (Claim, time.Time, error) {
+	c, until, err := f.Redis.ClaimWindow(ctx, key, lease)
+	f.run()
+	return c, until, err
+}
+
+func (f *forgetDuring) Commit(ctx context.Context, c Claim, window time.Duration) error {
+	err := f.Redis.Commit(ctx, c, window)
+	f.run()
+	return err
+}
+
+func (f *forgetDuring) run() {
+	if d := f.during; d != nil {
+		f.during = nil
+		d()
+	}
+}
+
+// cachedOf is the *Cached NewCached returned.
+func cachedOf(s Store) *Cached {
+	if u, ok := s.(cachedUsage); ok {
+		return u.Cached
+	}
+	return s.(*Cached)
+}
+
+// A claim or commit that read "delivered" from Redis just before an id was
+// forgotten (the forget's announcement dropped it from the cache in
+// between) must not put the stale answer in the cache afterwards: before,
+// it did, and this instance answered the provider's resend "duplicate"
+// (200, dropped) until the window ended, although Redis had forgotten the
+// id, the very resend the operator forgot it for.
+func TestCachedForgetDuringClaimOrCommit(t *testing.T) {
+	t.Parallel()
+	srv := startRedisWith(t, testkit.RedisOptions{AppendFsync: "always"})
+	ctx := context.Background()
+	r := newTestRedisWith(t, RedisConfig{URL: srv.URL(), Prefix: "cacheforget:"})
+	inner := &forgetDuring{Redis: r}
+	s := NewCached(inner, 0, nil)
+	c := cachedOf(s)
+	t.Cleanup(func() { _ = c.Close() })
+	forget := func(key string, all bool) func() {
+		return func() {
+			if _, err := r.Forget(ctx, key); err != nil {
+				t.Error(err)
+			}
+			if all { // a subscription made again after a cut
+				c.ForgetAll()
+			} else { // the announcement
+				c.Forget(key)
+			}
+		}
+	}
+	for _, all := range []bool{false, true} {
+		// A claim answered "delivered", the forget comes before the cache
+		// keeps the answer.
+		key := Key("shop", "ivy", "evt_claimed_"+map[bool]string{false: "one", true: "all"}[all])
+		cl := mustClaim(t, r, key, time.Minute, Fresh)
+		if err := r.Commit(ctx, cl, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		inner.during = forget(key, all)
+		mustClaim(t, s, key, time.Minute, Delivered)
+		c.cache.Wait() // ristretto applies sets asynchronously
+		wantFresh(t, s, key, "a claim answered before the forget")
+
+		// A commit, the forget comes before the cache keeps it.
+		key = Key("shop", "ivy", "evt_committed_"+map[bool]string{false: "one", true: "all"}[all])
+		cl = mustClaim(t, s, key, time.Minute, Fresh)
+		inner.during = forget(key, all)
+		if err := s.Commit(ctx, cl, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+		c.cache.Wait()
+		wantFresh(t, s, key, "a commit made before the forget")
+	}
+}
+
+// wantFresh checks that a claim of key is fresh (after a forget).
+func wantFresh(t *testing.T, s Store, key, after string) {
+	t.Helper()
+	if c, err := s.Claim(context.Background(), key, time.Minute); err != nil || c.State != Fresh {
+		t.Errorf("claim of %s, forgotten after %s: %v, %v; want fresh", key, after, c.State, err)
+	}
+}
