@@ -2,8 +2,11 @@ package dedupe
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/hookguard/caddy-webhook-guard/internal/testkit"
 	"github.com/hookguard/caddy-webhook-guard/spool"
@@ -183,5 +186,123 @@ func wantFresh(t *testing.T, s Store, key, after string) {
 	t.Helper()
 	if c, err := s.Claim(context.Background(), key, time.Minute); err != nil || c.State != Fresh {
 		t.Errorf("claim of %s, forgotten after %s: %v, %v; want fresh", key, after, c.State, err)
+	}
+}
+
+// beforeCommand runs do once, before the first command match selects, on
+// the client it is added to (a go-redis hook): an interleaving of another
+// instance's commands made deterministic.
+type beforeCommand struct {
+	match func(redis.Cmder) bool
+	do    func()
+	once  sync.Once
+}
+
+func (h *beforeCommand) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *beforeCommand) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if h.match(cmd) {
+			h.once.Do(h.do)
+		}
+		return next(ctx, cmd)
+	}
+}
+
+func (h *beforeCommand) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// Instance B's upkeep removes the consumers of stopped instances: nothing
+// pending, idle for long (a scope paused for hours leaves every consumer
+// of its targets so). Instance A leases an event (its consumer reads the
+// entry) between B's look at the consumers and its removal of A's: before,
+// the removal took A's pending entry with it, so A lost its lease (renewals
+// failed, its failure was dropped as another instance's) and no instance
+// could ever take the event over: acknowledged, never delivered.
+func TestRedisSpoolStaleConsumerRemovalKeepsNewLease(t *testing.T) {
+	t.Parallel()
+	for _, valkey := range []bool{false, true} {
+		t.Run(map[bool]string{false: "redis", true: "valkey"}[valkey], func(t *testing.T) {
+			t.Parallel()
+			staleConsumerRemoval(t, testkit.RedisOptions{AppendFsync: "always", Valkey: valkey})
+		})
+	}
+}
+
+func staleConsumerRemoval(t *testing.T, o testkit.RedisOptions) {
+	srv := startRedisWith(t, o)
+	ctx := context.Background()
+	a := newSpoolRedis(t, srv, "stale:", time.Minute)
+	b := newSpoolRedis(t, srv, "stale:", time.Minute)
+	b.spool.staleConsumer = -time.Millisecond // every consumer idle long enough
+	open := []spool.Opening{{Target: "shop/t", Scope: "shop", Free: 1}}
+	// A's consumer exists, with nothing pending: it delivered an event.
+	first := mustSpool(t, a, "shop", "evt_0")
+	if got := leaseAll(t, a, "shop", 1); len(got) != 1 {
+		t.Fatalf("leased %+v", got)
+	}
+	if err := a.Delivered(ctx, first.ID, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	// C's too: an instance that stopped, to be removed.
+	c := newSpoolRedis(t, srv, "stale:", time.Minute)
+	gone := mustSpool(t, c, "shop", "evt_c")
+	if got := leaseAll(t, c, "shop", 1); len(got) != 1 {
+		t.Fatalf("leased %+v", got)
+	}
+	if err := c.Delivered(ctx, gone.ID, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	rec := mustSpool(t, b, "shop", "evt_1")
+	q := b.tag + "spool:q:shop/t"
+	var leased []spool.Due
+	b.client.AddHook(&beforeCommand{
+		// B's removal of consumers: the command, or a script on the stream.
+		match: func(cmd redis.Cmder) bool {
+			args := cmd.Args()
+			switch cmd.Name() {
+			case "xgroup":
+				return true
+			case "evalsha", "eval":
+				return len(args) > 3 && args[3] == q
+			}
+			return false
+		},
+		do: func() { leased = leaseAll(t, a, "shop", 1) },
+	})
+	b.spool.mu.Lock()
+	b.spool.purgedAt = time.Time{}
+	b.spool.mu.Unlock()
+	if _, err := b.Lease(ctx, time.Now(), nil, nil); err != nil { // its upkeep runs first
+		t.Fatal(err)
+	}
+	if len(leased) != 1 || leased[0].ID != rec.ID {
+		t.Fatalf("A leased %+v during B's upkeep, want event %d", leased, rec.ID)
+	}
+	consumers, err := b.client.XInfoConsumers(ctx, q, redisGroup).Result()
+	if err != nil || len(consumers) != 1 || consumers[0].Name != a.spool.consumer {
+		t.Errorf("consumers after B's upkeep: %+v, %v; want A's alone (C's removed)", consumers, err)
+	}
+	if err := a.Extend(ctx, rec.ID); err != nil {
+		t.Errorf("A's renewal of the lease it took during B's upkeep: %v", err)
+	}
+	next := time.Now().Add(-time.Second) // due again at once
+	if err := a.Failed(ctx, &spool.Record{ID: rec.ID, Attempts: 1, LastError: "502", NextAt: next}); err != nil {
+		t.Fatal(err)
+	}
+	// The failed attempt is recorded, and the event is due for any instance.
+	if got, _, err := a.Get(ctx, rec.ID); err != nil || got.Attempts != 1 {
+		t.Errorf("A's failed attempt was not recorded: %+v, %v", got, err)
+	}
+	_, err = b.Lease(ctx, time.Now(), open, func(d spool.Due) spool.Verdict {
+		leased = append(leased, d)
+		return spool.Take
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(leased) != 2 || leased[1].ID != rec.ID {
+		t.Fatalf("after A's failed attempt, B leased %+v; want event %d again", leased[1:], rec.ID)
 	}
 }
