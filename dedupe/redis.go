@@ -273,7 +273,9 @@ func (s *Redis) WatchForgotten(forget func(key string), forgetAll func()) {
 	s.forgotten, s.forgottenDone = ps, done
 	go func() {
 		defer close(done)
-		if err := ps.Subscribe(context.Background(), s.forgottenChannel()); err != nil {
+		// Redis down or slow now: the channel is recorded all the same,
+		// and the loop below subscribes as soon as it can connect.
+		if err := ps.Subscribe(context.Background(), s.forgottenChannel()); errors.Is(err, redis.ErrClosed) {
 			return // closed before it could subscribe
 		}
 		for m := range ps.ChannelWithSubscriptions() {

@@ -306,3 +306,48 @@ func staleConsumerRemoval(t *testing.T, o testkit.RedisOptions) {
 		t.Fatalf("after A's failed attempt, B leased %+v; want event %d again", leased[1:], rec.ID)
 	}
 }
+
+// An instance that starts while Redis is down (or whose first subscription
+// fails) subscribes to the forgotten ids once Redis answers: before, the
+// failed first subscription ended the watcher for good, so that this
+// instance's cache answered "duplicate" to the resend of every id forgotten
+// through another instance, until its window ended.
+func TestRedisWatchForgottenStartsWhileRedisDown(t *testing.T) {
+	t.Parallel()
+	srv := startRedisWith(t, testkit.RedisOptions{AppendFsync: "always"})
+	ctx := context.Background()
+	srv.Stop()
+	a := newTestRedisWith(t, RedisConfig{URL: srv.URL(), Prefix: "down:"})
+	ca := NewCached(a, 0, nil)
+	t.Cleanup(func() { _ = cachedOf(ca).Close() })
+	subscribed := make(chan struct{}, 8)
+	f := cachedOf(ca)
+	a.WatchForgotten(f.Forget, func() { f.ForgetAll(); subscribed <- struct{}{} })
+	srv.Start()
+	select {
+	case <-subscribed:
+	case <-a.forgottenDone:
+		t.Fatal("the watcher of forgotten ids ended: its first subscription failed (Redis down)")
+	case <-time.After(20 * time.Second):
+		t.Fatal("the watcher of forgotten ids never subscribed once Redis was up")
+	}
+	// The watcher works: a forget through another instance reaches a's cache.
+	b := newTestRedisWith(t, RedisConfig{URL: srv.URL(), Prefix: "down:"})
+	key := Key("shop", "ivy", "evt_forgotten")
+	c := mustClaim(t, ca, key, time.Minute, Fresh)
+	if err := ca.Commit(ctx, c, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	f.cache.Wait()
+	if n, _ := f.cache.Get(key); n == 0 {
+		t.Fatal("the commit is not in the cache")
+	}
+	if _, err := b.Forget(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 10*time.Second, "the forget reaches a's cache", func() bool {
+		_, ok := f.cache.Get(key)
+		return !ok
+	})
+	mustClaim(t, ca, key, time.Minute, Fresh)
+}
