@@ -2,6 +2,7 @@ package dedupe
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"testing"
 	"time"
@@ -350,4 +351,56 @@ func TestRedisWatchForgottenStartsWhileRedisDown(t *testing.T) {
 		return !ok
 	})
 	mustClaim(t, ca, key, time.Minute, Fresh)
+}
+
+// The provider's retry of a spooled event whose write WAITAOF did not
+// confirm (replicas 1, no replica answering) reaches the guard's claim
+// first, which finds the key accepted: before, the claim answered
+// Delivered and the guard acknowledged the retry (200 duplicate) while the
+// event was on no replica, so a failover then lost an acknowledged event
+// (the docs promise 503 until the stored copy is confirmed). A claim of an
+// accepted key now confirms the spooled write first, or fails 503.
+func TestRedisClaimOfUnconfirmedSpooledEventRefused(t *testing.T) {
+	t.Parallel()
+	srv := startRedisWith(t, testkit.RedisOptions{Valkey: true, AppendFsync: "everysec"})
+	ctx := context.Background()
+	s := newTestRedisWith(t, RedisConfig{URL: srv.URL(), Prefix: "unconfirmed:", Replicas: 1, WaitTimeout: 100 * time.Millisecond})
+	if _, err := s.CheckSpool(ctx, SpoolOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	key := Key("shop", "ivy", "evt_1")
+	if _, err := s.Ingest(ctx, key, spoolRec("shop", "evt_1"), time.Hour); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("first Ingest = %v, want ErrUnavailable (not confirmed on a replica)", err)
+	}
+	cached := NewCached(s, 0, nil)
+	t.Cleanup(func() { _ = cachedOf(cached).Close() })
+	for name, st := range map[string]Store{"redis": s, "cached": cached} {
+		c, err := st.Claim(ctx, key, time.Minute)
+		if err == nil || !errors.Is(err, ErrUnavailable) || c.State == Fresh {
+			t.Errorf("%s: claim of the retry = %v, %v; want ErrUnavailable (the event is on no replica)", name, c.State, err)
+		}
+	}
+	cachedOf(cached).cache.Wait()
+	if _, ok := cachedOf(cached).cache.Get(key); ok {
+		t.Error("the cache keeps the unconfirmed event as delivered")
+	}
+}
+
+// Where the spooled write is confirmed, a claim of its key is a duplicate
+// (Delivered) at once, and the cache keeps the answer.
+func TestRedisClaimOfConfirmedSpooledEventIsDuplicate(t *testing.T) {
+	t.Parallel()
+	for _, o := range []testkit.RedisOptions{{Valkey: true, AppendFsync: "everysec"}, {AppendFsync: "always"}} {
+		srv := startRedisWith(t, o)
+		s := newSpoolRedis(t, srv, "confirmed:", time.Minute)
+		key := Key("shop", "ivy", "evt_1")
+		mustSpool(t, s, "shop", "evt_1")
+		cached := NewCached(s, 0, nil)
+		t.Cleanup(func() { _ = cachedOf(cached).Close() })
+		mustClaim(t, cached, key, time.Minute, Delivered)
+		cachedOf(cached).cache.Wait()
+		if _, ok := cachedOf(cached).cache.Get(key); !ok {
+			t.Errorf("valkey %v: the cache does not keep the duplicate", o.Valkey)
+		}
+	}
 }
