@@ -58,8 +58,8 @@ const (
 // redisClaimScript takes KEYS[1] for the token ARGV[1] with a lease of
 // ARGV[2] ms if the key is free, and otherwise says what holds it, in one
 // atomic step: {0} fresh, {1} in flight, {2, ms left of the window}
-// delivered (or accepted by the spool), {3} refused: the index holds
-// max_events keys. A key that expires between two commands cannot be
+// delivered, {4, ms left} accepted by the spool, {3} refused: the index
+// holds max_events keys. A key that expires between two commands cannot be
 // misreported, as it could with SET NX then GET. A retried call that finds
 // its own token is fresh again, so a retry after a lost reply does not lock
 // the caller out of its own claim.
@@ -68,8 +68,11 @@ local v = redis.call('GET', KEYS[1])
 if v == ARGV[1] then
 	return {0}
 end
-if v == '` + redisDelivered + `' or v == '` + redisAccepted + `' then
+if v == '` + redisDelivered + `' then
 	return {2, redis.call('PTTL', KEYS[1])}
+end
+if v == '` + redisAccepted + `' then
+	return {4, redis.call('PTTL', KEYS[1])}
 end
 if v then
 	return {1}
@@ -89,6 +92,13 @@ if max > 0 then
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return {0}
+`)
+
+// redisConfirmScript writes, so that the WAITAOF after it (durably) covers
+// every write made before, such as a spooled event whose own WAITAOF did
+// not confirm. KEYS: the spool's count of duplicates.
+var redisConfirmScript = redis.NewScript(`
+return redis.call('HINCRBY', KEYS[1], 'n', 1)
 `)
 
 // redisCommitScript sets KEYS[1] delivered for ARGV[1] ms and, with an
@@ -273,7 +283,9 @@ func (s *Redis) WatchForgotten(forget func(key string), forgetAll func()) {
 	s.forgotten, s.forgottenDone = ps, done
 	go func() {
 		defer close(done)
-		if err := ps.Subscribe(context.Background(), s.forgottenChannel()); err != nil {
+		// Redis down or slow now: the channel is recorded all the same,
+		// and the loop below subscribes as soon as it can connect.
+		if err := ps.Subscribe(context.Background(), s.forgottenChannel()); errors.Is(err, redis.ErrClosed) {
 			return // closed before it could subscribe
 		}
 		for m := range ps.ChannelWithSubscriptions() {
@@ -491,9 +503,9 @@ func (s *Redis) ClaimWindow(ctx context.Context, key string, lease time.Duration
 		return failed, time.Time{}, err
 	}
 	token := rand.Text()
-	ctx, cancel := context.WithTimeout(ctx, s.opTimeout)
+	opCtx, cancel := context.WithTimeout(ctx, s.opTimeout)
 	defer cancel()
-	reply, err := redisClaimScript.Run(ctx, s.client, s.keys(key), token, ms, s.maxEvents).Int64Slice()
+	reply, err := redisClaimScript.Run(opCtx, s.client, s.keys(key), token, ms, s.maxEvents).Int64Slice()
 	if err != nil {
 		return failed, time.Time{}, s.unavailable("claim", err)
 	}
@@ -502,7 +514,16 @@ func (s *Redis) ClaimWindow(ctx context.Context, key string, lease time.Duration
 		return Claim{Key: key, State: Fresh, Token: token}, time.Time{}, nil
 	case len(reply) == 1 && reply[0] == 1:
 		return Claim{Key: key, State: InFlight}, time.Time{}, nil
-	case len(reply) == 2 && reply[0] == 2:
+	case len(reply) == 2 && (reply[0] == 2 || reply[0] == 4):
+		if reply[0] == 4 {
+			// Accepted by the spool: a duplicate is acknowledged only
+			// once the spooled event is on disk (and replicas), as the
+			// spool's own ingest of a duplicate does; its WAITAOF may
+			// not have confirmed it.
+			if err := s.confirm(ctx); err != nil {
+				return failed, time.Time{}, s.unavailable("claim", fmt.Errorf("the event is spooled but not confirmed on disk: %w", err))
+			}
+		}
 		var until time.Time
 		if reply[1] > 0 {
 			until = time.Now().Add(time.Duration(reply[1]) * time.Millisecond)
@@ -512,6 +533,16 @@ func (s *Redis) ClaimWindow(ctx context.Context, key string, lease time.Duration
 		return failed, time.Time{}, fmt.Errorf("%w: redis on %s holds max_events %d ids", ErrFull, s.where, s.maxEvents)
 	}
 	return failed, time.Time{}, s.unavailable("claim", fmt.Errorf("unexpected script reply %v", reply))
+}
+
+// confirm waits until every write Redis made so far is durable (WAITAOF
+// after a write of its own, where the server has it; with appendfsync
+// always, the reply of that write).
+func (s *Redis) confirm(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, s.opTimeout+s.waitFor())
+	defer cancel()
+	_, err := s.durably(ctx, redisConfirmScript, []string{s.tag + "spool:duplicates"})
+	return err
 }
 
 // Commit implements Store. The key is set to delivered for window whether or

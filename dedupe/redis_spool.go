@@ -489,6 +489,29 @@ end
 return #ids
 `)
 
+// redisReapScript removes from a stream's group the consumers of instances
+// gone for good: nothing pending, idle for longer than ARGV[3] ms, and not
+// this instance's (ARGV[2]). One script, so that no instance reads entries
+// between the look and the removal: a consumer removed takes its pending
+// entries with it, and no instance could take those over. KEYS: the
+// stream. ARGV: tag, consumer, stale ms. Reply: how many were removed.
+var redisReapScript = redis.NewScript(redisSpoolLua + `
+local cs = redis.pcall('XINFO', 'CONSUMERS', KEYS[1], G)
+if type(cs) ~= 'table' or cs.err then
+	return 0
+end
+local n = 0
+for _, c in ipairs(cs) do
+	local f = {}
+	for i = 1, #c, 2 do f[c[i]] = c[i + 1] end
+	if f.name ~= ARGV[2] and tonumber(f.pending) == 0 and tonumber(f.idle) > tonumber(ARGV[3]) then
+		redis.call('XGROUP', 'DELCONSUMER', KEYS[1], G, f.name)
+		n = n + 1
+	end
+end
+return n
+`)
+
 // redisCountsScript reads the counts and, for every scope with pending
 // events, its oldest. KEYS: the counts. Reply: {counts (field, value ...),
 // {scope, oldest member} ...}.
@@ -536,6 +559,9 @@ type redisSpool struct {
 	epochAt     time.Time // when it was last looked at
 	purgedAt    time.Time
 	leaseExpiry time.Duration
+	// staleConsumer is how long a consumer with nothing pending may stay
+	// idle before it is removed (redisStaleConsumer; tests shorten it).
+	staleConsumer time.Duration
 
 	// strict is set once the store holds a spool: the server's
 	// persistence must keep acknowledged events (Persistence.SpoolProblem).
@@ -553,6 +579,7 @@ func (sp *redisSpool) init(s *Redis) {
 	sp.consumer = fmt.Sprintf("%s:%d:%s", cmp.Or(host, "caddy"), os.Getpid(), rand.Text()[:8])
 	sp.leased = map[uint64]redisLease{}
 	sp.leaseExpiry = 30 * time.Second
+	sp.staleConsumer = redisStaleConsumer
 }
 
 func (sp *redisSpool) close() {}
@@ -756,6 +783,17 @@ func (s *Redis) Lease(ctx context.Context, now time.Time, open []spool.Opening, 
 			}
 			l := redisLease{target: o.Target, sid: sid, token: token, next: d.NextAt}
 			sp.mu.Lock()
+			if held, ok := sp.leased[d.ID]; ok && token != "" && held.token == token {
+				// This instance's attempt of the event still runs: its
+				// lease lapsed (renewals failed for longer than the
+				// lease) and the script took the entry back. The attempt
+				// keeps it, under the entry held now; offering it would
+				// only put it back and drop the attempt's result.
+				held.target, held.sid = o.Target, sid
+				sp.leased[d.ID] = held
+				sp.mu.Unlock()
+				continue
+			}
 			sp.leased[d.ID] = l
 			sp.mu.Unlock()
 			dues = append(dues, d)
@@ -844,16 +882,7 @@ func (s *Redis) maintain(ctx context.Context, now time.Time) {
 		return
 	}
 	for _, tg := range targets {
-		q := s.tag + "spool:q:" + tg
-		consumers, err := s.client.XInfoConsumers(ctx, q, redisGroup).Result()
-		if err != nil {
-			continue
-		}
-		for _, c := range consumers {
-			if c.Name != sp.consumer && c.Pending == 0 && c.Idle > redisStaleConsumer {
-				_ = s.client.XGroupDelConsumer(ctx, q, redisGroup, c.Name).Err()
-			}
-		}
+		_ = redisReapScript.Run(ctx, s.client, []string{s.tag + "spool:q:" + tg}, s.tag, sp.consumer, sp.staleConsumer.Milliseconds()).Err()
 	}
 }
 
