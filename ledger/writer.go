@@ -283,6 +283,7 @@ func (s *Ledger) handGroup(g *group) {
 			s.signalIdle()
 			return
 		}
+		s.keepGroupBuffer(buf)
 		buf = s.encodeGroup(active, g.recs, true)
 	}
 	g.buf, g.sg, g.off = buf, active, active.off
@@ -339,6 +340,8 @@ func (s *Ledger) syncGroup(g *group, synced **segment) {
 	crashAt("before-write")
 	_, err := g.sg.f.WriteAt(g.buf, g.off)
 	crashAt("after-write")
+	s.keepGroupBuffer(g.buf)
+	g.buf = nil
 	if err == nil {
 		start := time.Now()
 		err = g.sg.f.Datasync()
@@ -499,9 +502,42 @@ func (s *Ledger) encodeGroup(sg *segment, recs []jrecord, fresh bool) []byte {
 		buf = endFrame(buf, start)
 	}
 	s.encodeBuf = buf
-	out := alignedBlocks(len(buf))
-	copy(out, buf)
+	out := s.groupBuffer(len(buf))
+	clear(out[copy(out, buf):])
 	return out
+}
+
+// Group buffers: most groups fit in minGroupBuf, and none larger than
+// maxKeptGroupBuf is kept for reuse.
+const (
+	minGroupBuf     = 4 * blockSize
+	maxKeptGroupBuf = 64 * blockSize
+)
+
+// groupBuffer returns aligned memory of whole blocks, at least n bytes, for
+// a group's frames: one a written group returned (keepGroupBuffer), or
+// new. Its content is undefined.
+func (s *Ledger) groupBuffer(n int) []byte {
+	size := int(alignUp(int64(n), blockSize))
+	select {
+	case b := <-s.groupBufs:
+		if cap(b) >= size {
+			return b[:size]
+		}
+	default:
+	}
+	return alignedBlocks(max(size, minGroupBuf))[:size]
+}
+
+// keepGroupBuffer returns the buffer of a group written, for reuse.
+func (s *Ledger) keepGroupBuffer(b []byte) {
+	if cap(b) > maxKeptGroupBuf {
+		return
+	}
+	select {
+	case s.groupBufs <- b:
+	default:
+	}
 }
 
 // publish makes durable records visible to readers and hands them to the
