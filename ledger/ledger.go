@@ -233,10 +233,10 @@ type Ledger struct {
 	lastReopen   time.Time
 	failuresSeen int64
 	encodeBuf    []byte        // encodeGroup's scratch
+	groupWait    time.Duration // Config.GroupWait
 	// groupBufs keeps the aligned buffers of groups written for the
 	// groups to come: the syncer returns a group's once written.
 	groupBufs chan []byte
-	groupWait    time.Duration // Config.GroupWait
 	// syncq hands the groups to the syncer, which says on syncIdle when
 	// it waits for one; inflight counts those it has not finished;
 	// reopenKick wakes the writer to reopen.
