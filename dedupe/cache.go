@@ -3,6 +3,7 @@ package dedupe
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/dgraph-io/ristretto/v2"
@@ -20,6 +21,10 @@ type Cached struct {
 	inner Store
 	cache *ristretto.Cache[string, int64] // key → end of its window (unix ns)
 	now   func() time.Time
+	// forgets counts the calls of Forget and ForgetAll: a claim or commit
+	// that saw it change while it asked the store drops the answer it
+	// cached, which a forget meanwhile may have made stale.
+	forgets atomic.Uint64
 
 	// closeMu orders Forget (from an admin's forget, or another instance's
 	// through Redis) before Close: ristretto must not be used once closed.
@@ -84,21 +89,39 @@ func (c *Cached) Claim(ctx context.Context, key string, lease time.Duration) (Cl
 	if !ok {
 		return c.inner.Claim(ctx, key, lease)
 	}
+	forgets := c.forgets.Load()
 	cl, until, err := wc.ClaimWindow(ctx, key, lease)
 	if err == nil && cl.State == Delivered && until.After(now) {
-		c.cache.SetWithTTL(key, until.UnixNano(), 1, until.Sub(now))
+		c.remember(key, until.UnixNano(), until.Sub(now), forgets)
 	}
 	return cl, err
+}
+
+// remember caches key as delivered until end (unix ns), for ttl, as the
+// store answered while forgets was the count of forgets: if one came since,
+// the answer may be stale (the store forgot key after it answered) and is
+// dropped again. A forget counts before it clears the cache, so either it
+// clears this set, or this sees the count changed.
+func (c *Cached) remember(key string, end int64, ttl time.Duration, forgets uint64) {
+	c.cache.SetWithTTL(key, end, 1, ttl)
+	if c.forgets.Load() != forgets {
+		c.closeMu.RLock()
+		defer c.closeMu.RUnlock()
+		if !c.closed {
+			c.cache.Del(key) // after the set: ristretto applies them in order
+		}
+	}
 }
 
 // Commit implements Store: once the store has committed, the cache knows
 // the key as delivered until its window ends.
 func (c *Cached) Commit(ctx context.Context, cl Claim, window time.Duration) error {
 	end := c.now().Add(window).UnixNano()
+	forgets := c.forgets.Load()
 	if err := c.inner.Commit(ctx, cl, window); err != nil {
 		return err
 	}
-	c.cache.SetWithTTL(cl.Key, end, 1, window)
+	c.remember(cl.Key, end, window, forgets)
 	return nil
 }
 
@@ -123,6 +146,7 @@ func (c *Cached) Renew(ctx context.Context, cl Claim, lease time.Duration) error
 // (the spool's Forget): the next Claim of it asks the store. Sets still
 // buffered by ristretto are applied first, so none brings it back.
 func (c *Cached) Forget(key string) {
+	c.forgets.Add(1)
 	c.closeMu.RLock()
 	defer c.closeMu.RUnlock()
 	if c.closed {
@@ -136,6 +160,7 @@ func (c *Cached) Forget(key string) {
 // may have missed (WatchForgotten, after a lost subscription): every
 // next Claim asks the store.
 func (c *Cached) ForgetAll() {
+	c.forgets.Add(1)
 	c.closeMu.RLock()
 	defer c.closeMu.RUnlock()
 	if c.closed {

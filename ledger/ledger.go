@@ -186,6 +186,9 @@ type Config struct {
 	// pause after a failed build of the replay filter: it is called with
 	// the pause (filterRetry) and returns the channel that ends it.
 	filterRetryAfter func(time.Duration) <-chan time.Time
+	// forgetScanned, when set (by tests), is called by Forget once it has
+	// read the spool's records of the key, before its journal record.
+	forgetScanned func()
 	// Now is the ledger's clock; time.Now when nil. Tests move it.
 	Now func() time.Time
 }
@@ -260,6 +263,7 @@ type Ledger struct {
 	filterBuilt                        chan<- *replayFilter                 // Config.filterBuilt
 	filterChunkRead                    func(int) error                      // Config.filterChunkRead
 	filterRetryAfter                   func(time.Duration) <-chan time.Time // Config.filterRetryAfter
+	forgetScanned                      func()                               // Config.forgetScanned
 	// fileReads counts the replay look-ups that read the file.
 	fileReads        atomic.Int64
 	manualCheckpoint bool
@@ -434,6 +438,7 @@ func (s *Ledger) openJournal(cfg Config) error {
 	s.allocKick, s.allocStop, s.allocDone = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
 	s.filterKick, s.filterStop, s.filterDone = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})
 	s.filterBuilt, s.filterChunkRead, s.filterRetryAfter = cfg.filterBuilt, cfg.filterChunkRead, cfg.filterRetryAfter
+	s.forgetScanned = cfg.forgetScanned
 	s.manualCheckpoint = cfg.manualCheckpoint
 	s.onSync, s.onJournalError = cfg.OnSync, cfg.OnJournalError
 	s.j = &journal{fs: s.fs, dir: filepath.Dir(s.path), name: filepath.Base(s.path), maxSize: s.segmentSize}

@@ -533,9 +533,17 @@ func (s *Ledger) Discard(ctx context.Context, seq uint64, by string) (spool.Reco
 // Forget implements spool.Store: it deletes the replay record of key and a
 // discarded event of it; a pending or dead event of it is an error (retry
 // or discard it first: forgetting its id would let a resend be spooled
-// twice).
+// twice), as is one spooled, or retried, while Forget runs.
 func (s *Ledger) Forget(ctx context.Context, key string) (bool, error) {
 	dg := digest(sha256.Sum256([]byte(key)))
+	// The spool is read before the journal record, outside the writer:
+	// what changes in between (a copy of the event spooled, a discarded
+	// event retried) is checked in the writer, against the replay record
+	// as it was before the read and the discarded events' states.
+	before, had, err := s.replayOf(&dg)
+	if err != nil {
+		return false, err
+	}
 	var spooled *spool.Record
 	seqs, err := s.recordsOf(&dg)
 	if err != nil {
@@ -552,23 +560,37 @@ func (s *Ledger) Forget(ctx context.Context, key string) (bool, error) {
 	if spooled != nil {
 		return false, fmt.Errorf("%w: the event is spooled as %d (%s): retry or discard it first", ErrSpooled, spooled.ID, spooled.State)
 	}
+	if s.forgetScanned != nil {
+		s.forgetScanned()
+	}
 	var deleted bool
 	op := &jop{
 		class: classChange,
 		eval: func(v *view) ([]mutation, error) {
 			var muts []mutation
 			for _, seq := range purge {
-				_, oldIdx, ok, err := v.spoolOf(seq)
+				enc, oldIdx, ok, err := v.spoolOf(seq)
 				if err != nil {
 					return nil, err
 				}
-				if ok {
-					muts = append(muts, mutation{kind: mDelSpool, spoolChange: &spoolChange{seq: seq, oldIdx: oldIdx}})
+				if !ok {
+					continue
 				}
+				if d, err := decodeRecord(seq, enc, false); err != nil {
+					return nil, err
+				} else if d.State != spool.Discarded {
+					return nil, fmt.Errorf("%w: the event was %s as %d meanwhile: discard it first", ErrSpooled, d.State, seq)
+				}
+				muts = append(muts, mutation{kind: mDelSpool, spoolChange: &spoolChange{seq: seq, oldIdx: oldIdx}})
 			}
-			_, exists, err := v.replayOf(&dg)
+			r, exists, err := v.replayOf(&dg)
 			if err != nil {
 				return nil, err
+			}
+			if exists && r.state == recordAccepted && (!had || r != before) {
+				// Accepted since the spool was read: a copy of the event
+				// was spooled meanwhile.
+				return nil, fmt.Errorf("%w: a copy of the event was spooled meanwhile: retry or discard it first", ErrSpooled)
 			}
 			deleted = exists
 			if exists {
