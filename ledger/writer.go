@@ -741,6 +741,7 @@ func readJournal(fsys fileSystem, j *journal, ledgerPath string, applied, limit 
 	}
 	var segs []found
 	out := &journalRead{maxID: j.nextID, last: applied}
+	removed := false
 	for _, name := range names {
 		id, tmp, ok := j.segmentID(name)
 		if !ok {
@@ -750,6 +751,7 @@ func readJournal(fsys fileSystem, j *journal, ledgerPath string, applied, limit 
 		out.maxID = max(out.maxID, id+1)
 		if tmp { // a segment being made when the process ended
 			_ = fsys.Remove(path)
+			removed = true
 			continue
 		}
 		data, err := readSegmentFile(fsys, path, drop)
@@ -765,6 +767,7 @@ func readJournal(fsys fileSystem, j *journal, ledgerPath string, applied, limit 
 			// it holds nothing acknowledged, and its base, the seq its first
 			// record would have had, may equal a later segment's.
 			_ = fsys.Remove(path)
+			removed = true
 			continue
 		}
 		if !sc.activated {
@@ -780,6 +783,14 @@ func readJournal(fsys fileSystem, j *journal, ledgerPath string, applied, limit 
 			}
 		}
 		segs = append(segs, found{id, path, sc, int64(len(data))})
+	}
+	if removed {
+		// Durable before any segment is activated at the base a torn one
+		// had: back after a power loss, one whose group the disk got
+		// meanwhile (after a failed sync) could supersede its records.
+		if err := fsys.SyncDir(j.dir); err != nil {
+			return nil, fmt.Errorf("journal folder %s: %v", j.dir, err)
+		}
 	}
 	// In the order of their records, not of their ids: an id is given when
 	// a segment is made, and a spare made earlier may be activated after a
