@@ -1,6 +1,7 @@
 package ledger
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -139,6 +140,43 @@ func TestAlignedBlocks(t *testing.T) {
 				t.Fatalf("alignedBlocks(%d)[%d] = %d", n, i, c)
 			}
 		}
+	}
+}
+
+// A group's buffer, reused by a later group, holds only that group's
+// frames: its stale bytes are zeroed, as the reader of a segment expects
+// after a group's last frame.
+func TestGroupBufferReuse(t *testing.T) {
+	recs := []jrecord{{seq: 7, muts: []mutation{{kind: mPause, scope: "payments", paused: true}}}}
+	fresh := &Ledger{groupBufs: make(chan []byte, 2)}
+	want := fresh.encodeGroup(&segment{id: 3}, recs, true)
+
+	s := &Ledger{groupBufs: make(chan []byte, 2)}
+	old := s.groupBuffer(3 * blockSize)
+	for i := range old {
+		old[i] = 0xff
+	}
+	s.keepGroupBuffer(old)
+	got := s.encodeGroup(&segment{id: 3}, recs, true)
+	if &got[0] != &old[0] {
+		t.Fatal("the buffer kept was not reused")
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("a reused buffer encodes %d bytes unlike a new one's %d", len(got), len(want))
+	}
+	if uintptr(unsafe.Pointer(&got[0]))%blockSize != 0 || len(got)%blockSize != 0 {
+		t.Fatalf("reused buffer of %d bytes at %p: not whole aligned blocks", len(got), &got[0])
+	}
+
+	// A buffer too small for the group is not used; one too large is not
+	// kept.
+	s.keepGroupBuffer(s.groupBuffer(blockSize)[:blockSize:blockSize])
+	if b := s.groupBuffer(2 * blockSize); len(b) != 2*blockSize {
+		t.Fatalf("groupBuffer(2 blocks): %d bytes", len(b))
+	}
+	s.keepGroupBuffer(alignedBlocks(maxKeptGroupBuf + blockSize))
+	if len(s.groupBufs) != 0 {
+		t.Fatalf("%d buffers kept, want none larger than maxKeptGroupBuf", len(s.groupBufs))
 	}
 }
 

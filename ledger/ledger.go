@@ -237,6 +237,9 @@ type Ledger struct {
 	failuresSeen int64
 	encodeBuf    []byte        // encodeGroup's scratch
 	groupWait    time.Duration // Config.GroupWait
+	// groupBufs keeps the aligned buffers of groups written for the
+	// groups to come: the syncer returns a group's once written.
+	groupBufs chan []byte
 	// syncq hands the groups to the syncer, which says on syncIdle when
 	// it waits for one; inflight counts those it has not finished;
 	// reopenKick wakes the writer to reopen.
@@ -428,6 +431,7 @@ func (s *Ledger) openJournal(cfg Config) error {
 	s.jops = make(chan *jop, maxGroupOps)
 	s.jdone = make(chan struct{})
 	s.syncq = make(chan *group, 1)
+	s.groupBufs = make(chan []byte, 2)
 	s.syncIdle = make(chan struct{}, 1)
 	s.reopenKick = make(chan struct{}, 1)
 	s.cpKick, s.cpStop, s.cpDone = make(chan struct{}, 1), make(chan struct{}), make(chan struct{})

@@ -283,6 +283,7 @@ func (s *Ledger) handGroup(g *group) {
 			s.signalIdle()
 			return
 		}
+		s.keepGroupBuffer(buf)
 		buf = s.encodeGroup(active, g.recs, true)
 	}
 	g.buf, g.sg, g.off = buf, active, active.off
@@ -339,6 +340,8 @@ func (s *Ledger) syncGroup(g *group, synced **segment) {
 	crashAt("before-write")
 	_, err := g.sg.f.WriteAt(g.buf, g.off)
 	crashAt("after-write")
+	s.keepGroupBuffer(g.buf)
+	g.buf = nil
 	if err == nil {
 		start := time.Now()
 		err = g.sg.f.Datasync()
@@ -499,9 +502,42 @@ func (s *Ledger) encodeGroup(sg *segment, recs []jrecord, fresh bool) []byte {
 		buf = endFrame(buf, start)
 	}
 	s.encodeBuf = buf
-	out := alignedBlocks(len(buf))
-	copy(out, buf)
+	out := s.groupBuffer(len(buf))
+	clear(out[copy(out, buf):])
 	return out
+}
+
+// Group buffers: most groups fit in minGroupBuf, and none larger than
+// maxKeptGroupBuf is kept for reuse.
+const (
+	minGroupBuf     = 4 * blockSize
+	maxKeptGroupBuf = 64 * blockSize
+)
+
+// groupBuffer returns aligned memory of whole blocks, at least n bytes, for
+// a group's frames: one a written group returned (keepGroupBuffer), or
+// new. Its content is undefined.
+func (s *Ledger) groupBuffer(n int) []byte {
+	size := int(alignUp(int64(n), blockSize))
+	select {
+	case b := <-s.groupBufs:
+		if cap(b) >= size {
+			return b[:size]
+		}
+	default:
+	}
+	return alignedBlocks(max(size, minGroupBuf))[:size]
+}
+
+// keepGroupBuffer returns the buffer of a group written, for reuse.
+func (s *Ledger) keepGroupBuffer(b []byte) {
+	if cap(b) > maxKeptGroupBuf {
+		return
+	}
+	select {
+	case s.groupBufs <- b:
+	default:
+	}
 }
 
 // publish makes durable records visible to readers and hands them to the
@@ -705,6 +741,7 @@ func readJournal(fsys fileSystem, j *journal, ledgerPath string, applied, limit 
 	}
 	var segs []found
 	out := &journalRead{maxID: j.nextID, last: applied}
+	removed := false
 	for _, name := range names {
 		id, tmp, ok := j.segmentID(name)
 		if !ok {
@@ -714,6 +751,7 @@ func readJournal(fsys fileSystem, j *journal, ledgerPath string, applied, limit 
 		out.maxID = max(out.maxID, id+1)
 		if tmp { // a segment being made when the process ended
 			_ = fsys.Remove(path)
+			removed = true
 			continue
 		}
 		data, err := readSegmentFile(fsys, path, drop)
@@ -729,6 +767,7 @@ func readJournal(fsys fileSystem, j *journal, ledgerPath string, applied, limit 
 			// it holds nothing acknowledged, and its base, the seq its first
 			// record would have had, may equal a later segment's.
 			_ = fsys.Remove(path)
+			removed = true
 			continue
 		}
 		if !sc.activated {
@@ -744,6 +783,14 @@ func readJournal(fsys fileSystem, j *journal, ledgerPath string, applied, limit 
 			}
 		}
 		segs = append(segs, found{id, path, sc, int64(len(data))})
+	}
+	if removed {
+		// Durable before any segment is activated at the base a torn one
+		// had: back after a power loss, one whose group the disk got
+		// meanwhile (after a failed sync) could supersede its records.
+		if err := fsys.SyncDir(j.dir); err != nil {
+			return nil, fmt.Errorf("journal folder %s: %v", j.dir, err)
+		}
 	}
 	// In the order of their records, not of their ids: an id is given when
 	// a segment is made, and a spare made earlier may be activated after a
