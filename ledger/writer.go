@@ -76,16 +76,18 @@ func (s *Ledger) submit(ctx context.Context, op *jop) error {
 	return handOff(ctx, s, &s.jmu, &s.jclosed, s.jops, op, op.done, "write")
 }
 
-// The journal's write path is two goroutines. The writer evaluates each
+// The journal's write path is three goroutines. The writer evaluates each
 // operation as it arrives, in order, against the state every earlier one
 // left, and gathers the records into a group; the syncer writes a group
-// (one write) and syncs it (one fdatasync), then publishes it and wakes its
-// callers. The writer hands the syncer its group once the syncer is idle
-// and no more deliveries are in flight than the group holds (gatherFor):
-// a group is everything that arrived during the sync before, and while
-// others are in flight whatever comes in the next groupWait. An operation
-// waits at most for the end of the sync running when it arrived, groupWait,
-// and its own sync.
+// (one write) and hands it to the flusher, which syncs it (one fdatasync),
+// then publishes it and wakes its callers. The syncer writes a group while
+// the flusher syncs the one before, and takes the next once the flusher
+// has taken the one it wrote. The writer hands the syncer its group once
+// the syncer is idle and no more deliveries are in flight than the group
+// holds (gatherFor): a group is everything that arrived during the write
+// and sync before, and while others are in flight whatever comes in the
+// next groupWait. An operation waits at most for the end of the write and
+// the sync running when it arrived, groupWait, and its own write and sync.
 
 // group is a group of records on its way to the journal: its operations,
 // their records, and what they changed (staged) for the operations
@@ -106,6 +108,8 @@ type group struct {
 	buf []byte
 	sg  *segment
 	off int64
+	// writeErr is why its write failed.
+	writeErr error
 }
 
 func (s *Ledger) newGroup() *group {
@@ -305,22 +309,55 @@ func (s *Ledger) signalIdle() {
 	}
 }
 
-// syncer is the goroutine that writes and syncs the groups, in order, and
-// publishes them and wakes their callers once durable.
+// syncer is the goroutine that writes the groups, in order, and hands each
+// to the flusher, which syncs it. It writes a group while the flusher syncs
+// the one before: with O_DIRECT a write waits for the disk as an fdatasync
+// does, and overlapped, a group's turn takes the longer of the two rather
+// than their sum. The hand-off is unbuffered: at most one group is written
+// ahead of the sync, and the writer gathers the next meanwhile.
 func (s *Ledger) syncer() {
-	defer close(s.jdone)
-	var synced *segment // the segment of the last group synced
+	flushq := make(chan *group)
+	flushed := make(chan struct{})
+	go s.flusher(flushq, flushed)
 	for g := range s.syncq {
+		s.writeGroup(g)
+		flushq <- g
+		s.signalIdle()
+	}
+	close(flushq)
+	<-flushed
+	close(s.jdone)
+}
+
+// writeGroup writes the frames of g, unless it has none or the journal is
+// broken; a failed write is g.writeErr, for the flusher to fail in turn,
+// after the groups before g.
+func (s *Ledger) writeGroup(g *group) {
+	if len(g.recs) == 0 || s.brokenErr() != nil {
+		return
+	}
+	crashAt("before-write")
+	_, g.writeErr = g.sg.f.WriteAt(g.buf, g.off)
+	crashAt("after-write")
+	s.keepGroupBuffer(g.buf)
+	g.buf = nil
+}
+
+// flusher is the goroutine that syncs the groups written, in order, and
+// publishes them and wakes their callers once durable.
+func (s *Ledger) flusher(flushq <-chan *group, done chan<- struct{}) {
+	defer close(done)
+	var synced *segment // the segment of the last group synced
+	for g := range flushq {
 		s.syncGroup(g, &synced)
 		s.inflight.Done()
-		s.signalIdle()
 	}
 	if synced != nil && synced.f != nil && synced != s.j.active() {
 		_ = synced.f.Close()
 	}
 }
 
-// syncGroup writes and syncs the group g (after the ones before it), then
+// syncGroup syncs the group g, written (after the ones before it), then
 // publishes it and finishes its operations; a failed write or sync is
 // fatal to the journal (journalFailed). synced is the segment of the
 // previous group: its file is closed once a later segment's group is synced.
@@ -337,11 +374,7 @@ func (s *Ledger) syncGroup(g *group, synced **segment) {
 		}
 		return
 	}
-	crashAt("before-write")
-	_, err := g.sg.f.WriteAt(g.buf, g.off)
-	crashAt("after-write")
-	s.keepGroupBuffer(g.buf)
-	g.buf = nil
+	err := g.writeErr
 	if err == nil {
 		start := time.Now()
 		err = g.sg.f.Datasync()
