@@ -311,10 +311,11 @@ func (s *Ledger) signalIdle() {
 
 // syncer is the goroutine that writes the groups, in order, and hands each
 // to the flusher, which syncs it. It writes a group while the flusher syncs
-// the one before: with O_DIRECT a write waits for the disk as an fdatasync
-// does, and overlapped, a group's turn takes the longer of the two rather
-// than their sum. The hand-off is unbuffered: at most one group is written
-// ahead of the sync, and the writer gathers the next meanwhile.
+// the one before, and the writer gathers the next meanwhile: the groups are
+// larger under load (docs/benchmarks.md), and on a disk that takes a write
+// and a flush at once a group's turn is the longer of the two rather than
+// their sum. The hand-off is unbuffered: at most one group is written ahead
+// of the sync.
 func (s *Ledger) syncer() {
 	flushq := make(chan *group)
 	flushed := make(chan struct{})
