@@ -37,25 +37,8 @@ func idleEntry(t testing.TB, s *Redis, id uint64) {
 // delivered a second time a second later.
 func TestRedisSpoolOwnLeaseTakenBackKeepsAttempt(t *testing.T) {
 	t.Parallel()
-	srv := startRedisWith(t, testkit.RedisOptions{AppendFsync: "always"})
 	ctx := context.Background()
-	a := newSpoolRedis(t, srv, "retake:", time.Minute)
-	rec := mustSpool(t, a, "shop", "evt_slow")
-	if got := leaseAll(t, a, "shop", 1); len(got) != 1 || got[0].ID != rec.ID {
-		t.Fatalf("leased %+v", got)
-	}
-	idleEntry(t, a, rec.ID)
-	// A's worker looks again while the attempt runs: in flight, skipped.
-	_, err := a.Lease(ctx, time.Now(), []spool.Opening{{Target: "shop/t", Scope: "shop", Free: 1}},
-		func(d spool.Due) spool.Verdict {
-			if d.ID != rec.ID {
-				t.Errorf("offered %+v", d)
-			}
-			return spool.Skip
-		})
-	if err != nil {
-		t.Fatal(err)
-	}
+	a, rec := ownLeaseTakenBack(t, "retake:")
 	// The attempt's renewals work again, then it ends with a 2xx.
 	if err := a.Extend(ctx, rec.ID); err != nil {
 		t.Fatalf("Extend of the attempt running here: %v", err)
@@ -73,18 +56,8 @@ func TestRedisSpoolOwnLeaseTakenBackKeepsAttempt(t *testing.T) {
 // another instance's), and the event waits for its next attempt.
 func TestRedisSpoolOwnLeaseTakenBackRecordsFailure(t *testing.T) {
 	t.Parallel()
-	srv := startRedisWith(t, testkit.RedisOptions{AppendFsync: "always"})
 	ctx := context.Background()
-	a := newSpoolRedis(t, srv, "retake2:", time.Minute)
-	rec := mustSpool(t, a, "shop", "evt_slow")
-	if got := leaseAll(t, a, "shop", 1); len(got) != 1 {
-		t.Fatalf("leased %+v", got)
-	}
-	idleEntry(t, a, rec.ID)
-	if _, err := a.Lease(ctx, time.Now(), []spool.Opening{{Target: "shop/t", Scope: "shop", Free: 1}},
-		func(spool.Due) spool.Verdict { return spool.Skip }); err != nil {
-		t.Fatal(err)
-	}
+	a, rec := ownLeaseTakenBack(t, "retake2:")
 	next := time.Now().Add(time.Hour)
 	if err := a.Failed(ctx, &spool.Record{ID: rec.ID, Attempts: 1, LastError: "502", NextAt: next}); err != nil {
 		t.Fatal(err)
@@ -93,6 +66,32 @@ func TestRedisSpoolOwnLeaseTakenBackRecordsFailure(t *testing.T) {
 	if err != nil || !ok || got.Attempts != 1 || got.LastError != "502" || !got.NextAt.Equal(time.Unix(0, next.UnixNano())) {
 		t.Fatalf("after the failed attempt: %+v ok=%v err=%v; want attempts 1, error 502, next in an hour", got, ok, err)
 	}
+}
+
+// ownLeaseTakenBack spools an event on a store of its own (keys under
+// prefix), leases it, lets its stream entry idle past the lease, and has
+// the same instance's next Lease take the entry back while the attempt
+// runs: the worker skips it (in flight here).
+func ownLeaseTakenBack(t *testing.T, prefix string) (*Redis, *spool.Record) {
+	t.Helper()
+	srv := startRedisWith(t, testkit.RedisOptions{AppendFsync: "always"})
+	a := newSpoolRedis(t, srv, prefix, time.Minute)
+	rec := mustSpool(t, a, "shop", "evt_slow")
+	if got := leaseAll(t, a, "shop", 1); len(got) != 1 || got[0].ID != rec.ID {
+		t.Fatalf("leased %+v", got)
+	}
+	idleEntry(t, a, rec.ID)
+	_, err := a.Lease(context.Background(), time.Now(), []spool.Opening{{Target: "shop/t", Scope: "shop", Free: 1}},
+		func(d spool.Due) spool.Verdict {
+			if d.ID != rec.ID {
+				t.Errorf("offered %+v", d)
+			}
+			return spool.Skip
+		})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, rec
 }
 
 // forgetDuring is a Redis store whose next claim or commit runs during
