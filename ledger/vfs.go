@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 )
 
@@ -73,14 +74,20 @@ func (osFS) OpenSegment(name string) (journalFile, error) {
 // blockSize) reopens the file without O_DIRECT and is tried again: a
 // refused write wrote nothing, and every later write goes through the page
 // cache, each still followed by its Datasync. Only the syncer writes a
-// segment.
+// segment, but the flusher syncs it meanwhile (writer.go): mu, held for
+// writing while the file is swapped, keeps a sync off the file being
+// closed.
 type directFile struct {
 	osFile
 	name string
+	mu   sync.RWMutex
 }
 
 func (f *directFile) WriteAt(p []byte, off int64) (int, error) {
-	n, err := f.File.WriteAt(p, off)
+	f.mu.RLock()
+	cur := f.File
+	n, err := cur.WriteAt(p, off)
+	f.mu.RUnlock()
 	if n != 0 || !errors.Is(err, syscall.EINVAL) {
 		return n, err
 	}
@@ -88,9 +95,43 @@ func (f *directFile) WriteAt(p []byte, off int64) (int, error) {
 	if oerr != nil {
 		return 0, err
 	}
-	_ = f.File.Close()
+	f.mu.Lock()
 	f.File = g
-	return f.File.WriteAt(p, off)
+	f.mu.Unlock()
+	_ = cur.Close()
+	return g.WriteAt(p, off)
+}
+
+// Datasync, Size, DropCache, ReadAt and Close use the file under mu.
+
+func (f *directFile) Datasync() error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.osFile.Datasync()
+}
+
+func (f *directFile) Size() (int64, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.osFile.Size()
+}
+
+func (f *directFile) DropCache() error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.osFile.DropCache()
+}
+
+func (f *directFile) ReadAt(p []byte, off int64) (int, error) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.File.ReadAt(p, off)
+}
+
+func (f *directFile) Close() error {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.File.Close()
 }
 
 func (osFS) Remove(name string) error             { return os.Remove(name) }

@@ -76,3 +76,33 @@ func TestDirectSegmentFallsBackOnRefusedWrite(t *testing.T) {
 		t.Fatalf("segment reads %q, %q", data[100:109], data[200:205])
 	}
 }
+
+// The flusher syncs a segment while the syncer writes the next group to it
+// (writer.go): a write O_DIRECT refuses, which reopens the file, must not
+// race with that sync (before, the sync could read the file being swapped,
+// and fdatasync a descriptor just closed). The race detector tells.
+func TestDirectSegmentFallbackWhileSyncing(t *testing.T) {
+	if !raceEnabled {
+		t.Skip("the race detector tells")
+	}
+	path := zeroSegment(t, 2)
+	f, err := osFS{}.OpenSegment(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, ok := f.(*directFile); !ok {
+		t.Skipf("no O_DIRECT on this file system (%T)", f)
+	}
+	synced := make(chan error, 1)
+	go func() { synced <- f.Datasync() }()
+	if _, err := f.WriteAt([]byte("unaligned"), 100); err != nil { // EINVAL with O_DIRECT: reopened
+		t.Fatalf("unaligned write: %v", err)
+	}
+	if err := <-synced; err != nil {
+		t.Fatalf("the sync during the write: %v", err)
+	}
+	if err := f.Datasync(); err != nil {
+		t.Fatal(err)
+	}
+}

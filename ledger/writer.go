@@ -315,12 +315,31 @@ func (s *Ledger) signalIdle() {
 // larger under load (docs/benchmarks.md), and on a disk that takes a write
 // and a flush at once a group's turn is the longer of the two rather than
 // their sum. The hand-off is unbuffered: at most one group is written ahead
-// of the sync.
+// of the sync; none ahead of the sync of a segment's first group, nor into
+// a new segment ahead of the last sync of the one before.
 func (s *Ledger) syncer() {
 	flushq := make(chan *group)
 	flushed := make(chan struct{})
 	go s.flusher(flushq, flushed)
+	var lastSeg *segment // the segment of the last group written
+	var lastOff int64    // and where in it that group went
 	for g := range s.syncq {
+		if len(g.recs) > 0 {
+			if g.sg != lastSeg || g.off == 0 || lastOff == 0 {
+				// Not ahead of a sync here: a segment's first group waits
+				// for the groups before it (in the segment before) to be
+				// durable, and the group after it for it to be (its first
+				// frame, the segment's header). Written ahead, the disk
+				// could get it first: a new segment's records after a gap
+				// (recovery refuses the journal), or a header-less segment,
+				// read back as a spare, holding a frame of its own id that
+				// would follow the first group written at its next
+				// activation and be read as the journal's.
+				crashAt("write-waits-sync")
+				flushq <- nil // taken once the flusher has finished the group before
+			}
+			lastSeg, lastOff = g.sg, g.off
+		}
 		s.writeGroup(g)
 		flushq <- g
 		s.signalIdle()
@@ -350,6 +369,9 @@ func (s *Ledger) flusher(flushq <-chan *group, done chan<- struct{}) {
 	defer close(done)
 	var synced *segment // the segment of the last group synced
 	for g := range flushq {
+		if g == nil { // the syncer waits for the group before to be finished
+			continue
+		}
 		s.syncGroup(g, &synced)
 		s.inflight.Done()
 	}
