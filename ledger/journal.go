@@ -429,6 +429,36 @@ func (j *journal) recycle(sg *segment) (*segment, error) {
 	return &segment{id: id, path: path, size: sg.size}, nil
 }
 
+// freshSpares gives the spares read back at an open or reopen new ids, the
+// folder synced, and returns them. A spare may hold frames of its own id:
+// a segment whose first group a power loss tore so that its first block
+// (the header) was lost and a later one kept reads back as a spare, and
+// activated again under that id, its new records could be followed by the
+// old frames with the seqs due, read as the journal's. Under a new id they
+// are garbage, as a recycled segment's are. A spare that cannot be renamed
+// is not used (the next open tries again); none is if the folder cannot
+// be synced.
+func (j *journal) freshSpares(spares []*segment) []*segment {
+	var out []*segment
+	for _, sp := range spares {
+		j.mu.Lock()
+		id := j.nextID
+		j.nextID++
+		j.mu.Unlock()
+		path := j.segmentPath(id)
+		if err := j.fs.Rename(sp.path, path); err != nil {
+			continue
+		}
+		out = append(out, &segment{id: id, path: path, size: sp.size})
+	}
+	if len(out) > 0 {
+		if err := j.fs.SyncDir(j.dir); err != nil {
+			return nil
+		}
+	}
+	return out
+}
+
 // takeSpare removes and returns a spare of at least need bytes (nil: none),
 // the largest first.
 func (j *journal) takeSpare(need int64) *segment {

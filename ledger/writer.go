@@ -951,7 +951,11 @@ func (s *Ledger) loadJournal(reopen bool) error {
 	s.applied.Store(applied)
 	s.j.mu.Lock()
 	s.j.nextID = max(s.j.nextID, rd.maxID)
-	s.j.segs, s.j.spares = rd.segs, rd.spares
+	s.j.segs = rd.segs
+	s.j.mu.Unlock()
+	spares := s.j.freshSpares(rd.spares)
+	s.j.mu.Lock()
+	s.j.spares = spares
 	s.j.mu.Unlock()
 	// Never write after what was read: a torn tail or an older use may
 	// follow it. A new segment (a spare, or a small new one) starts at the
