@@ -2,7 +2,9 @@ package ledger
 
 import (
 	"errors"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sort"
@@ -31,6 +33,9 @@ type memFS struct {
 	crashed bool
 	ops     int
 	crashAt int
+	// crashAtSync, when set, crashes the FS at that Datasync (counting
+	// syncs, failed ones too), which fails.
+	crashAtSync int
 	// failSync, when set, is asked at each Datasync whether it fails.
 	failSync func(name string, n int) error
 	syncs    int
@@ -39,6 +44,38 @@ type memFS struct {
 	noDrop bool
 	// full: writes to a file being made (.tmp) fail with ENOSPC.
 	full bool
+	// loose, when set, makes the FS lose less at a crash, as a real disk
+	// may: the kernel or the device wrote some of it back before the power
+	// loss. Each 4 KiB block of a file written since its last Datasync
+	// keeps its new content with probability keep, independently (a file
+	// grown since keeps its new size with that probability, the blocks not
+	// kept reading as before or as zeros); each creation, rename and removal
+	// not followed by a SyncDir is kept with that probability, independently
+	// too (one whose file is no longer under the name it used is dropped).
+	// The draws come from loose, in a fixed order, so a seed reproduces
+	// them for the same operations.
+	loose *rand.Rand
+	keep  float64
+	// dirOps are the creations, renames and removals since the last SyncDir.
+	dirOps []memDirOp
+	// lastCrash says what the last restart kept of what was not durable.
+	lastCrash []string
+}
+
+// memDirOp is a creation (old ""), rename or removal (new "") of the file n.
+type memDirOp struct {
+	old, new string
+	n        *memNode
+}
+
+func (o memDirOp) String() string {
+	switch {
+	case o.old == "":
+		return "create " + filepath.Base(o.new)
+	case o.new == "":
+		return "remove " + filepath.Base(o.old)
+	}
+	return "rename " + filepath.Base(o.old) + " to " + filepath.Base(o.new)
 }
 
 // memNode is a file: its data as read, and as of its last Datasync.
@@ -73,20 +110,112 @@ func (fs *memFS) crash() {
 }
 
 // restart returns the FS as a restarted machine finds it: the durable
-// names, each file with its synced data; it works again.
+// names, each file with its synced data (loose: and what the crash kept of
+// the rest); it works again.
 func (fs *memFS) restart() {
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
+	durable := fs.durable
+	fs.lastCrash = nil
+	if fs.loose != nil {
+		durable = fs.keepDirOps()
+	}
+	names := make([]string, 0, len(durable))
+	for name := range durable {
+		names = append(names, name)
+	}
+	sort.Strings(names) // the draws in a fixed order
 	files := map[string]*memNode{}
-	for name, n := range fs.durable {
-		files[name] = &memNode{data: append([]byte(nil), n.synced...), synced: append([]byte(nil), n.synced...)}
+	for _, name := range names {
+		n := durable[name]
+		data := n.synced
+		if fs.loose != nil {
+			data = fs.keepBlocks(name, n)
+		}
+		files[name] = &memNode{data: append([]byte(nil), data...), synced: append([]byte(nil), data...)}
 	}
 	fs.files = files
+	fs.dirOps = nil
 	fs.durable = map[string]*memNode{}
 	for name, n := range files {
 		fs.durable[name] = n
 	}
-	fs.crashed, fs.crashAt, fs.ops = false, 0, 0
+	fs.crashed, fs.crashAt, fs.crashAtSync, fs.ops = false, 0, 0, 0
+}
+
+// keepDirOps returns the names as a loose crash leaves them: the durable
+// ones, with each operation since the last SyncDir applied with
+// probability keep, in the order made. fs.mu is held.
+func (fs *memFS) keepDirOps() map[string]*memNode {
+	out := make(map[string]*memNode, len(fs.durable))
+	for name, n := range fs.durable {
+		out[name] = n
+	}
+	for _, o := range fs.dirOps {
+		if fs.loose.Float64() >= fs.keep {
+			fs.lastCrash = append(fs.lastCrash, "lost: "+o.String())
+			continue
+		}
+		applied := false
+		switch {
+		case o.old == "": // not over a file whose removal was lost
+			if _, ok := out[o.new]; !ok {
+				out[o.new], applied = o.n, true
+			}
+		case out[o.old] == o.n: // its file under the name it renames or removes
+			delete(out, o.old)
+			if o.new != "" {
+				out[o.new] = o.n
+			}
+			applied = true
+		}
+		if applied {
+			fs.lastCrash = append(fs.lastCrash, "kept: "+o.String())
+		} else {
+			fs.lastCrash = append(fs.lastCrash, "moot: "+o.String())
+		}
+	}
+	return out
+}
+
+// keepBlocks returns the data of n as a loose crash leaves it: its synced
+// data, each block written since kept with probability keep. fs.mu is held.
+func (fs *memFS) keepBlocks(name string, n *memNode) []byte {
+	old, cur := n.synced, n.data
+	size := len(old)
+	if len(cur) > len(old) && fs.loose.Float64() < fs.keep {
+		size = len(cur)
+	}
+	out := make([]byte, size)
+	copy(out, old)
+	var kept, lost []int
+	for off := 0; off < size; off += blockSize {
+		end := min(off+blockSize, size)
+		was := out[off:end]
+		var now []byte
+		if off < len(cur) {
+			now = cur[off:min(end, len(cur))]
+		}
+		if bytesEqualPadded(was, now) {
+			continue
+		}
+		if fs.loose.Float64() < fs.keep {
+			copy(was, now)
+			clear(was[len(now):])
+			kept = append(kept, off/blockSize)
+		} else {
+			lost = append(lost, off/blockSize)
+		}
+	}
+	if len(kept)+len(lost) > 0 || size != len(old) {
+		fs.lastCrash = append(fs.lastCrash, fmt.Sprintf("%s: %d bytes synced, %d written, %d kept; blocks kept %v, lost %v", filepath.Base(name), len(old), len(cur), size, kept, lost))
+	}
+	return out
+}
+
+// bytesEqualPadded says whether a equals b followed by zeros.
+func bytesEqualPadded(a, b []byte) bool {
+	return string(a[:len(b)]) == string(b) && isZero(a[len(b):])
 }
 
 func (fs *memFS) OpenFile(name string, flag int, _ os.FileMode) (journalFile, error) {
@@ -107,6 +236,7 @@ func (fs *memFS) OpenFile(name string, flag int, _ os.FileMode) (journalFile, er
 		}
 		n = &memNode{}
 		fs.files[name] = n
+		fs.dirOps = append(fs.dirOps, memDirOp{new: name, n: n})
 	}
 	return &memFile{fs: fs, name: name, n: n}, nil
 }
@@ -128,10 +258,12 @@ func (fs *memFS) Remove(name string) error {
 	if err := fs.op(); err != nil {
 		return err
 	}
-	if _, ok := fs.files[name]; !ok {
+	n, ok := fs.files[name]
+	if !ok {
 		return &os.PathError{Op: "remove", Path: name, Err: os.ErrNotExist}
 	}
 	delete(fs.files, name)
+	fs.dirOps = append(fs.dirOps, memDirOp{old: name, n: n})
 	return nil
 }
 
@@ -147,6 +279,7 @@ func (fs *memFS) Rename(oldName, newName string) error {
 	}
 	delete(fs.files, oldName)
 	fs.files[newName] = n
+	fs.dirOps = append(fs.dirOps, memDirOp{old: oldName, new: newName, n: n})
 	return nil
 }
 
@@ -176,6 +309,7 @@ func (fs *memFS) SyncDir(string) error {
 	for name, n := range fs.files {
 		fs.durable[name] = n
 	}
+	fs.dirOps = nil
 	return nil
 }
 
@@ -249,6 +383,10 @@ func (f *memFile) Datasync() error {
 		return err
 	}
 	f.fs.syncs++
+	if f.fs.crashAtSync > 0 && f.fs.syncs >= f.fs.crashAtSync {
+		f.fs.crashed = true
+		return errCrashed
+	}
 	if f.fs.failSync != nil {
 		if err := f.fs.failSync(f.name, f.fs.syncs); err != nil {
 			return err // the data stays unsynced: lost at a crash or DropCache
