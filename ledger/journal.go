@@ -414,16 +414,26 @@ func (j *journal) createFitting(size, need int64) (*segment, error) {
 // come back after a power loss under the old name, whose header they do not
 // match (they would be read as an unused spare, and lost).
 func (j *journal) recycle(sg *segment) (*segment, error) {
+	sp, err := j.renameToNewID(sg)
+	if err != nil {
+		return nil, err
+	}
+	if err := j.fs.SyncDir(j.dir); err != nil {
+		// Not used: at the next start it is an unused spare (of either name).
+		return nil, err
+	}
+	return sp, nil
+}
+
+// renameToNewID renames the file of sg to the next segment id and returns
+// the segment under it (not yet durable: SyncDir).
+func (j *journal) renameToNewID(sg *segment) (*segment, error) {
 	j.mu.Lock()
 	id := j.nextID
 	j.nextID++
 	j.mu.Unlock()
 	path := j.segmentPath(id)
 	if err := j.fs.Rename(sg.path, path); err != nil {
-		return nil, err
-	}
-	if err := j.fs.SyncDir(j.dir); err != nil {
-		// Not used: at the next start it is an unused spare (of either name).
 		return nil, err
 	}
 	return &segment{id: id, path: path, size: sg.size}, nil
@@ -441,15 +451,9 @@ func (j *journal) recycle(sg *segment) (*segment, error) {
 func (j *journal) freshSpares(spares []*segment) []*segment {
 	var out []*segment
 	for _, sp := range spares {
-		j.mu.Lock()
-		id := j.nextID
-		j.nextID++
-		j.mu.Unlock()
-		path := j.segmentPath(id)
-		if err := j.fs.Rename(sp.path, path); err != nil {
-			continue
+		if fresh, err := j.renameToNewID(sp); err == nil {
+			out = append(out, fresh)
 		}
-		out = append(out, &segment{id: id, path: path, size: sp.size})
 	}
 	if len(out) > 0 {
 		if err := j.fs.SyncDir(j.dir); err != nil {

@@ -76,6 +76,21 @@ func (h *pipeHold) onSync(time.Duration, int) {
 	h.fs.crash()
 }
 
+// openPipeHold opens a ledger of small segments, checkpointed by hand, on
+// a new memFS, with a pipeHold on its syncs.
+func openPipeHold(t *testing.T) (*memFS, *pipeHold, Config, *Ledger) {
+	t.Helper()
+	fs := newMemFS()
+	h := newPipeHold(t, fs)
+	cfg := Config{Path: filepath.Join(t.TempDir(), "ledger.db"), SweepEvery: time.Hour, SegmentSize: minSegmentSize, fs: fs, manualCheckpoint: true, OnSync: h.onSync}
+	s, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.s = s
+	return fs, h, cfg, s
+}
+
 // spoolRec is a spooled event of body n bytes.
 func spoolRec(id string, n int) *spool.Record {
 	body := make([]byte, n)
@@ -94,14 +109,8 @@ func spoolRec(id string, n int) *spool.Record {
 // while the sync of the old one's last group ran, and the next Open failed
 // ("its records end at N, but the next segment begins at N+2").
 func TestJournalRotationWhileTheSyncBeforeFails(t *testing.T) {
-	fs := newMemFS()
-	h := newPipeHold(t, fs)
-	cfg := Config{Path: filepath.Join(t.TempDir(), "ledger.db"), SweepEvery: time.Hour, SegmentSize: minSegmentSize, fs: fs, manualCheckpoint: true, OnSync: h.onSync}
-	s, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.s = s
+	fs, h, cfg, s := openPipeHold(t)
+	var err error
 	ctx := context.Background()
 	const body = 200 << 10
 	// Acknowledged events, until the segment has room for one more group
@@ -180,14 +189,8 @@ func TestJournalRotationWhileTheSyncBeforeFails(t *testing.T) {
 // acknowledged. The syncer must not write after a segment's first group
 // until that group is durable.
 func TestJournalNoWriteAfterAFreshSegmentsFirstGroupUntilSynced(t *testing.T) {
-	fs := newMemFS()
-	h := newPipeHold(t, fs)
-	cfg := Config{Path: filepath.Join(t.TempDir(), "ledger.db"), SweepEvery: time.Hour, SegmentSize: minSegmentSize, fs: fs, manualCheckpoint: true, OnSync: h.onSync}
-	s, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h.s = s
+	fs, h, cfg, s := openPipeHold(t)
+	var err error
 	ctx := context.Background()
 	seg := s.j.active()
 	if seg == nil || seg.off != 0 {

@@ -43,15 +43,7 @@ func TestOpenSegmentDirect(t *testing.T) {
 // cache instead: the segment is reopened without O_DIRECT, the write
 // succeeds, and so do the next ones.
 func TestDirectSegmentFallsBackOnRefusedWrite(t *testing.T) {
-	path := zeroSegment(t, 2)
-	f, err := osFS{}.OpenSegment(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, ok := f.(*directFile); !ok {
-		t.Skipf("no O_DIRECT on this file system (%T)", f)
-	}
+	path, f := directSegment(t)
 	if _, err := f.WriteAt([]byte("unaligned"), 100); err != nil { // EINVAL with O_DIRECT
 		t.Fatalf("unaligned write: %v", err)
 	}
@@ -85,15 +77,7 @@ func TestDirectSegmentFallbackWhileSyncing(t *testing.T) {
 	if !raceEnabled {
 		t.Skip("the race detector tells")
 	}
-	path := zeroSegment(t, 2)
-	f, err := osFS{}.OpenSegment(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, ok := f.(*directFile); !ok {
-		t.Skipf("no O_DIRECT on this file system (%T)", f)
-	}
+	_, f := directSegment(t)
 	synced := make(chan error, 1)
 	go func() { synced <- f.Datasync() }()
 	if _, err := f.WriteAt([]byte("unaligned"), 100); err != nil { // EINVAL with O_DIRECT: reopened
@@ -105,4 +89,21 @@ func TestDirectSegmentFallbackWhileSyncing(t *testing.T) {
 	if err := f.Datasync(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// directSegment opens a zeroed segment of two blocks with O_DIRECT (the
+// test is skipped where the file system has none) and returns its path;
+// it is closed when the test ends.
+func directSegment(t *testing.T) (string, journalFile) {
+	t.Helper()
+	path := zeroSegment(t, 2)
+	f, err := osFS{}.OpenSegment(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	if _, ok := f.(*directFile); !ok {
+		t.Skipf("no O_DIRECT on this file system (%T)", f)
+	}
+	return path, f
 }
